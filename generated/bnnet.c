@@ -1905,7 +1905,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x14x14 -> 128x14x14 (specs/bnnet.yaml:17:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
 static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
@@ -1925,14 +1925,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
                         const cg_v d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
@@ -1942,53 +1942,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2000,7 +2024,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
@@ -2010,53 +2034,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2068,7 +2116,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
                         const cg_v d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752));
@@ -2078,53 +2126,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2137,14 +2209,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..5: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 1) {
         for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
                         const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
@@ -2154,53 +2226,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2212,7 +2308,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
@@ -2222,53 +2318,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2280,7 +2400,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
@@ -2290,53 +2410,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2349,14 +2493,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 6..6: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 1) {
         for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
                         const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
@@ -2366,53 +2510,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2424,7 +2592,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
@@ -2434,53 +2602,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2492,7 +2684,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
@@ -2502,53 +2694,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 64, y01);
                             VSTORE(y + o + 896, y10);
@@ -2693,14 +2909,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
                         const cg_v d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
@@ -2710,53 +2926,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -2768,7 +3008,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
@@ -2778,53 +3018,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -2836,7 +3100,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
                         const cg_v d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752));
@@ -2846,53 +3110,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -2905,14 +3193,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..5: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 1) {
         for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
                         const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
@@ -2922,53 +3210,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -2980,7 +3292,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
@@ -2990,53 +3302,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -3048,7 +3384,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
@@ -3058,53 +3394,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -3117,14 +3477,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 6..6: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 2) {
+    for (int v0 = 0; v0 < 4; v0 += 1) {
         for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
                         const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
@@ -3134,53 +3494,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -3192,7 +3576,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
@@ -3202,53 +3586,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -3260,7 +3668,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
@@ -3270,53 +3678,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 64, y01);
                             VSTORE(dx + o + 896, y10);
@@ -4016,7 +4448,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 12544, .out_size = 25088, .act_offset = 7275520, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},

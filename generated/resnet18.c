@@ -1919,7 +1919,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
 static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
@@ -1939,14 +1939,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616));
                         const cg_v d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
@@ -1956,53 +1956,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2014,7 +2038,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
                         const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
@@ -2024,53 +2048,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2082,7 +2130,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584));
                         const cg_v d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408));
@@ -2092,53 +2140,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2151,14 +2223,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..26: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 27; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
                         const cg_v d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
@@ -2168,53 +2240,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2226,7 +2322,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -2236,53 +2332,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2294,7 +2414,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616));
@@ -2304,53 +2424,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2363,14 +2507,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 27..27: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 27; ty < 28; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
                         const cg_v d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
@@ -2380,53 +2524,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2438,7 +2606,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -2448,53 +2616,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2506,7 +2698,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616));
@@ -2516,53 +2708,77 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 1792, y10);
@@ -2707,14 +2923,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616));
                         const cg_v d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
@@ -2724,53 +2940,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -2782,7 +3022,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
                         const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
@@ -2792,53 +3032,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -2850,7 +3114,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584));
                         const cg_v d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408));
@@ -2860,53 +3124,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -2919,14 +3207,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..26: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 27; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
                         const cg_v d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
@@ -2936,53 +3224,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -2994,7 +3306,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -3004,53 +3316,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -3062,7 +3398,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616));
@@ -3072,53 +3408,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -3131,14 +3491,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 27..27: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 27; ty < 28; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
                         const cg_v d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
@@ -3148,53 +3508,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -3206,7 +3590,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -3216,53 +3600,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -3274,7 +3682,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616));
@@ -3284,53 +3692,77 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -3441,7 +3873,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
 /* l07_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l07_conv2d_backward: the code of l04_conv2d_backward */
@@ -3465,14 +3897,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616));
                         const cg_v d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680)), d31 = VLOAD(xc + (xo + 5408)), d32 = VLOAD(xc + (xo + 5440));
@@ -3482,53 +3914,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3540,7 +3996,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
                         const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d23 = VLOAD(xc + (xo + 3680));
@@ -3550,53 +4006,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3608,7 +4088,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584));
                         const cg_v d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5408));
@@ -3618,53 +4098,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3677,14 +4181,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..26: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 27; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
                         const cg_v d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
@@ -3694,53 +4198,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3752,7 +4280,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -3762,53 +4290,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3820,7 +4372,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616));
@@ -3830,53 +4382,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3889,14 +4465,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 27..27: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 27; ty < 28; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
                         const cg_v d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616)), d22 = VLOAD(xc + (xo + 3648));
@@ -3906,53 +4482,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -3964,7 +4564,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -3974,53 +4574,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -4032,7 +4656,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3616));
@@ -4042,53 +4666,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -4184,7 +4832,7 @@ static void l09_add_backward(const float *restrict y, const float *restrict dy, 
 /* l10_relu_backward: none, layer 9 masks the dy it reads with the relu's derivative */
 
 /* layer 11: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:19:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
 /* l11_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l11_conv2d_backward: the code of l04_conv2d_backward */
@@ -4204,7 +4852,7 @@ static void l09_add_backward(const float *restrict y, const float *restrict dy, 
 /* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
 /* l14_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l04_conv2d_backward */
@@ -5725,7 +6373,7 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l20_relu_backward: none, layer 21 masks its dx stores with the relu's derivative */
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
 static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
@@ -5745,14 +6393,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824));
                         const cg_v d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
@@ -5762,53 +6410,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -5820,7 +6492,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
@@ -5830,53 +6502,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -5888,7 +6584,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792));
                         const cg_v d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720));
@@ -5898,53 +6594,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -5957,14 +6677,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..12: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 13; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
                         const cg_v d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
@@ -5974,53 +6694,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -6032,7 +6776,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -6042,53 +6786,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -6100,7 +6868,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824));
@@ -6110,53 +6878,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -6169,14 +6961,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 13..13: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 13; ty < 14; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
                         const cg_v d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
@@ -6186,53 +6978,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -6244,7 +7060,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -6254,53 +7070,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -6312,7 +7152,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824));
@@ -6322,53 +7162,77 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 32, y01);
                             VSTORE(y + o + 896, y10);
@@ -6513,14 +7377,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824));
                         const cg_v d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
@@ -6530,53 +7394,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -6588,7 +7476,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
@@ -6598,53 +7486,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -6656,7 +7568,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792));
                         const cg_v d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720));
@@ -6666,53 +7578,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -6725,14 +7661,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..12: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 13; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
                         const cg_v d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
@@ -6742,53 +7678,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -6800,7 +7760,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -6810,53 +7770,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -6868,7 +7852,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824));
@@ -6878,53 +7862,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -6937,14 +7945,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 13..13: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 13; ty < 14; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
                         const cg_v d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
@@ -6954,53 +7962,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -7012,7 +8044,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -7022,53 +8054,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -7080,7 +8136,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824));
@@ -7090,53 +8146,77 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -7556,7 +8636,7 @@ static void l25_add_backward(const float *restrict y, const float *restrict dy, 
 /* l26_relu_backward: none, layer 25 masks the dy it reads with the relu's derivative */
 
 /* layer 27: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:35:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
 /* l27_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l27_conv2d_backward: the code of l21_conv2d_backward */
@@ -7580,14 +8660,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824));
                         const cg_v d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888)), d31 = VLOAD(xc + (xo + 2720)), d32 = VLOAD(xc + (xo + 2752));
@@ -7597,53 +8677,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -7655,7 +8759,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d23 = VLOAD(xc + (xo + 1888));
@@ -7665,53 +8769,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -7723,7 +8851,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792));
                         const cg_v d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2720));
@@ -7733,53 +8861,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -7792,14 +8944,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..12: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 13; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
                         const cg_v d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
@@ -7809,53 +8961,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -7867,7 +9043,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -7877,53 +9053,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -7935,7 +9135,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824));
@@ -7945,53 +9145,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -8004,14 +9228,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 13..13: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 13; ty < 14; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
                         const cg_v d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824)), d22 = VLOAD(xc + (xo + 1856));
@@ -8021,53 +9245,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -8079,7 +9327,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -8089,53 +9337,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -8147,7 +9419,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
                         const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1824));
@@ -8157,53 +9429,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -8229,7 +9525,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
 
 /* layer 30: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:38:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
 /* l30_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l30_conv2d_backward: the code of l21_conv2d_backward */
@@ -20922,7 +22218,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 62619648, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -20935,7 +22231,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 75464704, .lanes = 32, .line = 15, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -20952,7 +22248,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 88309760, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -20965,7 +22261,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 101154816, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -20995,7 +22291,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 120422400, .lanes = 32, .line = 29, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -21021,7 +22317,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 133267456, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -21034,7 +22330,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 139689984, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},

@@ -1919,7 +1919,7 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
@@ -1939,14 +1939,14 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
                         const cg_v d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
@@ -1956,53 +1956,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2014,7 +2038,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
                         const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
@@ -2024,53 +2048,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2082,7 +2130,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
                         const cg_v d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880));
@@ -2092,53 +2140,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2151,14 +2223,14 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..12: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 13; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
                         const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
@@ -2168,53 +2240,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2226,7 +2322,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -2236,53 +2332,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2294,7 +2414,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
@@ -2304,53 +2424,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2363,14 +2507,14 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 13..13: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 13; ty < 14; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
                         const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
@@ -2380,53 +2524,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2438,7 +2606,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -2448,53 +2616,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -2506,7 +2698,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
@@ -2516,53 +2708,77 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 3584, y10);
@@ -3152,14 +3368,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
                         const cg_v d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
@@ -3169,53 +3385,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3227,7 +3467,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
                         const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
@@ -3237,53 +3477,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3295,7 +3559,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
                         const cg_v d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880));
@@ -3305,53 +3569,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3364,14 +3652,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..12: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 13; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
                         const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
@@ -3381,53 +3669,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3439,7 +3751,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -3449,53 +3761,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3507,7 +3843,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
@@ -3517,53 +3853,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3576,14 +3936,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 13..13: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 13; ty < 14; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
                         const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
@@ -3593,53 +3953,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3651,7 +4035,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -3661,53 +4045,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3719,7 +4127,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
@@ -3729,53 +4137,77 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
@@ -3801,7 +4233,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l05_relu_backward: none, layer 6 masks its dx stores with the relu's derivative */
 
 /* layer 6: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:15:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l06_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
@@ -3825,14 +4257,14 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
                         const cg_v d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552)), d31 = VLOAD(xc + (xo + 10880)), d32 = VLOAD(xc + (xo + 11008));
@@ -3842,53 +4274,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -3900,7 +4356,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
                         const cg_v d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d23 = VLOAD(xc + (xo + 7552));
@@ -3910,53 +4366,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -3968,7 +4448,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
                         const cg_v d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424)), d30 = VLOAD(xc + (xo + 10752)), d31 = VLOAD(xc + (xo + 10880));
@@ -3978,53 +4458,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4037,14 +4541,14 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..12: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 13; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
                         const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
@@ -4054,53 +4558,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4112,7 +4640,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -4122,53 +4650,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4180,7 +4732,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
@@ -4190,53 +4742,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4249,14 +4825,14 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 13..13: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 13; ty < 14; ty++) {
-            cg_v vb[512]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][16][TB]: the products summed over the input channels */
+            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
                         const cg_v d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296)), d22 = VLOAD(xc + (xo + 7424));
@@ -4266,53 +4842,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4324,7 +4924,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -4334,53 +4934,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4392,7 +5016,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 16; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
                         const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168)), d21 = VLOAD(xc + (xo + 7296));
@@ -4402,53 +5026,77 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 16 + ci) * 2 + bb] = s00 - s02; vb[(1 * 16 + ci) * 2 + bb] = s01 + s02; vb[(2 * 16 + ci) * 2 + bb] = s02 - s01; vb[(3 * 16 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 16 + ci) * 2 + bb] = s10 - s12; vb[(5 * 16 + ci) * 2 + bb] = s11 + s12; vb[(6 * 16 + ci) * 2 + bb] = s12 - s11; vb[(7 * 16 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 16 + ci) * 2 + bb] = s20 - s22; vb[(9 * 16 + ci) * 2 + bb] = s21 + s22; vb[(10 * 16 + ci) * 2 + bb] = s22 - s21; vb[(11 * 16 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 16 + ci) * 2 + bb] = s30 - s32; vb[(13 * 16 + ci) * 2 + bb] = s31 + s32; vb[(14 * 16 + ci) * 2 + bb] = s32 - s31; vb[(15 * 16 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 16 + ci) * 1 + bb] = s00 - s02; vb[(1 * 16 + ci) * 1 + bb] = s01 + s02; vb[(2 * 16 + ci) * 1 + bb] = s02 - s01; vb[(3 * 16 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 16 + ci) * 1 + bb] = s10 - s12; vb[(5 * 16 + ci) * 1 + bb] = s11 + s12; vb[(6 * 16 + ci) * 1 + bb] = s12 - s11; vb[(7 * 16 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 16 + ci) * 1 + bb] = s20 - s22; vb[(9 * 16 + ci) * 1 + bb] = s21 + s22; vb[(10 * 16 + ci) * 1 + bb] = s22 - s21; vb[(11 * 16 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 16 + ci) * 1 + bb] = s30 - s32; vb[(13 * 16 + ci) * 1 + bb] = s31 + s32; vb[(14 * 16 + ci) * 1 + bb] = s32 - s31; vb[(15 * 16 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 2; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 1; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 16; ci++) {
-                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 8;
-                            cg_v e0 = vb[(p * 16 + ci) * 2 + 0], e1 = vb[(p * 16 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                            cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 16 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 16 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 16 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 16 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 16 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 16 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 16 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 16 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 16 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 16 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 16 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 16 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 16 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 16 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 16 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 16 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 2; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 16 + cb * 8 + t) * 2 + b] + mb[(4 * 16 + cb * 8 + t) * 2 + b] + mb[(8 * 16 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 16 + cb * 8 + t) * 2 + b] - mb[(8 * 16 + cb * 8 + t) * 2 + b] - mb[(12 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 16 + cb * 8 + t) * 2 + b] + mb[(5 * 16 + cb * 8 + t) * 2 + b] + mb[(9 * 16 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 16 + cb * 8 + t) * 2 + b] - mb[(9 * 16 + cb * 8 + t) * 2 + b] - mb[(13 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 16 + cb * 8 + t) * 2 + b] + mb[(6 * 16 + cb * 8 + t) * 2 + b] + mb[(10 * 16 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 16 + cb * 8 + t) * 2 + b] - mb[(10 * 16 + cb * 8 + t) * 2 + b] - mb[(14 * 16 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 16 + cb * 8 + t) * 2 + b] + mb[(7 * 16 + cb * 8 + t) * 2 + b] + mb[(11 * 16 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 16 + cb * 8 + t) * 2 + b] - mb[(11 * 16 + cb * 8 + t) * 2 + b] - mb[(15 * 16 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 1; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
@@ -4544,7 +5192,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l09_relu_backward: none, layer 8 masks the dy it reads with the relu's derivative */
 
 /* layer 10: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:19:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l10_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l10_conv2d_backward: the code of l03_conv2d_backward */
@@ -4564,7 +5212,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l12_relu_backward: none, layer 13 masks its dx stores with the relu's derivative */
 
 /* layer 13: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l13_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l13_conv2d_backward: the code of l03_conv2d_backward */
@@ -4590,7 +5238,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l16_relu_backward: none, layer 15 masks the dy it reads with the relu's derivative */
 
 /* layer 17: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:26:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l17_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l17_conv2d_backward: the code of l03_conv2d_backward */
@@ -4610,7 +5258,7 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l19_relu_backward: none, layer 20 masks its dx stores with the relu's derivative */
 
 /* layer 20: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:29:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l20_conv2d_forward: the code of l03_conv2d_forward */
 
 /* l20_conv2d_backward: the code of l03_conv2d_backward */
@@ -6129,7 +6777,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -6149,14 +6797,14 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
                         const cg_v d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
@@ -6166,53 +6814,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6224,7 +6896,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
                         const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
@@ -6234,53 +6906,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6292,7 +6988,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
                         const cg_v d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504));
@@ -6302,53 +6998,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6361,14 +7081,14 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..5: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
                         const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
@@ -6378,53 +7098,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6436,7 +7180,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -6446,53 +7190,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6504,7 +7272,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
@@ -6514,53 +7282,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6573,14 +7365,14 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 6..6: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
                         const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
@@ -6590,53 +7382,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6648,7 +7464,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -6658,53 +7474,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -6716,7 +7556,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
@@ -6726,53 +7566,77 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 1792, y10);
@@ -7362,14 +8226,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
                         const cg_v d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
@@ -7379,53 +8243,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7437,7 +8325,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
                         const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
@@ -7447,53 +8335,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7505,7 +8417,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
                         const cg_v d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504));
@@ -7515,53 +8427,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7574,14 +8510,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..5: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
                         const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
@@ -7591,53 +8527,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7649,7 +8609,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -7659,53 +8619,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7717,7 +8701,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
@@ -7727,53 +8711,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7786,14 +8794,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 6..6: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
                         const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
@@ -7803,53 +8811,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7861,7 +8893,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -7871,53 +8903,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -7929,7 +8985,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
@@ -7939,53 +8995,77 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
@@ -8403,7 +9483,7 @@ static void l31_add_backward(const float *restrict y, const float *restrict dy, 
 /* l32_relu_backward: none, layer 31 masks the dy it reads with the relu's derivative */
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l33_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
@@ -8427,14 +9507,14 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
                         const cg_v d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968)), d31 = VLOAD(xc + (xo + 5504)), d32 = VLOAD(xc + (xo + 5632));
@@ -8444,53 +9524,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8502,7 +9606,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
                         const cg_v d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d23 = VLOAD(xc + (xo + 3968));
@@ -8512,53 +9616,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8570,7 +9698,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
                         const cg_v d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840)), d30 = VLOAD(xc + (xo + 5376)), d31 = VLOAD(xc + (xo + 5504));
@@ -8580,53 +9708,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8639,14 +9791,14 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..5: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 6; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
                         const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
@@ -8656,53 +9808,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8714,7 +9890,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -8724,53 +9900,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8782,7 +9982,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
@@ -8792,53 +9992,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8851,14 +10075,14 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 6..6: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 6; ty < 7; ty++) {
-            cg_v vb[1024]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][32][TB]: the products summed over the input channels */
+            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
                         const cg_v d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712)), d22 = VLOAD(xc + (xo + 3840));
@@ -8868,53 +10092,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8926,7 +10174,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -8936,53 +10184,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -8994,7 +10266,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 32; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
                         const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584)), d21 = VLOAD(xc + (xo + 3712));
@@ -9004,53 +10276,77 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 32 + ci) * 2 + bb] = s00 - s02; vb[(1 * 32 + ci) * 2 + bb] = s01 + s02; vb[(2 * 32 + ci) * 2 + bb] = s02 - s01; vb[(3 * 32 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 32 + ci) * 2 + bb] = s10 - s12; vb[(5 * 32 + ci) * 2 + bb] = s11 + s12; vb[(6 * 32 + ci) * 2 + bb] = s12 - s11; vb[(7 * 32 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 32 + ci) * 2 + bb] = s20 - s22; vb[(9 * 32 + ci) * 2 + bb] = s21 + s22; vb[(10 * 32 + ci) * 2 + bb] = s22 - s21; vb[(11 * 32 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 32 + ci) * 2 + bb] = s30 - s32; vb[(13 * 32 + ci) * 2 + bb] = s31 + s32; vb[(14 * 32 + ci) * 2 + bb] = s32 - s31; vb[(15 * 32 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 32 + ci) * 1 + bb] = s00 - s02; vb[(1 * 32 + ci) * 1 + bb] = s01 + s02; vb[(2 * 32 + ci) * 1 + bb] = s02 - s01; vb[(3 * 32 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 32 + ci) * 1 + bb] = s10 - s12; vb[(5 * 32 + ci) * 1 + bb] = s11 + s12; vb[(6 * 32 + ci) * 1 + bb] = s12 - s11; vb[(7 * 32 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 32 + ci) * 1 + bb] = s20 - s22; vb[(9 * 32 + ci) * 1 + bb] = s21 + s22; vb[(10 * 32 + ci) * 1 + bb] = s22 - s21; vb[(11 * 32 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 32 + ci) * 1 + bb] = s30 - s32; vb[(13 * 32 + ci) * 1 + bb] = s31 + s32; vb[(14 * 32 + ci) * 1 + bb] = s32 - s31; vb[(15 * 32 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 2; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 32; ci++) {
-                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 8;
-                            cg_v e0 = vb[(p * 32 + ci) * 2 + 0], e1 = vb[(p * 32 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 32 + ci) * 32 + cb * 16;
+                            cg_v e0 = vb[(p * 32 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 32 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 32 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 32 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 32 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 32 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 32 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 32 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 32 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 32 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 32 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 32 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 32 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 32 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 32 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 32 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 32 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 32 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 32 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 32 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 32 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 32 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 32 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 32 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 32 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 32 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 32 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 32 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 32 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 32 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 32 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 32 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 32 + cb * 8 + t) * 2 + b] + mb[(4 * 32 + cb * 8 + t) * 2 + b] + mb[(8 * 32 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 32 + cb * 8 + t) * 2 + b] - mb[(8 * 32 + cb * 8 + t) * 2 + b] - mb[(12 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 32 + cb * 8 + t) * 2 + b] + mb[(5 * 32 + cb * 8 + t) * 2 + b] + mb[(9 * 32 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 32 + cb * 8 + t) * 2 + b] - mb[(9 * 32 + cb * 8 + t) * 2 + b] - mb[(13 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 32 + cb * 8 + t) * 2 + b] + mb[(6 * 32 + cb * 8 + t) * 2 + b] + mb[(10 * 32 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 32 + cb * 8 + t) * 2 + b] - mb[(10 * 32 + cb * 8 + t) * 2 + b] - mb[(14 * 32 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 32 + cb * 8 + t) * 2 + b] + mb[(7 * 32 + cb * 8 + t) * 2 + b] + mb[(11 * 32 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 32 + cb * 8 + t) * 2 + b] - mb[(11 * 32 + cb * 8 + t) * 2 + b] - mb[(15 * 32 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 2; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
@@ -9076,7 +10372,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -9102,7 +10398,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l39_relu_backward: none, layer 38 masks the dy it reads with the relu's derivative */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l40_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
@@ -9122,7 +10418,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -10643,7 +11939,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -10663,14 +11959,14 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
                         const cg_v d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944));
@@ -10680,53 +11976,77 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 896, y10);
@@ -10738,7 +12058,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
@@ -10748,53 +12068,77 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 896, y10);
@@ -10806,7 +12150,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
                         const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
@@ -10815,52 +12159,76 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 896, y10);
                         }
@@ -10871,14 +12239,14 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..2: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048));
@@ -10888,53 +12256,77 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 896, y10);
@@ -10946,7 +12338,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -10956,53 +12348,77 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                             VSTORE(y + o + 896, y10);
@@ -11014,7 +12430,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
@@ -11023,52 +12439,76 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 896, y10);
                         }
@@ -11079,14 +12519,14 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 3..3: input rows zeros at 2, 3, one output */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -11095,53 +12535,77 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                         }
@@ -11151,7 +12615,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -11160,53 +12624,77 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                             VSTORE(y + o + 128, y01);
                         }
@@ -11216,7 +12704,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
@@ -11224,52 +12712,76 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(y + o + 0, y00);
                         }
                     }
@@ -11856,14 +13368,14 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
                         const cg_v d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944));
@@ -11873,53 +13385,77 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -11931,7 +13467,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
@@ -11941,53 +13477,77 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -11999,7 +13559,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
                         const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
@@ -12008,52 +13568,76 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
                         }
@@ -12064,14 +13648,14 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..2: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048));
@@ -12081,53 +13665,77 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -12139,7 +13747,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -12149,53 +13757,77 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
@@ -12207,7 +13839,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
@@ -12216,52 +13848,76 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
                         }
@@ -12272,14 +13928,14 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 3..3: input rows zeros at 2, 3, one output */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -12288,53 +13944,77 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                         }
@@ -12344,7 +14024,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -12353,53 +14033,77 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                         }
@@ -12409,7 +14113,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
@@ -12417,52 +14121,76 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                         }
                     }
@@ -12879,7 +14607,7 @@ static void l54_add_backward(const float *restrict y, const float *restrict dy, 
 /* l55_relu_backward: none, layer 54 masks the dy it reads with the relu's derivative */
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l56_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
@@ -12903,14 +14631,14 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
                         const cg_v d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176)), d31 = VLOAD(xc + (xo + 2816)), d32 = VLOAD(xc + (xo + 2944));
@@ -12920,53 +14648,77 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -12978,7 +14730,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048)), d23 = VLOAD(xc + (xo + 2176));
@@ -12988,53 +14740,77 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -13046,7 +14822,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
                         const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
@@ -13055,52 +14831,76 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
                         }
@@ -13111,14 +14911,14 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..2: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 1; ty < 3; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920)), d22 = VLOAD(xc + (xo + 2048));
@@ -13128,53 +14928,77 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -13186,7 +15010,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -13196,53 +15020,77 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
@@ -13254,7 +15102,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2816));
@@ -13263,52 +15111,76 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
                         }
@@ -13319,14 +15191,14 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 3..3: input rows zeros at 2, 3, one output */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 2) {
+    for (int v0 = 0; v0 < 8; v0 += 1) {
         for (int ty = 3; ty < 4; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -13335,53 +15207,77 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                         }
@@ -13391,7 +15287,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
                         const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -13400,53 +15296,77 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                             VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                         }
@@ -13456,7 +15376,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
                         const cg_v d02 = vsplat(0.0f), d03 = vsplat(0.0f), d12 = vsplat(0.0f), d13 = vsplat(0.0f), d20 = vsplat(0.0f), d21 = vsplat(0.0f), d22 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
@@ -13464,52 +15384,76 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02;
-                            const size_t o = ((size_t)((cb * 8 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                         }
                     }
@@ -13532,7 +15476,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -13558,7 +15502,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l62_relu_backward: none, layer 61 masks the dy it reads with the relu's derivative */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l63_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
@@ -13578,7 +15522,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -14347,7 +16291,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 3311616, .lanes = 128, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 3, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14360,7 +16304,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 6522880, .lanes = 128, .line = 15, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 6, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14377,7 +16321,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 9734144, .lanes = 128, .line = 19, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 11, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14390,7 +16334,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 12945408, .lanes = 128, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 14, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14407,7 +16351,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 16156672, .lanes = 128, .line = 26, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 19, .name = "layer1_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14420,7 +16364,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 19367936, .lanes = 128, .line = 29, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 22, .name = "layer1_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
@@ -14450,7 +16394,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -14476,7 +16420,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -14489,7 +16433,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -14506,7 +16450,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -14519,7 +16463,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -14549,7 +16493,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -14575,7 +16519,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -14588,7 +16532,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -14605,7 +16549,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -14618,7 +16562,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},

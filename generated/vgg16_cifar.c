@@ -1948,7 +1948,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l01_relu_backward: none, layer 2 masks its dx stores with the relu's derivative */
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
@@ -1968,14 +1968,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
                         const cg_v d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
@@ -1985,54 +1985,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2044,7 +2068,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
                         const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
@@ -2054,54 +2078,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2113,7 +2161,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
                         const cg_v d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104));
@@ -2123,54 +2171,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2183,14 +2255,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..14: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 15; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
                         const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
@@ -2200,54 +2272,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2259,7 +2355,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
@@ -2269,54 +2365,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2328,7 +2448,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
                         const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
@@ -2338,54 +2458,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2398,14 +2542,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 15..15: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 15; ty < 16; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
                         const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
@@ -2415,54 +2559,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2474,7 +2642,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
@@ -2484,54 +2652,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2543,7 +2735,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
                         const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
@@ -2553,54 +2745,78 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 1024, vrelu(y10));
@@ -2752,14 +2968,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
                         const cg_v d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
@@ -2769,53 +2985,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -2827,7 +3067,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
                         const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
@@ -2837,53 +3077,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -2895,7 +3159,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
                         const cg_v d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104));
@@ -2905,53 +3169,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -2964,14 +3252,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..14: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 15; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
                         const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
@@ -2981,53 +3269,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -3039,7 +3351,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
@@ -3049,53 +3361,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -3107,7 +3443,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
                         const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
@@ -3117,53 +3453,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -3176,14 +3536,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 15..15: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 15; ty < 16; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
                         const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
@@ -3193,53 +3553,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -3251,7 +3635,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
@@ -3261,53 +3645,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -3319,7 +3727,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
                         const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
@@ -3329,53 +3737,77 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
@@ -3447,7 +3879,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 5: conv2d 64x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:16:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
@@ -3467,14 +3899,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
                         const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
@@ -3484,54 +3916,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3543,7 +3999,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
                         const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
@@ -3553,54 +4009,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3612,7 +4092,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
                         const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
@@ -3622,54 +4102,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3682,14 +4186,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..6: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -3699,54 +4203,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3758,7 +4286,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -3768,54 +4296,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3827,7 +4379,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -3837,54 +4389,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3897,14 +4473,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 7..7: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -3914,54 +4490,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -3973,7 +4573,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -3983,54 +4583,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -4042,7 +4666,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -4052,54 +4676,78 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 2 + bb] = s00 - s02; vb[(1 * 64 + ci) * 2 + bb] = s01 + s02; vb[(2 * 64 + ci) * 2 + bb] = s02 - s01; vb[(3 * 64 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 2 + bb] = s10 - s12; vb[(5 * 64 + ci) * 2 + bb] = s11 + s12; vb[(6 * 64 + ci) * 2 + bb] = s12 - s11; vb[(7 * 64 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 2 + bb] = s20 - s22; vb[(9 * 64 + ci) * 2 + bb] = s21 + s22; vb[(10 * 64 + ci) * 2 + bb] = s22 - s21; vb[(11 * 64 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 2 + bb] = s30 - s32; vb[(13 * 64 + ci) * 2 + bb] = s31 + s32; vb[(14 * 64 + ci) * 2 + bb] = s32 - s31; vb[(15 * 64 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 64 + ci) * 2 + 0], e1 = vb[(p * 64 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -4251,14 +4899,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
                         const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
@@ -4268,53 +4916,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4326,7 +4998,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
                         const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
@@ -4336,53 +5008,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4394,7 +5090,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
                         const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
@@ -4404,53 +5100,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4463,14 +5183,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..6: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -4480,53 +5200,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4538,7 +5282,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -4548,53 +5292,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4606,7 +5374,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -4616,53 +5384,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4675,14 +5467,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 7..7: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][64][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -4692,53 +5484,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4750,7 +5566,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -4760,53 +5576,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4818,7 +5658,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -4828,53 +5668,77 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 4; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 64 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 64 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 64 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 64 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 64 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 64 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 64 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 64 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 64 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 64 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 64 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 64 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 64 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 64 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 64 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 64 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 8 + t) * 2 + b] + mb[(4 * 64 + cb * 8 + t) * 2 + b] + mb[(8 * 64 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 64 + cb * 8 + t) * 2 + b] - mb[(8 * 64 + cb * 8 + t) * 2 + b] - mb[(12 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 8 + t) * 2 + b] + mb[(5 * 64 + cb * 8 + t) * 2 + b] + mb[(9 * 64 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 64 + cb * 8 + t) * 2 + b] - mb[(9 * 64 + cb * 8 + t) * 2 + b] - mb[(13 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 8 + t) * 2 + b] + mb[(6 * 64 + cb * 8 + t) * 2 + b] + mb[(10 * 64 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 64 + cb * 8 + t) * 2 + b] - mb[(10 * 64 + cb * 8 + t) * 2 + b] - mb[(14 * 64 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 8 + t) * 2 + b] + mb[(7 * 64 + cb * 8 + t) * 2 + b] + mb[(11 * 64 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 64 + cb * 8 + t) * 2 + b] - mb[(11 * 64 + cb * 8 + t) * 2 + b] - mb[(15 * 64 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 4; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, y00);
                             VSTORE(dx + o + 32, y01);
                             VSTORE(dx + o + 512, y10);
@@ -4894,7 +5758,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
- * schedule lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
@@ -4914,14 +5778,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
                         const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
@@ -4931,54 +5795,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -4990,7 +5878,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
                         const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
@@ -5000,54 +5888,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5059,7 +5971,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
                         const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
@@ -5069,54 +5981,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5129,14 +6065,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 1..6: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -5146,54 +6082,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5205,7 +6165,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -5215,54 +6175,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5274,7 +6258,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -5284,54 +6268,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5344,14 +6352,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     }
     /* tile rows 7..7: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -5361,54 +6369,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5420,7 +6452,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -5430,54 +6462,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5489,7 +6545,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -5499,54 +6555,78 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 8 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(y + o + 0, vrelu(y00));
                             VSTORE(y + o + 32, vrelu(y01));
                             VSTORE(y + o + 512, vrelu(y10));
@@ -5698,14 +6778,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 0; ty < 1; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
                         const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
@@ -5715,53 +6795,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -5773,7 +6877,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
                         const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
@@ -5783,53 +6887,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -5841,7 +6969,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
                         const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
@@ -5851,53 +6979,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -5910,14 +7062,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 1..6: input rows all inside */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -5927,53 +7079,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -5985,7 +7161,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -5995,53 +7171,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -6053,7 +7253,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -6063,53 +7263,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -6122,14 +7346,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     }
     /* tile rows 7..7: input rows zeros at 3 */
     CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 2) {
+    for (int v0 = 0; v0 < 2; v0 += 1) {
         for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[4096]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[4096]; /* [16][128][TB]: the products summed over the input channels */
+            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
             for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
                         const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
@@ -6139,53 +7363,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -6197,7 +7445,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
                         const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -6207,53 +7455,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -6265,7 +7537,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                 const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                 for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 2; bb++) {
+                    for (int bb = 0; bb < 1; bb++) {
                         const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                         const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
                         const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
@@ -6275,53 +7547,77 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
                         const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
                         const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 2 + bb] = s00 - s02; vb[(1 * 128 + ci) * 2 + bb] = s01 + s02; vb[(2 * 128 + ci) * 2 + bb] = s02 - s01; vb[(3 * 128 + ci) * 2 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 2 + bb] = s10 - s12; vb[(5 * 128 + ci) * 2 + bb] = s11 + s12; vb[(6 * 128 + ci) * 2 + bb] = s12 - s11; vb[(7 * 128 + ci) * 2 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 2 + bb] = s20 - s22; vb[(9 * 128 + ci) * 2 + bb] = s21 + s22; vb[(10 * 128 + ci) * 2 + bb] = s22 - s21; vb[(11 * 128 + ci) * 2 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 2 + bb] = s30 - s32; vb[(13 * 128 + ci) * 2 + bb] = s31 + s32; vb[(14 * 128 + ci) * 2 + bb] = s32 - s31; vb[(15 * 128 + ci) * 2 + bb] = s31 - s33;
+                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                     }
                 }
                 for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 16; cb++) {
-                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
+                    for (int cb = 0; cb < 8; cb++) {
+                        cg_v a0_0 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f);
+                        cg_v a6_0 = vsplat(0.0f);
+                        cg_v a7_0 = vsplat(0.0f);
+                        cg_v a8_0 = vsplat(0.0f);
+                        cg_v a9_0 = vsplat(0.0f);
+                        cg_v a10_0 = vsplat(0.0f);
+                        cg_v a11_0 = vsplat(0.0f);
+                        cg_v a12_0 = vsplat(0.0f);
+                        cg_v a13_0 = vsplat(0.0f);
+                        cg_v a14_0 = vsplat(0.0f);
+                        cg_v a15_0 = vsplat(0.0f);
                         for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 8;
-                            cg_v e0 = vb[(p * 128 + ci) * 2 + 0], e1 = vb[(p * 128 + ci) * 2 + 1]; VKEEP(e0); VKEEP(e1);
-                            a0_0 += u[0] * e0; a0_1 += u[0] * e1;
-                            a1_0 += u[1] * e0; a1_1 += u[1] * e1;
-                            a2_0 += u[2] * e0; a2_1 += u[2] * e1;
-                            a3_0 += u[3] * e0; a3_1 += u[3] * e1;
-                            a4_0 += u[4] * e0; a4_1 += u[4] * e1;
-                            a5_0 += u[5] * e0; a5_1 += u[5] * e1;
-                            a6_0 += u[6] * e0; a6_1 += u[6] * e1;
-                            a7_0 += u[7] * e0; a7_1 += u[7] * e1;
+                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                            a0_0 += u[0] * e0;
+                            a1_0 += u[1] * e0;
+                            a2_0 += u[2] * e0;
+                            a3_0 += u[3] * e0;
+                            a4_0 += u[4] * e0;
+                            a5_0 += u[5] * e0;
+                            a6_0 += u[6] * e0;
+                            a7_0 += u[7] * e0;
+                            a8_0 += u[8] * e0;
+                            a9_0 += u[9] * e0;
+                            a10_0 += u[10] * e0;
+                            a11_0 += u[11] * e0;
+                            a12_0 += u[12] * e0;
+                            a13_0 += u[13] * e0;
+                            a14_0 += u[14] * e0;
+                            a15_0 += u[15] * e0;
                         }
-                        mb[(p * 128 + cb * 8 + 0) * 2 + 0] = a0_0; mb[(p * 128 + cb * 8 + 0) * 2 + 1] = a0_1;
-                        mb[(p * 128 + cb * 8 + 1) * 2 + 0] = a1_0; mb[(p * 128 + cb * 8 + 1) * 2 + 1] = a1_1;
-                        mb[(p * 128 + cb * 8 + 2) * 2 + 0] = a2_0; mb[(p * 128 + cb * 8 + 2) * 2 + 1] = a2_1;
-                        mb[(p * 128 + cb * 8 + 3) * 2 + 0] = a3_0; mb[(p * 128 + cb * 8 + 3) * 2 + 1] = a3_1;
-                        mb[(p * 128 + cb * 8 + 4) * 2 + 0] = a4_0; mb[(p * 128 + cb * 8 + 4) * 2 + 1] = a4_1;
-                        mb[(p * 128 + cb * 8 + 5) * 2 + 0] = a5_0; mb[(p * 128 + cb * 8 + 5) * 2 + 1] = a5_1;
-                        mb[(p * 128 + cb * 8 + 6) * 2 + 0] = a6_0; mb[(p * 128 + cb * 8 + 6) * 2 + 1] = a6_1;
-                        mb[(p * 128 + cb * 8 + 7) * 2 + 0] = a7_0; mb[(p * 128 + cb * 8 + 7) * 2 + 1] = a7_1;
+                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
                     }
                 }
-                for (int cb = 0; cb < 16; cb++) {
-                    for (int t = 0; t < 8; t++) {
-                        for (int b = 0; b < 2; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 8 + t) * 2 + b] + mb[(4 * 128 + cb * 8 + t) * 2 + b] + mb[(8 * 128 + cb * 8 + t) * 2 + b], r10 = mb[(4 * 128 + cb * 8 + t) * 2 + b] - mb[(8 * 128 + cb * 8 + t) * 2 + b] - mb[(12 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 8 + t) * 2 + b] + mb[(5 * 128 + cb * 8 + t) * 2 + b] + mb[(9 * 128 + cb * 8 + t) * 2 + b], r11 = mb[(5 * 128 + cb * 8 + t) * 2 + b] - mb[(9 * 128 + cb * 8 + t) * 2 + b] - mb[(13 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 8 + t) * 2 + b] + mb[(6 * 128 + cb * 8 + t) * 2 + b] + mb[(10 * 128 + cb * 8 + t) * 2 + b], r12 = mb[(6 * 128 + cb * 8 + t) * 2 + b] - mb[(10 * 128 + cb * 8 + t) * 2 + b] - mb[(14 * 128 + cb * 8 + t) * 2 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 8 + t) * 2 + b] + mb[(7 * 128 + cb * 8 + t) * 2 + b] + mb[(11 * 128 + cb * 8 + t) * 2 + b], r13 = mb[(7 * 128 + cb * 8 + t) * 2 + b] - mb[(11 * 128 + cb * 8 + t) * 2 + b] - mb[(15 * 128 + cb * 8 + t) * 2 + b];
+                for (int cb = 0; cb < 8; cb++) {
+                    for (int t = 0; t < 16; t++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
                             cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 8 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
                             VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                             VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
                             VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
@@ -19688,7 +20984,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
@@ -19702,7 +20998,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 16384, .out_size = 32768, .act_offset = 4816896, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -19711,7 +21007,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 5865472, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=2,TC=8]+relu dw lanes[TCW=2,rows=3] dx wino[TB=2,TC=8]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},

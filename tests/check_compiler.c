@@ -1014,6 +1014,38 @@ END_TEST
 /* Winograd's dW transforms a tile row a channel at a time (channel loop outside the
  * tile-column loop: a few sequential streams; the tile-major order ran channels x rows of
  * streams, too many for the prefetchers), and every transform row of M is filled */
+/* conv_wino.lua's M.tb: the forward's and dx's tiles of 2 lane vectors when a tile's
+ * transformed inputs and products fit L1 (48 KiB), else 1; the other is a candidate of
+ * its own, "+tbK". pad3 (8 -> 8 channels): F(2x2) needs 16 x 16 x 2 vectors, F(4x4)
+ * 36 x 16 x 2: 32 and 72 KiB of AVX-512's, 16 and 36 KiB of AVX2's. */
+START_TEST(test_gen_wino_lane_tiles)
+{
+    static const char *const forms[] = {"lanes+wino", "lanes+wino4"};
+    for (int f = 0; f < 2; f++) {
+        char *c = gen_pad3(forms[f], 1);
+        int avx512 = strstr(c, "Register tiles for avx512") != NULL;
+        char key[64];
+        snprintf(key, sizeof key, "fwd %s[TB=", forms[f] + 6);
+        const char *s = strstr(c, key);
+        ck_assert_msg(s != NULL, "pad3.c: no '%s' in %s's header", key, forms[f]);
+        int tb = atoi(s + strlen(key));
+        int want = (f == 1 && avx512) ? 1 : 2;
+        ck_assert_msg(tb == want, "pad3.c: %s took tiles of %d lane vectors, expected %d", forms[f], tb, want);
+        char alt[64];
+        snprintf(alt, sizeof alt, "%s+tb%d", forms[f], 3 - tb);
+        char *d = gen_pad3(alt, 1);
+        const char *t = strstr(d, key);
+        ck_assert_msg(t != NULL && atoi(t + strlen(key)) == 3 - tb, "pad3.c: %s did not take tiles of %d lane vectors", alt,
+                      3 - tb);
+        char dx[64];
+        snprintf(dx, sizeof dx, "dx %s[TB=%d", forms[f] + 6, 3 - tb);
+        ck_assert_msg(strstr(d, dx) != NULL, "pad3.c: %s's dx is not '%s'", alt, dx);
+        free(c);
+        free(d);
+    }
+}
+END_TEST
+
 START_TEST(test_gen_wino_dw_channel_outer)
 {
     char *c = gen_pad3("lanes+wino", 1);
@@ -1158,6 +1190,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
     tcase_add_test(gen, test_gen_wino_no_branches);
     tcase_add_test(gen, test_gen_wino_dw_channel_outer);
+    tcase_add_test(gen, test_gen_wino_lane_tiles);
     tcase_add_test(gen, test_gen_schedule_mix);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);
     tcase_add_test(gen, test_gen_header_embedding);

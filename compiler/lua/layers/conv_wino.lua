@@ -58,13 +58,25 @@ end
 -- scratch floats: the transformed weights U of either pass
 function M.scratch(L) return 16 * L.cin * L.cout end
 
--- The tile: two lane vectors (a cache line of each transformed input) x TC output
--- channels, 2/3 of the target's accumulator budget (8 of AVX2's 12, 16 of AVX-512's
--- 24): the rest hold the loaded vectors and a broadcast weight.
-function M.tile(L, T, nco)
+-- TB lane vectors a tile: 2 (a cache line of each transformed input) when a tile's
+-- transformed inputs and products, np x (cin + cout) x TB vectors, fit L1 (48 KiB on
+-- the Xeon and Zen 5 of this pool), else 1. ResNet-20 b64's 16-channel F(4x4) layer
+-- (147 KiB at TB = 2, 73 at 1), 2-core Zen 5, the call alone: forward 0.38 against
+-- 0.72 ms, dx 0.46 against 0.87; its 32-channel F(2x2) layer: 5 and 11 % faster. The
+-- other TB is a candidate of its own ("+tb1"/"+tb2") for the tuner.
+M.TILE_L1 = 48 * 1024
+function M.tb(L, np)
   local ld = require("util").largest_divisor
-  local TB = ld(L.lanes_R // L.vec, 2)
-  return {TC = ld(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
+  local fits = np * (L.cin + L.cout) * 2 * L.vec * 4 <= M.TILE_L1
+  return ld(L.lanes_R // L.vec, fits and 2 or 1)
+end
+
+-- The tile: TB lane vectors (tb, or M.tb's) x TC output channels, 2/3 of the target's
+-- accumulator budget (8 of AVX2's 12, 16 of AVX-512's 24): the rest hold the loaded
+-- vectors and a broadcast weight.
+function M.tile(L, T, nco, tb)
+  local TB = require("util").largest_divisor(L.lanes_R // L.vec, tb or M.tb(L, 16))
+  return {TC = require("util").largest_divisor(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
 end
 
 -- The heuristic's first choice: channels enough on both sides to amortize the
@@ -75,6 +87,7 @@ end
 -- (measured when the products swept the inputs once per block of output channels).
 function M.preferred(L)
   local g = L.geom
+  -- (measured with tiles of 2 lane vectors: the bound stays theirs)
   local TB = require("util").largest_divisor(L.lanes_R // L.vec, 2)
   local vb = 16 * math.max(L.cin, L.cout) * TB * L.vec * 4
   return M.ok(L) and L.cin >= 8 and L.cout >= 8 and g.h.O >= 7 and g.w.O >= 7 and vb <= 256 * 1024

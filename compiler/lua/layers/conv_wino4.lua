@@ -48,11 +48,11 @@ function M.fwd_geom(L) return wino.fwd_geom(L, 4) end
 function M.dx_geom(L) return wino.dx_geom(L, 4) end
 
 -- TC output channels x TB lane vectors, up to the target's accumulators (the TB loaded
--- vectors kept in registers, VKEEP, and a broadcast weight take the rest); TB = 2 (a
--- cache line of each transformed input)
-function M.tile(L, T, nco)
+-- vectors kept in registers, VKEEP, and a broadcast weight take the rest); TB = tb, or
+-- as conv_wino.lua's M.tb decides for 36 positions
+function M.tile(L, T, nco, tb)
   local ld = require("util").largest_divisor
-  local TB = ld(L.lanes_R // L.vec, 2)
+  local TB = ld(L.lanes_R // L.vec, tb or wino.tb(L, 36))
   return {TC = ld(nco, math.max(1, T.acc // TB)), TB = TB}
 end
 
