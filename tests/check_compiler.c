@@ -1011,9 +1011,6 @@ START_TEST(test_gen_wino_no_branches)
 }
 END_TEST
 
-/* Winograd's dW transforms a tile row a channel at a time (channel loop outside the
- * tile-column loop: a few sequential streams; the tile-major order ran channels x rows of
- * streams, too many for the prefetchers), and every transform row of M is filled */
 /* conv_wino.lua's M.tb: the forward's and dx's tiles of 2 lane vectors when a tile's
  * transformed inputs and products fit L1 (48 KiB), else 1; the other is a candidate of
  * its own, "+tbK". pad3 (8 -> 8 channels): F(2x2) needs 16 x 16 x 2 vectors, F(4x4)
@@ -1046,6 +1043,9 @@ START_TEST(test_gen_wino_lane_tiles)
 }
 END_TEST
 
+/* Winograd's dW transforms a tile row a channel at a time (channel loop outside the
+ * tile-column loop: a few sequential streams; the tile-major order ran channels x rows of
+ * streams, too many for the prefetchers), and every transform row of M is filled */
 START_TEST(test_gen_wino_dw_channel_outer)
 {
     char *c = gen_pad3("lanes+wino", 1);

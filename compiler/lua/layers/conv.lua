@@ -251,13 +251,14 @@ function M.candidates(L, T)
           dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}})
       end
       -- for the tuner: the forward's and dx's tiles of the other number of lane vectors
-      -- (conv_wino.lua's M.tb: 2 when they fit L1, else 1)
-      local NV = L.lanes_R // L.vec
-      for _, f in ipairs({{"wino", wino, 16}, {"wino4", wino4, 36}}) do
-        local form, mod, np = f[1], f[2], f[3]
-        local tb = 3 - wino.tb(L, np)
-        if NV % 2 == 0 and (form == "wino" or wino4.ok(L)) then
-          c[#c + 1] = {name = "lanes+" .. form .. "+tb" .. tb, layout = "lanes", fwd = {form = form, tile = mod.tile(L, T, L.cout, tb)},
+      -- (conv_wino.lua's M.tb: 2 when they fit L1, else 1), where the lanes allow it
+      local forms = {{"wino", wino}, wino4.ok(L) and {"wino4", wino4} or nil}
+      for _, f in ipairs(forms) do
+        local form, mod = f[1], f[2]
+        local tb = 3 - mod.tile(L, T, L.cout).TB
+        local fwd = mod.tile(L, T, L.cout, tb)
+        if fwd.TB == tb then
+          c[#c + 1] = {name = "lanes+" .. form .. "+tb" .. tb, layout = "lanes", fwd = {form = form, tile = fwd},
             dw = wdw, dx = {form = form, tile = mod.tile(L, T, L.cin, tb), apart = true}, variants = false}
         end
       end

@@ -75,8 +75,9 @@ end
 -- accumulator budget (8 of AVX2's 12, 16 of AVX-512's 24): the rest hold the loaded
 -- vectors and a broadcast weight.
 function M.tile(L, T, nco, tb)
-  local TB = require("util").largest_divisor(L.lanes_R // L.vec, tb or M.tb(L, 16))
-  return {TC = require("util").largest_divisor(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
+  local ld = require("util").largest_divisor
+  local TB = ld(L.lanes_R // L.vec, tb or M.tb(L, 16))
+  return {TC = ld(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
 end
 
 -- The heuristic's first choice: channels enough on both sides to amortize the
