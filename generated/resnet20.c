@@ -2874,7 +2874,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -2960,7 +2960,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -3046,7 +3046,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -3139,7 +3139,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -3225,7 +3225,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -3311,7 +3311,7 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 16 + cob * 4) * 14;
                                 const cg_v *restrict xp = xt + (size_t)(j * 16 + cib * 4) * 14;
                                 for (int k = 0; k < 14; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[14 + k], e2 = dp[28 + k], e3 = dp[42 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[28 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -7732,7 +7732,7 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -7818,7 +7818,7 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -7904,7 +7904,7 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -7997,7 +7997,7 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -8083,7 +8083,7 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -8169,7 +8169,7 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
                                 const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
                                 for (int k = 0; k < 7; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -12874,7 +12874,7 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -12960,7 +12960,7 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -13046,7 +13046,7 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -13139,7 +13139,7 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -13225,7 +13225,7 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
@@ -13311,7 +13311,7 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
                                 const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
                                 for (int k = 0; k < 4; k++) {
-                                    const cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k];
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
                                     { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
                                     { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
                                     { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }

@@ -1069,6 +1069,16 @@ START_TEST(test_gen_wino_dw_channel_outer)
                       "pad3.c: the dW's input transform is not a channel at a time along the row:\n%.3000s", q);
     }
     ck_assert_msg(sections >= 1 && rows == 4, "pad3.c: the dW's sections cover transform rows 0..%d, not 0..3", rows - 1);
+    /* the products' register tile keeps both sides in registers: every vector loaded
+     * from dY's transform (e0, e1, ...) is VKEEP'd, as the inputs' f is (else gcc folds
+     * the e loads into each FMA: a load per FMA) */
+    const char *k = strstr(b, "e0 = dp[");
+    ck_assert_msg(k != NULL, "pad3.c: no dY vector e0 in the dW's products");
+    const char *eol = strchr(k, '\n');
+    int ne = 0, nkeep = 0;
+    for (const char *q = k; (q = strstr(q, " = dp[")) && q < eol; q++) ne++;
+    for (const char *q = k; (q = strstr(q, "VKEEP(e")) && q < eol; q++) nkeep++;
+    ck_assert_msg(ne >= 1 && nkeep == ne, "pad3.c: %d of the dW's %d dY vectors kept in registers:\n%.300s", nkeep, ne, k);
     free(b);
     free(c);
 }
