@@ -1008,6 +1008,7 @@ START_TEST(test_gen_wino_no_branches)
 {
     check_pad3_no_branches("lanes+wino");
     check_pad3_no_branches("lanes+wino4");
+    check_pad3_no_branches("lanes+wino4+dw4");
 }
 END_TEST
 
@@ -1045,11 +1046,18 @@ END_TEST
 
 /* Winograd's dW transforms a tile row a channel at a time (channel loop outside the
  * tile-column loop: a few sequential streams; the tile-major order ran channels x rows of
- * streams, too many for the prefetchers), and every transform row of M is filled */
+ * streams, too many for the prefetchers), and every transform row of M is filled: 4 of
+ * F(2x2, 3x3)'s, 6 of F(4x4, 3x3)'s */
+static const struct {
+    const char *form, *dw;
+    int rows;
+} wino_dw[] = {{"lanes+wino", "dw wino[", 4}, {"lanes+wino4+dw4", "dw wino4[", 6}};
+
 START_TEST(test_gen_wino_dw_channel_outer)
 {
-    char *c = gen_pad3("lanes+wino", 1);
-    ck_assert_msg(strstr(c, "dw wino[") != NULL, "pad3.c: lanes+wino's dW is not the Winograd form");
+    const int want = wino_dw[_i].rows;
+    char *c = gen_pad3(wino_dw[_i].form, 1);
+    ck_assert_msg(strstr(c, wino_dw[_i].dw) != NULL, "pad3.c: %s's dW is not %s...]", wino_dw[_i].form, wino_dw[_i].dw);
     const char *p = strstr(c, "static void l00_conv2d_backward(");
     ck_assert_ptr_nonnull(p);
     /* the function's text with its comments (function_body blanks them) */
@@ -1068,7 +1076,8 @@ START_TEST(test_gen_wino_dw_channel_outer)
         ck_assert_msg(ci && tx && ci < tx && (!end || tx < end),
                       "pad3.c: the dW's input transform is not a channel at a time along the row:\n%.3000s", q);
     }
-    ck_assert_msg(sections >= 1 && rows == 4, "pad3.c: the dW's sections cover transform rows 0..%d, not 0..3", rows - 1);
+    ck_assert_msg(sections >= 1 && rows == want, "pad3.c: the dW's sections cover transform rows 0..%d, not 0..%d", rows - 1,
+                  want - 1);
     /* the products' register tile keeps both sides in registers: every vector loaded
      * from dY's transform (e0, e1, ...) is VKEEP'd, as the inputs' f is (else gcc folds
      * the e loads into each FMA: a load per FMA) */
@@ -1199,7 +1208,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(gen, test_gen_conv1d_straight_line);
     tcase_add_test(gen, test_gen_padded_conv_no_branches);
     tcase_add_test(gen, test_gen_wino_no_branches);
-    tcase_add_test(gen, test_gen_wino_dw_channel_outer);
+    tcase_add_loop_test(gen, test_gen_wino_dw_channel_outer, 0, (int)(sizeof wino_dw / sizeof wino_dw[0]));
     tcase_add_test(gen, test_gen_wino_lane_tiles);
     tcase_add_test(gen, test_gen_schedule_mix);
     tcase_add_test(gen, test_gen_vgg16_fast_and_small);

@@ -250,6 +250,13 @@ function M.candidates(L, T)
           dw = wdw,
           dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}})
       end
+      -- for the tuner: dW with F(4x4, 3x3) too (conv_wino4.lua: 36 multiply-adds per
+      -- channel pair and 4x4 outputs instead of 64, for larger transforms)
+      local dw4 = wino4.ok(L) and wino4.dw_tile(L, T)
+      if dw4 then
+        c[#c + 1] = {name = "lanes+wino4+dw4", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
+          dw = {form = "wino4", tile = dw4}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
+      end
       -- for the tuner: the forward's and dx's tiles of the other number of lane vectors
       -- (conv_wino.lua's M.tb: 2 when they fit L1, else 1), where the lanes allow it
       local forms = {{"wino", wino}, wino4.ok(L) and {"wino4", wino4} or nil}
@@ -987,8 +994,8 @@ function M.backward_lanes(L, C, ctx)
   end
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   bias_grad_lanes(L, C, d, R, V)
-  if L.sched.dw.form == "wino" then
-    wino.emit_dw(C, L, R, V, {gw = "gw"})
+  if L.sched.dw.form == "wino" or L.sched.dw.form == "wino4" then
+    (L.sched.dw.form == "wino4" and wino4 or wino).emit_dw(C, L, R, V, {gw = "gw"})
     return {"G", "S", "x", "dy"}
   end
   -- every tap of the kernel at once when it fits (TCW output channels x KH*KW taps):

@@ -343,49 +343,65 @@ end
 ---------------------------------------------------------------------------
 
 -- The dW tile: TCO x TCI channel pairs (accumulators, TCO + TCI loads for them), TB
--- lane vectors a chunk so the
--- two buffers take up to 192 KB; nil if even one lane vector takes more than 256 KB.
+-- lane vectors a chunk so the two buffers take up to 192 KB; nil if even one lane
+-- vector takes more than 256 KB.
 -- kb: the transformed rows' budget, KiB (default 192: the best of 70/192/300 on Zen 3's
 -- 512 KiB L2; lanes+wino+dwl offers 1024 for the tuner, for cores of larger L2)
-function M.dw_tile(L, T, kb)
-  local ld = require("util").largest_divisor
-  local g = L.geom
-  local Tx = (g.w.O + 1) // 2
+-- m: outputs a tile along each axis, 2 (F(2x2, 3x3), default) or 4 (conv_wino4.lua's)
+function M.dw_tile(L, T, kb, m)
+  m = m or 2
+  local n, g = m + 2, L.geom
+  local Tx = (g.w.O + m - 1) // m
   local NV = L.lanes_R // L.vec
-  -- RS rows of the transform a section: 2 (each thread reads the input once on two
-  -- cores: 15 % faster than 4 sections of one row on the Xeon, ResNet-20's 16-channel
-  -- dW) when a lane vector's rows fit 256 KB, else 1
-  local bytes = function(tb, rs) return 4 * rs * (L.cin + L.cout) * Tx * tb * L.vec * 4 end
-  local RS = bytes(1, 2) <= 256 * 1024 and 2 or 1
-  if bytes(1, RS) > 256 * 1024 then return nil end
+  -- RS rows of the transform a section: half of them, two sections (each thread reads
+  -- the input once on two cores: 15 % faster than 4 sections of one row on the Xeon,
+  -- ResNet-20's 16-channel dW) when a lane vector's rows fit 256 KB, else one (n
+  -- sections, as many for each of two cores)
+  local bytes = function(tb, rs) return n * rs * (L.cin + L.cout) * Tx * tb * L.vec * 4 end
+  local RS
+  for _, rs in ipairs({n // 2, 1}) do
+    if not RS and bytes(1, rs) <= 256 * 1024 then RS = rs end
+  end
+  if not RS then return nil end
   local TB = 1
   for tb = NV, 1, -1 do
     if NV % tb == 0 and bytes(tb, RS) <= (kb or 192) * 1024 then TB = tb; break end
   end
+  local best = M.dw_pairs(L, T)
+  return {TCO = best.TCO, TCI = best.TCI, TB = TB, VA = M.dw_va(L, n * n), RS = RS}
+end
+
+-- the dW products' register tile: TCO x TCI channel pairs, the most accumulators the
+-- target has, then the fewest loads for them
+function M.dw_pairs(L, T)
+  local ld = require("util").largest_divisor
   local best = {TCO = 1, TCI = 1}
   for tco = 1, math.min(L.cout, T.acc) do
     if L.cout % tco == 0 then
       local tci = ld(L.cin, T.acc // tco)
-      -- the most accumulators, then the fewest loads for them
       if tco * tci > best.TCO * best.TCI or (tco * tci == best.TCO * best.TCI and tco + tci < best.TCO + best.TCI) then
         best = {TCO = tco, TCI = tci}
       end
     end
   end
-  -- VA: the chunks' sums kept as lane vectors (a vector add each) and reduced across
-  -- lanes once a call, when they fit 4 MB of scratch; else reduced at every chunk
-  -- (vsum: ~10 operations an accumulator, as many as the chunk's multiply-adds for
-  -- 64-channel 7x7 layers)
-  local va = 16 * L.cin * L.cout * L.vec * 4 <= 4 * 1024 * 1024 and 1 or nil
-  return {TCO = best.TCO, TCI = best.TCI, TB = TB, VA = va, RS = RS}
+  return best
 end
 
--- scratch floats of the dW (lanes+wino's and lanes+wino4's): M[16][co][ci], floats or
--- lane vectors (VA)
+-- VA: the chunks' sums kept as lane vectors (a vector add each) and reduced across
+-- lanes once a call, when they fit 4 MB of scratch (np positions); else reduced at every
+-- chunk (vsum: ~10 operations an accumulator, as many as the chunk's multiply-adds for
+-- 64-channel 7x7 layers)
+function M.dw_va(L, np)
+  return np * L.cin * L.cout * L.vec * 4 <= 4 * 1024 * 1024 and 1 or nil
+end
+
+-- scratch floats of a Winograd dW: M[np][co][ci] (16 positions for "wino", 36 for
+-- "wino4"), floats or lane vectors (VA)
 function M.dw_scratch(L)
   local dw = L.sched.dw
-  if dw.form ~= "wino" then return 0 end
-  return 16 * L.cin * L.cout * (dw.tile.VA and L.vec or 1)
+  local np = ({wino = 16, wino4 = 36})[dw.form]
+  if not np then return 0 end
+  return np * L.cin * L.cout * (dw.tile.VA and L.vec or 1)
 end
 
 -- B^T's row i: (row a, row b, sign) with s = d[a] + sign * d[b]
@@ -403,6 +419,53 @@ local function combo(terms)
     end
   end
   return s == "" and "vsplat(0.0f)" or s
+end
+
+-- The dW's products of a chunk: for each of its np transform positions j, TCO x TCI
+-- channel pairs summed over the chunk's K tiles and lanes (xt[j][nci][K], dt[j][nco][K])
+-- in registers, then added to Mi[j][nco][nci] (lane vectors when VA, else lane sums).
+-- c = {np, nci, nco, TCO, TCI, K, VA}; conv_wino4.lua's dW too.
+function M.dw_products(C, c)
+  local np, nci, nco, TCO, TCI, K, VA = c.np, c.nci, c.nco, c.TCO, c.TCI, c.K, c.VA
+  local mt, PC = VA and "cg_v" or "float", nci * nco
+  C:open("for (int j = 0; j < %d; j++) {", np)
+  C:open("for (int cob = 0; cob < %d; cob++) {", nco // TCO)
+  C:open("for (int cib = 0; cib < %d; cib++) {", nci // TCI)
+  for t = 0, TCO - 1 do
+    local z = {}
+    for u = 0, TCI - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, u) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:line("const cg_v *restrict dp = dt + (size_t)(j * %d + cob * %d) * %d;", nco, TCO, K)
+  C:line("const cg_v *restrict xp = xt + (size_t)(j * %d + cib * %d) * %d;", nci, TCI, K)
+  C:open("for (int k = 0; k < %d; k++) {", K)
+  -- the TCO vectors of dY's side kept in registers too (VKEEP): else gcc folds their
+  -- loads into every FMA, TCO x TCI + TCI loads for TCO x TCI FMAs (Zen 5, ResNet-20's
+  -- 16-channel dW, 10 alternating rounds: 0.84x the time on 1 thread, 0.89x on 2)
+  local le, ke = {}, {}
+  for t = 0, TCO - 1 do
+    le[#le + 1] = string.format("e%d = dp[%d + k]", t, t * K)
+    ke[#ke + 1] = string.format("VKEEP(e%d);", t)
+  end
+  C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(ke, " "))
+  for u = 0, TCI - 1 do
+    local f = {string.format("{ cg_v f = xp[%d + k]; VKEEP(f);", u * K)}
+    for t = 0, TCO - 1 do f[#f + 1] = string.format("a%d_%d += e%d * f;", t, u, t) end
+    f[#f + 1] = "}"
+    C:line(table.concat(f, " "))
+  end
+  C:close()
+  C:line("%s *restrict mp = Mi + (size_t)j * %d + (cob * %d) * %d + cib * %d;", mt, PC, TCO, nci, TCI)
+  for t = 0, TCO - 1 do
+    local s = {}
+    for u = 0, TCI - 1 do
+      s[#s + 1] = string.format(VA and "mp[%d] += a%d_%d;" or "mp[%d] += vsum(a%d_%d);", t * nci + u, t, u)
+    end
+    C:line(table.concat(s, " "))
+  end
+  C:close()
+  C:close()
+  C:close()
 end
 
 function M.emit_dw(C, L, R, V, a)
@@ -516,44 +579,7 @@ function M.emit_dw(C, L, R, V, a)
       C:close()
       C:close()
       -- the products: per position, TCO x TCI channel pairs over the chunk's tiles and lanes
-      C:open("for (int j = 0; j < %d; j++) {", 4 * RS)
-      C:open("for (int cob = 0; cob < %d; cob++) {", nco // TCO)
-      C:open("for (int cib = 0; cib < %d; cib++) {", nci // TCI)
-      for t = 0, TCO - 1 do
-        local z = {}
-        for u = 0, TCI - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, u) end
-        C:line("cg_v %s;", table.concat(z, ", "))
-      end
-      C:line("const cg_v *restrict dp = dt + (size_t)(j * %d + cob * %d) * %d;", nco, TCO, K)
-      C:line("const cg_v *restrict xp = xt + (size_t)(j * %d + cib * %d) * %d;", nci, TCI, K)
-      C:open("for (int k = 0; k < %d; k++) {", K)
-      -- the TCO vectors of dY's side kept in registers too (VKEEP): else gcc folds their
-      -- loads into every FMA, TCO x TCI + TCI loads for TCO x TCI FMAs (Zen 5, ResNet-20's
-      -- 16-channel dW, 10 alternating rounds: 0.84x the time on 1 thread, 0.89x on 2)
-      local le, ke = {}, {}
-      for t = 0, TCO - 1 do
-        le[#le + 1] = string.format("e%d = dp[%d + k]", t, t * K)
-        ke[#ke + 1] = string.format("VKEEP(e%d);", t)
-      end
-      C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(ke, " "))
-      for u = 0, TCI - 1 do
-        local f = {string.format("{ cg_v f = xp[%d + k]; VKEEP(f);", u * K)}
-        for t = 0, TCO - 1 do f[#f + 1] = string.format("a%d_%d += e%d * f;", t, u, t) end
-        f[#f + 1] = "}"
-        C:line(table.concat(f, " "))
-      end
-      C:close()
-      C:line("%s *restrict mp = Mi + (size_t)j * %d + (cob * %d) * %d + cib * %d;", mt, PC, TCO, nci, TCI)
-      for t = 0, TCO - 1 do
-        local s = {}
-        for u = 0, TCI - 1 do
-          s[#s + 1] = string.format(VA and "mp[%d] += a%d_%d;" or "mp[%d] += vsum(a%d_%d);", t * nci + u, t, u)
-        end
-        C:line(table.concat(s, " "))
-      end
-      C:close()
-      C:close()
-      C:close()
+      M.dw_products(C, {np = 4 * RS, nci = nci, nco = nco, TCO = TCO, TCI = TCI, K = K, VA = VA})
       C:close()
       C:close()
     end

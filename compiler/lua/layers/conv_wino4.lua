@@ -161,4 +161,178 @@ function M.tile_body(C, a, R, V, rc, cc)
   C:close()
 end
 
+---------------------------------------------------------------------------
+-- dW with F(4x4, 3x3) (the "wino4" dW form): as conv_wino.lua's F(2x2) dW,
+--
+--   dg = G^T [ sum over tiles and samples of Z (.) V ] G,  Z = A dY A^T,  V = B^T d B
+--
+-- on 36 positions: 36 multiply-adds per channel pair and 4x4 outputs where F(2x2)
+-- takes 64, for transforms of 6x6 blocks with the constants above. The transform rows
+-- split in sections of RS rows (two sections of 3: one per core), each summing its rows
+-- of M[36][co][ci] with no reduction between threads; the products are conv_wino.lua's.
+---------------------------------------------------------------------------
+
+-- the tile: conv_wino.lua's dw_tile for 4x4 outputs
+function M.dw_tile(L, T, kb) return wino.dw_tile(L, T, kb, 4) end
+
+-- the rows r of a 6- (or 4-) row input any of the section's transform rows reads:
+-- used[r] when some row i of rows has c(i, r) ~= 0
+local function used_rows(rows, nr, c)
+  local u = {}
+  for _, i in ipairs(rows) do
+    for r = 0, nr - 1 do if c(i, r) ~= 0 then u[r] = true end end
+  end
+  return u
+end
+
+-- A tile's rows of a separable transform, out_i = c(i) (in c(.)^T), for the section's
+-- rows i: per column j present (cols[j + 1]), the loads of the rows rs (load(r, j)) and
+-- the column sums t_i_j = c(i) . in[.][j]; then row i's 6 outputs, store(i, jj, c(jj) . t_i)
+local function transform_rows(C, t, rows, rs, cols, c, load, store)
+  local have = {}
+  for j = 0, 5 do
+    if cols[j + 1] and #rs > 0 then
+      local names, ld = {}, {}
+      for _, r in ipairs(rs) do
+        names[r + 1] = "d" .. r
+        ld[#ld + 1] = string.format("d%d = %s", r, load(r, j))
+      end
+      local sv = {}
+      for _, i in ipairs(rows) do sv[#sv + 1] = string.format("%s%d%d = %s", t, i, j, lin(c(i), names, "vsplat(0.0f)")) end
+      C:open("cg_v %s; {", (table.concat(sv, ", "):gsub(" = [^,]*", "")))
+      C:line("const cg_v %s;", table.concat(ld, ", "))
+      for _, e in ipairs(sv) do C:line("%s;", e) end
+      C:close("}")
+      have[j + 1] = true
+    end
+  end
+  for _, i in ipairs(rows) do
+    local names = {}
+    for j = 0, 5 do names[j + 1] = have[j + 1] and string.format("%s%d%d", t, i, j) or nil end
+    local st = {}
+    for jj = 0, 5 do st[#st + 1] = store(i, jj, lin(c(jj), names, "vsplat(0.0f)")) end
+    for k = 1, 6, 2 do C:line("%s %s", st[k], st[k + 1]) end
+  end
+end
+
+function M.emit_dw(C, L, R, V, a)
+  local geo, tile = M.fwd_geom(L), L.sched.dw.tile
+  local TCO, TCI, TB, RS, VA = tile.TCO, tile.TCI, tile.TB, tile.RS, tile.VA
+  local NV = R // V
+  local nci, nco = L.cin, L.cout
+  local Ih, Iw = geo.I[1], geo.I[2]
+  local Oh, Ow = geo.O[1], geo.O[2]
+  local Tx = geo.T[2]
+  local K = Tx * TB
+  local PC = nco * nci
+  local rcs = wino.classes(geo.T[1], Ih, geo.lo[1], Oh, 4)
+  local ccs = wino.classes(Tx, Iw, geo.lo[2], Ow, 4)
+  local mt = VA and "cg_v" or "float"
+  -- B^T's and A's entries: V's row i reads input row r with bt(i, r), Z's row i reads
+  -- dY's row r with ar(i, r) (A = (A^T)^T, 6x4)
+  local bt = function(i, r) return BT[i + 1][r + 1] end
+  local ar = function(i, r) return AT[r + 1][i + 1] end
+  C:line("%s *restrict Mw = (%s *)S; /* [36][%d][%d]: sum over tiles and samples of Z (.) V%s */", mt, mt, nco, nci,
+    VA and ", per lane" or "")
+  if L.parallel then C:line("CG_PARALLEL_SECTIONS") end
+  C:open("{")
+  for sec = 0, 6 // RS - 1 do
+    local r0 = sec * RS
+    local rows = {}
+    for i = r0, r0 + RS - 1 do rows[#rows + 1] = i end
+    local ux, uy = used_rows(rows, 6, bt), used_rows(rows, 4, ar)
+    if L.parallel then C:line("CG_SECTION") end
+    C:open("{ /* transform rows %d..%d: M[%d..%d] */", r0, r0 + RS - 1, 6 * r0, 6 * (r0 + RS) - 1)
+    C:line("%s *restrict Mi = Mw + %d;", mt, 6 * r0 * PC)
+    C:line("for (int k = 0; k < %d; k++) Mi[k] = %s;", 6 * RS * PC, VA and "vsplat(0.0f)" or "0.0f")
+    C:line("cg_v xt[%d]; /* [%d][%d][%d tiles x %d]: rows %d..%d of B^T d B */", 6 * RS * nci * K, 6 * RS, nci, Tx, TB, r0, r0 + RS - 1)
+    C:line("cg_v dt[%d]; /* [%d][%d][%d tiles x %d]: rows %d..%d of A dY A^T */", 6 * RS * nco * K, 6 * RS, nco, Tx, TB, r0, r0 + RS - 1)
+    for _, rc in ipairs(rcs) do
+      -- the input rows this class and section load; dY's rows (the first rc.n)
+      local xr, yr = {}, {}
+      for r = 0, 5 do if ux[r] and rc.v[r + 1] then xr[#xr + 1] = r end end
+      for r = 0, rc.n - 1 do if uy[r] then yr[#yr + 1] = r end end
+      local any_x, any_y = false, #yr > 0
+      for _, cc in ipairs(ccs) do
+        for j = 0, 5 do any_x = any_x or (cc.v[j + 1] and #xr > 0) end
+      end
+      C:open("for (int ty = %d; ty < %d; ty++) { /* input rows %s */", rc.lo, rc.hi + 1, wino.describe(rc))
+      C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+      -- V's rows: s = B^T d on each column, then s B; a channel at a time along the row
+      C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+      if any_x then C:line("const float *restrict xc = x + (size_t)ci * %d + v0 * %d;", Ih * Iw * R, V) end
+      for _, cc in ipairs(ccs) do
+        local loads = #xr > 0
+        C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, wino.describe(cc))
+        C:open("for (int bb = 0; bb < %d; bb++) {", TB)
+        if loads then
+          local anyc = false
+          for j = 0, 5 do anyc = anyc or cc.v[j + 1] end
+          if anyc then
+            C:line("const long xo = ((long)(4 * ty - %d) * %d + 4 * tx - %d) * %d + bb * %d;", geo.lo[1], Iw, geo.lo[2], R, V)
+          end
+        end
+        transform_rows(C, "s", rows, loads and xr or {}, cc.v, function(i) return BT[i + 1] end,
+          function(r, j) return string.format("VLOAD(xc + (xo + %d))", (r * Iw + j) * R) end,
+          function(i, jj, e) return string.format("xt[((%d * %d + ci) * %d + tx) * %d + bb] = %s;", 6 * (i - r0) + jj, nci, Tx, TB, e) end)
+        C:close()
+        C:close()
+      end
+      C:close()
+      -- Z's rows: z = A dY on each of the stored columns, then z A^T
+      C:open("for (int co = 0; co < %d; co++) {", nco)
+      if any_y then C:line("const float *restrict yc = dy + (size_t)co * %d + v0 * %d;", Oh * Ow * R, V) end
+      for _, cc in ipairs(ccs) do
+        C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, wino.describe(cc))
+        C:open("for (int bb = 0; bb < %d; bb++) {", TB)
+        if any_y then C:line("const size_t yo = ((size_t)(4 * ty) * %d + 4 * tx) * %d + bb * %d;", Ow, R, V) end
+        local stored = {}
+        for j = 1, cc.n do stored[j] = true end
+        transform_rows(C, "z", rows, yr, stored, function(i) return {ar(i, 0), ar(i, 1), ar(i, 2), ar(i, 3)} end,
+          function(r, j) return string.format("VLOAD(yc + (yo + %d))", (r * Ow + j) * R) end,
+          function(i, jj, e) return string.format("dt[((%d * %d + co) * %d + tx) * %d + bb] = %s;", 6 * (i - r0) + jj, nco, Tx, TB, e) end)
+        C:close()
+        C:close()
+      end
+      C:close()
+      wino.dw_products(C, {np = 6 * RS, nci = nci, nco = nco, TCO = TCO, TCI = TCI, K = K, VA = VA})
+      C:close()
+      C:close()
+    end
+    C:close()
+  end
+  C:close()
+  -- dg = G^T M G: t = G^T M (3x6), then t G (3x3)
+  if L.parallel then C:line("CG_PARALLEL_FOR") end
+  C:open("for (int co = 0; co < %d; co++) {", nco)
+  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+  C:line("const %s *restrict m = Mw + co * %d + ci;", mt, nci)
+  local mv = {}
+  for p = 0, 35 do
+    mv[#mv + 1] = string.format(VA and "m%d_%d = vsum(m[%d])" or "m%d_%d = m[%d]", p // 6, p % 6, p * PC)
+  end
+  for k = 1, 36, 6 do C:line("const float %s;", table.concat(mv, ", ", k, k + 5)) end
+  for r = 0, 2 do
+    local t = {}
+    for q = 0, 5 do
+      local col = {}
+      for p = 0, 5 do col[p + 1] = string.format("m%d_%d", p, q) end
+      t[#t + 1] = string.format("t%d%d = %s", r, q, lin({G[1][r + 1], G[2][r + 1], G[3][r + 1], G[4][r + 1], G[5][r + 1], G[6][r + 1]}, col, "0.0f"))
+    end
+    C:line("const float %s;", table.concat(t, ", "))
+  end
+  C:line("float *restrict gwc = %s + co * %d + ci * 9;", a.gw, nci * 9)
+  for r = 0, 2 do
+    local g = {}
+    for c = 0, 2 do
+      local row = {}
+      for q = 0, 5 do row[q + 1] = string.format("t%d%d", r, q) end
+      g[#g + 1] = string.format("gwc[%d] += %s;", 3 * r + c, lin({G[1][c + 1], G[2][c + 1], G[3][c + 1], G[4][c + 1], G[5][c + 1], G[6][c + 1]}, row, "0.0f"))
+    end
+    C:line(table.concat(g, " "))
+  end
+  C:close()
+  C:close()
+end
+
 return M
