@@ -22,7 +22,7 @@ heuristic's, round-robin for --runoff rounds; the fastest median wins, and it re
 the heuristic's only if that median is higher than the heuristic's. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
 changed, the whole network is built with the new choices and with the heuristic's and
-timed alternately (2 x --runoff + 1 rounds, the order swapped each round); if the median
+timed alternately (4 x --runoff + 1 rounds of 3 repetitions, the order swapped each round); if the median
 of the rounds' ratios is not above 1, the heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
 exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
@@ -284,19 +284,23 @@ def main():
                 f.write("".join(f"{isa}\t{sig}\t{chosen[sig]}\n" for sig in changed))
             et = build_net(a.spec, wis, a, os.path.join(work, "net_tuned"))
             eh = build_net(a.spec, None, a, os.path.join(work, "net_heuristic"))
-            # 2 x runoff + 1 rounds, the order swapped every round; decided on the median
-            # of each round's ratio (two runs side by side in time), not the ratio of the
-            # medians: this machine's speed moves 10-70 % from one minute to the next, and
-            # a slow minute falls on both runs of a round alike
+            # 4 x runoff + 1 rounds of short runs (3 repetitions), the order swapped every
+            # round; decided on the median of each round's ratio (two runs side by side in
+            # time), not the ratio of the medians: this machine's speed moves 10-70 % from
+            # one minute to the next, and a slow minute falls on both runs of a round
+            # alike. (5 rounds of 5 repetitions recorded the heuristic at 0.89x on a Zen 4
+            # where the same two builds timed 1.05x and 1.14x in 7 and 8 rounds by hand.)
             tt, th = [], []
-            for k in range(2 * a.runoff + 1):
+            for k in range(4 * a.runoff + 1):
                 for e, acc in ([(eh, th), (et, tt)] if k % 2 == 0 else [(et, tt), (eh, th)]):
-                    acc.append(run_step(e, 0, a)[0])
-            ratio = statistics.median(t / h for t, h in zip(tt, th))
+                    acc.append(run_step(e, 0, a, reps=3)[0])
+            ratios = [t / h for t, h in zip(tt, th)]
+            ratio = statistics.median(ratios)
             mt, mh = statistics.median(tt), statistics.median(th)
             keep_tuned = ratio > 1
             print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s, "
-                  f"median ratio of {len(tt)} rounds {ratio:.2f}x: {'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
+                  f"median ratio of {len(tt)} rounds {ratio:.2f}x (rounds: {' '.join(f'{r:.2f}' for r in ratios)}): "
+                  f"{'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
             if not keep_tuned:
                 for sig in changed:
                     chosen[sig] = heur_of[sig]
