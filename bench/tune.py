@@ -22,8 +22,9 @@ heuristic's, round-robin for --runoff rounds; the fastest median wins, and it re
 the heuristic's only if that median is higher than the heuristic's. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
 changed, the whole network is built with the new choices and with the heuristic's and
-timed alternately (4 x --runoff + 1 rounds of 3 repetitions, the order swapped each round); if the median
-of the rounds' ratios is not above 1, the heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
+timed alternately (4 x --runoff + 1 rounds of 3 repetitions, the order swapped each
+round); if the median of the rounds' ratios is not above 1, the heuristic's choices are
+recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
 exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
