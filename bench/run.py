@@ -5,7 +5,12 @@ For every workload (issue 4's list and issue 10's MLP): generate the C with buil
 compile it with bench/step.c and build/libcnngen.a with the release flags (OPT, default
 -O3 -march=native -fopenmp), time it with OMP_NUM_THREADS=1 and 2 (the faster counts), then
 time the same network in PyTorch (bench/torch_bench.py). Medians of --reps (>= 5)
-repetitions each.
+repetitions each. Rows with a target are swept --sweep-rounds (3) times, interleaved: a
+round times every configuration of both sides once (cnngen tuned and heuristic on 1 and 2
+threads, every PyTorch build with all its configurations), the next round in the reverse
+order, and a configuration's figure is the median of its rounds. This machine's speed
+moves up to 1.7x from one minute to the next; timed one after the other, each side would
+meet its own minutes and the best of PyTorch's 16 configurations the fastest of them.
 
 PyTorch at its best is the anchor: the fastest of every build and configuration measured,
   - Debian's python3-torch (eager), calling the system BLAS (OpenBLAS, libopenblas0-pthread,
@@ -290,14 +295,41 @@ def run_torch(spec, mode, a, python, extra):
     return r
 
 
-def run_torch_all(spec, mode, a, builds):
-    """Every build's configurations; the anchor is the fastest of all of them."""
-    configs = []
-    for label, python, extra in builds:
-        configs += run_torch(spec, mode, a, python, extra)["configs"]
+def torch_best(configs):
     best = max(configs, key=lambda c: c["img_per_s"])
     return {"configs": configs, "best": {k: best[k] for k in CONFIG_KEYS},
             "foreign_cores": max(c["foreign_cores"] for c in configs)}
+
+
+def merge_runs(runs):
+    """One configuration's results from several sweep rounds as one: img/s the median of
+    the rounds' medians (each round's in round_img_per_s), CPU shares and repetitions
+    pooled, the worst foreign load and the largest peak memory."""
+    m = dict(runs[-1])
+    m["round_img_per_s"] = [r["img_per_s"] for r in runs]
+    m["img_per_s"] = round(statistics.median(m["round_img_per_s"]), 1)
+    for k in ("runs", "cpu_per_wall"):
+        if all(k in r for r in runs):
+            m[k] = [v for r in runs for v in r[k]]
+    for k in ("foreign_cores", "maxrss_kb"):
+        if all(k in r for r in runs):
+            m[k] = max(r[k] for r in runs)
+    return m
+
+
+def sweep(jobs, rounds):
+    """Run every job (name, fn) once a round for `rounds` rounds, the order reversed every
+    other round, so that cnngen's and PyTorch's configurations all meet the shared
+    machine's slow and fast minutes (its speed moves up to 1.7x between minutes,
+    bench/RESULTS.md session 23) instead of each side being timed in its own minutes.
+    Returns {name: [result of each round]}."""
+    out = {name: [] for name, _ in jobs}
+    for i in range(rounds):
+        for name, fn in (jobs if i % 2 == 0 else jobs[::-1]):
+            out[name].append(fn())
+        if rounds > 1:
+            log(f"  sweep round {i + 1} of {rounds} done")
+    return out
 
 
 def run_torch_isa(spec, mode, a, builds, best, isa):
@@ -451,28 +483,46 @@ def rss_lines(rss):
     return out
 
 
-def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2, exe_h=None, rerun=None):
-    """cnngen on 1 and 2 threads against torch_of() (a run_torch_all-like result). exe is
-    the build that counts (tuned when tuning); exe_h, when given, the heuristic build,
-    measured alongside for the record. rerun(best), when given: PyTorch's best
-    configuration run once more (img/s), for --rounds rounds alternating with cnngen."""
-    cg = {t: run_cnngen(exe, mode, t, a) for t in (1, 2)}
+def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_h=None, rerun=None):
+    """cnngen on 1 and 2 threads against PyTorch: torch_jobs, a list of functions each
+    returning a run_torch-like {"configs": [...]} (one a build). exe is the build that
+    counts (tuned when tuning); exe_h, when given, the heuristic build, measured alongside
+    for the record. Rows with a target are swept in --sweep-rounds interleaved rounds
+    (sweep()): every configuration's img/s is the median of its rounds. rerun(best), when
+    given: PyTorch's best configuration run once more (img/s), for --rounds rounds
+    alternating with cnngen."""
+    rounds = a.sweep_rounds if target else 1
+    jobs = [(("cg", t), (lambda t=t: run_cnngen(exe, mode, t, a))) for t in (1, 2)]
+    if exe_h:
+        jobs += [(("h", t), (lambda t=t: run_cnngen(exe_h, mode, t, a))) for t in (1, 2)]
+    if not a.no_torch:
+        jobs += [(("torch", i), f) for i, f in enumerate(torch_jobs)]
+    res = sweep(jobs, rounds)
+    cg = {t: merge_runs(res[("cg", t)]) for t in (1, 2)}
     best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
     c = cg[best_t]
+    rtext = (lambda r: f" (rounds {', '.join(f'{v:,.1f}' for v in r['round_img_per_s'])})" if rounds > 1 else "")
     log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)"
-        + ("  tuned" if exe_h else ""))
+        + ("  tuned" if exe_h else "") + rtext(cg[best_t]))
     heur = None
     if exe_h:
-        ch = {t: run_cnngen(exe_h, mode, t, a) for t in (1, 2)}
+        ch = {t: merge_runs(res[("h", t)]) for t in (1, 2)}
         bh = max(ch, key=lambda t: ch[t]["img_per_s"])
         heur = {"img_per_s": ch[bh]["img_per_s"], "threads": bh}
-        log(f"  cnngen  {ch[1]['img_per_s']:>10,.1f} img/s (1 thr)  {ch[2]['img_per_s']:>10,.1f} (2 thr)  heuristic")
+        log(f"  cnngen  {ch[1]['img_per_s']:>10,.1f} img/s (1 thr)  {ch[2]['img_per_s']:>10,.1f} (2 thr)  heuristic"
+            + rtext(ch[bh]))
     if a.no_torch:
         t = {"best": {"img_per_s": float("nan"), "threads": 0, "tunables": False}, "configs": []}
     else:
-        t = torch_of()
+        # the same configuration in every round: matched by everything but its speed
+        byconf = {}
+        for i in range(len(torch_jobs)):
+            for r in res[("torch", i)]:
+                for k in r["configs"]:
+                    byconf.setdefault(tuple(k.get(f) for f in CONFIG_KEYS if f != "img_per_s"), []).append(k)
+        t = torch_best([merge_runs(v) for v in byconf.values()])
         for k in t["configs"]:
-            log(f"  pytorch {k['img_per_s']:>10,.1f} img/s ({torch_config_text(k)})")
+            log(f"  pytorch {k['img_per_s']:>10,.1f} img/s ({torch_config_text(k)})" + rtext(k))
     tb = t["best"]
     flops = 2.0 * m * (1 if mode == "fwd" else 3)
     foreign = max([cg[1]["foreign_cores"], cg[2]["foreign_cores"], t.get("foreign_cores", 0)])
@@ -486,6 +536,7 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_of, peak2, exe_h=
         "macs_per_image": m, "flops_per_image": flops,
         "cnngen": {"img_per_s": c["img_per_s"], "threads": best_t,
                    "flush_subnormals": c.get("flush_subnormals")},
+        "sweep_rounds": rounds,
         "torch": tb,
         "ratio": c["img_per_s"] / tb["img_per_s"] if tb["img_per_s"] else float("nan"),
         "cnngen_gflops": c["img_per_s"] * flops * 1e-9,
@@ -552,6 +603,10 @@ def main():
                    help="comma-separated spec names to tune (default: every one; VGG-16's tuning takes minutes)")
     p.add_argument("--wisdom", default=os.path.join(ROOT, "build", "bench", "wisdom.tsv"),
                    help="the tuner's wisdom file for the bench (default build/bench/wisdom.tsv)")
+    p.add_argument("--sweep-rounds", type=int, default=3,
+                   help="rows with a target: every configuration of both sides timed once a round for this many "
+                        "rounds, interleaved, the order reversed every other round; each one's img/s is the "
+                        "median of its rounds (1: one sequential sweep)")
     p.add_argument("--rounds", type=int, default=3,
                    help="rows with a target: cnngen and PyTorch's best configuration timed again alternately, "
                         "this many rounds, for the record (0: not)")
@@ -564,6 +619,8 @@ def main():
     a = p.parse_args()
     if a.reps < 5:
         p.error("--reps must be at least 5 (medians of at least 5 repetitions)")
+    if a.sweep_rounds < 1:
+        p.error("--sweep-rounds must be at least 1")
     os.makedirs(a.build, exist_ok=True)
     QUIET["budget"] = a.quiet_budget
     t_start = time.time()
@@ -608,7 +665,7 @@ def main():
         # the forward-only rows have no target: PyTorch eager only there (saves compile time)
         row_builds = builds if target else [b for b in builds if "--compile" not in b[2]]
         row = measure_row(workload, spec, mode, exe, m, target, a,
-                          lambda: run_torch_all(spec, mode, a, row_builds), peak2, exe_h,
+                          [(lambda b=b: run_torch(spec, mode, a, b[1], b[2])) for b in row_builds], peak2, exe_h,
                           (lambda best: run_torch_isa(spec, mode, a, builds, best, None)["best"]["img_per_s"])
                           if target else None)
         row["tuning"] = tuned
@@ -626,7 +683,7 @@ def main():
             log(f"bench: {workload}, -march={AVX2_MARCH} against PyTorch limited to AVX2")
             _, exe2 = build_step(spec, a, march=AVX2_MARCH, wisdom=a.wisdom if row.get("tuning") else None)
             r2 = measure_row(workload, spec, mode, exe2, m, AVX2_TARGET * row["ratio"], a,
-                             lambda: run_torch_isa(spec, mode, a, builds, row["torch"], "avx2"), peak2)
+                             [lambda: run_torch_isa(spec, mode, a, builds, row["torch"], "avx2")], peak2)
             r2["native_ratio"] = row["ratio"]
             avx2_rows.append(r2)
         report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, time.time() - t_start, False)
@@ -655,7 +712,10 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
             + (pypi_note + "\n" if pypi_note else "") +
             f"FMA peak ({peak['isa']}, bench/fma_peak.c, best of 5): {peak1:.0f} GFLOP/s on 1 thread, "
             f"{peak2:.0f} GFLOP/s on 2.\n"
-            f"Medians of {a.reps} repetitions of ~{a.rep_s:g} s after warm-up; cnngen best of "
+            f"Medians of {a.reps} repetitions of ~{a.rep_s:g} s after warm-up"
+            + (f"; rows with a target: every configuration of both sides timed once in each of {a.sweep_rounds} "
+               f"interleaved rounds (the order reversed every other round), its figure the median of its rounds"
+               if a.sweep_rounds > 1 else "") + "; cnngen best of "
             f"OMP_NUM_THREADS=1/2; PyTorch best of {', '.join(b[0] for b in builds)} x set_num_threads 1/2 "
             f"(Debian's also x OPENBLAS_NUM_THREADS 1/2) x glibc malloc tunables off/on "
             f"(fwd rows: eager builds only); {sub}. "
@@ -679,7 +739,7 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
         md += ["\"ratio in alternating rounds\": after the sweep, cnngen (its best thread count) and PyTorch's best "
                "configuration timed again one after the other for --rounds rounds (in parentheses), the ratio of their "
                "medians: both sides meet the machine's same slow and fast minutes. For the record; the result column "
-               "is the sweep's ratio. " + "; ".join(
+               "is the sweep's ratio (its best configurations' medians over the sweep's rounds). " + "; ".join(
                    f"{r['workload']}: cnngen {', '.join(fmt_int(v) for v in r['rounds']['cnngen'])}, PyTorch "
                    f"{', '.join(fmt_int(v) for v in r['rounds']['torch'])} img/s" for r in rows if r.get("rounds")) + ".", ""]
     if any(r.get("target_gflops") for r in rows):
