@@ -19,7 +19,10 @@ replaces any line for the same ISA and signature in the wisdom file; other lines
 kept. Against the noise of a shared machine, a fastest candidate that is not the
 heuristic's is timed again: the --finalists (3) fastest of the first pass and the
 heuristic's, round-robin for --runoff rounds; the fastest median wins, and it replaces
-the heuristic's only if that median is higher than the heuristic's. Layers timed alone do not see the
+the heuristic's only if that median is higher than the heuristic's. The schedule the
+wisdom file already holds for the layer (an earlier run's choice) always goes to that
+run-off too, and is timed in the first pass when it is a mix: one noisy run does not
+undo an earlier one's finding without a rematch. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
 changed, the whole network is built with the new choices and with the heuristic's and
 timed alternately (4 x --runoff + 1 rounds of 3 repetitions, the order swapped each
@@ -220,10 +223,18 @@ def main():
             if len(cands) < 2:
                 continue
             built, kind = [], sig.split(":")[0]
+            # the schedule an earlier run recorded for this layer (the incumbent) is
+            # timed too when it is a mix of passes ("F|W|X", not in the listing), and
+            # always goes to the run-off: on a noisy machine one run's first pass must
+            # not undo what earlier runs found without a rematch
+            inc = next((l.split("\t")[2] for l in lines if l.startswith(f"{isa}\t{sig}\t")), None)
+            if inc and inc not in cands and "|" in inc:
+                cands = cands + [inc]
             for cand in cands:
                 b = build_candidate(a.spec, int(index), sig, cand, isa, a, work)
                 if b is None:
-                    print(f"tune: layer {index} {cand:<18} not timed: compiling took over {a.compile_timeout:g} s", flush=True)
+                    print(f"tune: layer {index} {cand:<18} not timed: " + ("a mix the generator does not accept"
+                          if "|" in cand else f"compiling took over {a.compile_timeout:g} s"), flush=True)
                     continue
                 built.append((cand,) + b)
             if not built:
@@ -237,6 +248,8 @@ def main():
             # its own (when the generator accepts the mix: schedule.lua's compose), timed
             # in rounds with the fastest of the first pass
             mix = mix_of(res)
+            if mix in {r[2] for r in res}:
+                mix = None  # the incumbent, timed already
             b = mix and build_candidate(a.spec, int(index), sig, mix, isa, a, work)
             if b:
                 top = max(res)
@@ -252,13 +265,14 @@ def main():
             best = max(res)
             heur = res[0]
             gain = best[0] / heur[0]
-            if best is not heur and a.runoff > 0:
+            if (best is not heur or any(r[2] == inc and r is not heur for r in res)) and a.runoff > 0:
                 # a run-off against noise (a shared machine moves rates by 10-30 % from one
                 # minute to the next, and one slow minute can sink the true winner in the
                 # first pass): the FINALISTS fastest candidates and the heuristic's choice
                 # timed again round-robin, the order rotated each round; the fastest median
                 # over all rounds wins, and replaces the heuristic only if its median is higher
                 fin = sorted(res, key=lambda r: -r[0])[:a.finalists]
+                fin += [r for r in res if r[2] == inc and r not in fin][:1]
                 if heur not in fin:
                     fin.append(heur)
                 rates = {r[2]: [r[0]] for r in fin}
