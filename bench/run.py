@@ -542,7 +542,6 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
         "ratio": c["img_per_s"] / tb["img_per_s"] if tb["img_per_s"] else float("nan"),
         "cnngen_gflops": c["img_per_s"] * flops * 1e-9,
         "torch_gflops": tb["img_per_s"] * flops * 1e-9,
-        "fraction_of_peak_2t": c["img_per_s"] * flops * 1e-9 / peak2,
         "target": target,
         "cnngen_heuristic": heur,
         # the roofline: what the target asks for, against what the FMA units can do
@@ -556,7 +555,7 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
         "cnngen_runs": cg, "torch_runs": t["configs"],
     }
     log(f"  ratio {row['ratio']:.2f}x" + (f" (target {target:.2f}x)" if target else "")
-        + f", cnngen {row['cnngen_gflops']:.1f} GFLOP/s ({100 * row['fraction_of_peak_2t']:.0f}% of peak)"
+        + f", cnngen {row['cnngen_gflops']:.1f} GFLOP/s ({100 * row['cnngen_gflops'] / peak2:.0f}% of the peak so far)"
         + ("  NOISY" if row["noisy"] else ""))
     if rerun and a.rounds > 0 and tb["img_per_s"] == tb["img_per_s"]:
         # each side above was timed in its own minutes, and a shared machine's speed moves
@@ -708,7 +707,7 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
     """Write bench/results/<date>-<host>.json and latest.md (after every row, so that an
     interrupted run leaves what it measured) and, when done, print the tables."""
     peak1, peak2 = peak["best"]["1"], peak["best"]["2"]
-    for r in rows + avx2_rows:
+    for r in rows + avx2_rows:  # against the best peak of the whole run so far
         r["fraction_of_peak_2t"] = r["cnngen_gflops"] / peak2
     tab = table(rows, peak2) if rows else ""
     btab = builds_table(rows) if not a.no_torch else ""

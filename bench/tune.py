@@ -264,15 +264,17 @@ def main():
                 print(f"tune: layer {index} {mix}: a mix the generator does not accept", flush=True)
             best = max(res)
             heur = res[0]
+            inc_r = next((r for r in res if r[2] == inc and r is not heur), None)
             gain = best[0] / heur[0]
-            if (best is not heur or any(r[2] == inc and r is not heur for r in res)) and a.runoff > 0:
+            if (best is not heur or inc_r) and a.runoff > 0:
                 # a run-off against noise (a shared machine moves rates by 10-30 % from one
                 # minute to the next, and one slow minute can sink the true winner in the
                 # first pass): the FINALISTS fastest candidates and the heuristic's choice
                 # timed again round-robin, the order rotated each round; the fastest median
                 # over all rounds wins, and replaces the heuristic only if its median is higher
                 fin = sorted(res, key=lambda r: -r[0])[:a.finalists]
-                fin += [r for r in res if r[2] == inc and r not in fin][:1]
+                if inc_r and inc_r not in fin:
+                    fin.append(inc_r)
                 if heur not in fin:
                     fin.append(heur)
                 rates = {r[2]: [r[0]] for r in fin}
