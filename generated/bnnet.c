@@ -632,6 +632,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                     cg_v a0_15 = vsplat(0.0f);
                     const float *restrict xc = xg + 0;
                     const float *restrict wc = wb + 0;
+                    __builtin_prefetch(xc + oy*1792 + ox*64 + 1856 + 256);
                     {
                         const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 1856 + 0);
                         a0_0 += wc[0] * x0;
@@ -1596,6 +1597,8 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
                 for (int co = 0; co < 64; co++) {
                     const float *restrict dyc = dyg + co*50176;
                     const float *restrict wc = wg + co*9;
+                    __builtin_prefetch(dyc + ty*1792 + tx*64 + 1856 + 256);
+                    __builtin_prefetch(dyc + ty*1792 + tx*64 + 1856 + 272);
                     {
                         const cg_v d0 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 0), d1 = VLOAD(dyc + ty*1792 + tx*64 + 1856 + 16);
                         a0_0 += wc[0] * d0; a1_0 += wc[0] * d1;

@@ -108,6 +108,10 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                 cg_v a0_5 = vsplat(bias[5]), a1_5 = vsplat(bias[5]), a2_5 = vsplat(bias[5]), a3_5 = vsplat(bias[5]);
                 const float *restrict xc = xg + 0;
                 const float *restrict wc = wb + 0;
+                __builtin_prefetch(xc + oy*2048 + ox*64 + 8448 + 256);
+                __builtin_prefetch(xc + oy*2048 + ox*64 + 8448 + 272);
+                __builtin_prefetch(xc + oy*2048 + ox*64 + 8448 + 288);
+                __builtin_prefetch(xc + oy*2048 + ox*64 + 8448 + 304);
                 {
                     const cg_v x0 = VLOAD(xc + oy*2048 + ox*64 + 0), x1 = VLOAD(xc + oy*2048 + ox*64 + 16), x2 = VLOAD(xc + oy*2048 + ox*64 + 32), x3 = VLOAD(xc + oy*2048 + ox*64 + 48);
                     a0_0 += wc[0] * x0; a1_0 += wc[0] * x1; a2_0 += wc[0] * x2; a3_0 += wc[0] * x3;
@@ -825,6 +829,7 @@ static void l03_conv2d_forward(const float *restrict P, const float *restrict x,
                 for (int ci = 0; ci < 6; ci++) {
                     const float *restrict xc = xg + ci*12544;
                     const float *restrict wc = wb + ci*25;
+                    __builtin_prefetch(xc + oy*896 + ox*64 + 3840 + 256);
                     {
                         const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 0);
                         a0_0 += wc[0] * x0;
@@ -2018,6 +2023,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int co = 0; co < 16; co++) {
                     const float *restrict dyc = dyg + co*11520;
                     const float *restrict wc = wg + co*150;
+                    __builtin_prefetch(dyc + ty*1152 + tx*64 + 256 + 256);
+                    __builtin_prefetch(dyc + ty*1152 + tx*64 + 256 + 272);
+                    __builtin_prefetch(dyc + ty*1152 + tx*64 + 256 + 288);
+                    __builtin_prefetch(dyc + ty*1152 + tx*64 + 256 + 304);
                     {
                         const cg_v d0 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 0), d1 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 16), d2 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 32), d3 = VLOAD(dyc + ty*1152 + tx*64 + 256 + 48);
                         a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3;

@@ -152,6 +152,7 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
             for (int ci = 0; ci < 4; ci++) {
                 const float *restrict xc = xg + ci*1024;
                 const float *restrict wc = wb + ci*5;
+                __builtin_prefetch(xc + ox*32 + 32 + 256);
                 {
                     const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);
                     a0_0 += wc[0] * x0;
@@ -624,6 +625,7 @@ static void l03_conv1d_forward(const float *restrict P, float *restrict S, const
                 cg_v a0_0 = vsplat(0.0f);
                 const float *restrict xc = xg + 0;
                 const float *restrict wc = wb + 0;
+                __builtin_prefetch(xc + ox*16 + 64 + 256);
                 {
                     const cg_v x0 = VLOAD(xc + ox*16 + 0);
                     a0_0 += wc[0] * x0;
@@ -919,6 +921,7 @@ static void l06_conv1d_forward(const float *restrict P, const float *restrict x,
             for (int ci = 0; ci < 8; ci++) {
                 const float *restrict xc = xg + ci*256;
                 const float *restrict wc = wb + ci*4;
+                __builtin_prefetch(xc + ox*16 + 32 + 256);
                 {
                     const cg_v x0 = VLOAD(xc + ox*16 - 16 + 0);
                     a0_0 += wc[0] * x0;
@@ -1311,6 +1314,7 @@ static void l06_conv1d_backward_dx(const float *restrict P, const float *restric
             for (int co = 0; co < 12; co++) {
                 const float *restrict dyc = dyg + co*256;
                 const float *restrict wc = wg + co*32;
+                __builtin_prefetch(dyc + tx*16 + 16 + 256);
                 {
                     const cg_v d0 = VLOAD(dyc + tx*16 + 16 + 0);
                     a0_0 += wc[0] * d0;
@@ -1458,6 +1462,7 @@ static void l08_conv1d_forward(const float *restrict P, const float *restrict x,
                 for (int ci = 0; ci < 6; ci++) {
                     const float *restrict xc = xg + ci*256;
                     const float *restrict wc = wb + ci*3;
+                    __builtin_prefetch(xc + ox*16 + 64 + 256);
                     {
                         const cg_v x0 = VLOAD(xc + ox*16 + 0);
                         a0_0 += wc[0] * x0;
@@ -1600,6 +1605,7 @@ static void l08_conv1d_backward_dx(const float *restrict P, const float *restric
                 for (int co = 0; co < 3; co++) {
                     const float *restrict dyc = dyg + co*192;
                     const float *restrict wc = wg + co*18;
+                    __builtin_prefetch(dyc + tx*16 + 256);
                     {
                         const cg_v d0 = VLOAD(dyc + tx*16 + 0);
                         a0_0 += wc[0] * d0;

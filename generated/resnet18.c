@@ -176,6 +176,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                     for (int ci = 0; ci < 3; ci++) {
                         const float *restrict xc = xg + ci*1692800;
                         const float *restrict wc = wb + ci*49;
+                        __builtin_prefetch(xc + oy*14720 + ox*64 + 44352 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*14720 + ox*64 + 0);
                             a0_0 += wc[0] * x0;
@@ -5333,6 +5334,7 @@ static void l18_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 64; ci++) {
                         const float *restrict xc = xg + ci*100352;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*3584 + ox*64 + 1824 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*3584 + ox*64 - 1824 + 0);
                             a0_0 += wc[0] * x0;
@@ -8320,6 +8322,7 @@ static void l23_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 64; ci++) {
                         const float *restrict xc = xg + ci*100352;
                         const float *restrict wc = wb + ci;
+                        __builtin_prefetch(xc + oy*3584 + ox*64 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*3584 + ox*64 + 0);
                             a0_0 += wc[0] * x0;
@@ -8451,6 +8454,7 @@ static void l23_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 128; co++) {
                         const float *restrict dyc = dyg + co*25088;
                         const float *restrict wc = wg + co*64;
+                        __builtin_prefetch(dyc + ty*896 + tx*32 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*896 + tx*32 + 0);
                             a0_0 += wc[0] * d0;
@@ -10006,6 +10010,7 @@ static void l34_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 128; ci++) {
                         const float *restrict xc = xg + ci*25088;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*1792 + ox*64 + 928 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 928 + 0);
                             a0_0 += wc[0] * x0;
@@ -11615,6 +11620,7 @@ static void l37_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 256; ci++) {
                         const float *restrict xc = xg + ci*6272;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*448 + ox*32 + 480 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*448 + ox*32 - 480 + 0);
                             a0_0 += wc[0] * x0;
@@ -13027,6 +13033,7 @@ static void l37_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 256; co++) {
                         const float *restrict dyc = dyg + co*6272;
                         const float *restrict wc = wg + co*2304;
+                        __builtin_prefetch(dyc + ty*448 + tx*32 + 480 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
                             a0_0 += wc[0] * d0;
@@ -13848,6 +13855,7 @@ static void l39_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 128; ci++) {
                         const float *restrict xc = xg + ci*25088;
                         const float *restrict wc = wb + ci;
+                        __builtin_prefetch(xc + oy*1792 + ox*64 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 + 0);
                             a0_0 += wc[0] * x0;
@@ -13979,6 +13987,7 @@ static void l39_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 256; co++) {
                         const float *restrict dyc = dyg + co*6272;
                         const float *restrict wc = wg + co*128;
+                        __builtin_prefetch(dyc + ty*448 + tx*32 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 0);
                             a0_0 += wc[0] * d0;
@@ -14737,6 +14746,7 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 256; co++) {
                         const float *restrict dyc = dyg + co*6272;
                         const float *restrict wc = wg + co*2304;
+                        __builtin_prefetch(dyc + ty*448 + tx*32 + 480 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*448 + tx*32 + 480 + 0);
                             a0_0 += wc[0] * d0;
@@ -15961,6 +15971,7 @@ static void l50_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 256; ci++) {
                         const float *restrict xc = xg + ci*6272;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*896 + ox*64 + 480 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 480 + 0);
                             a0_0 += wc[0] * x0;
@@ -17570,6 +17581,7 @@ static void l53_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 512; ci++) {
                         const float *restrict xc = xg + ci*1568;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*224 + ox*32 + 256 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*224 + ox*32 - 256 + 0);
                             a0_0 += wc[0] * x0;
@@ -18982,6 +18994,7 @@ static void l53_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 512; co++) {
                         const float *restrict dyc = dyg + co*1568;
                         const float *restrict wc = wg + co*4608;
+                        __builtin_prefetch(dyc + ty*224 + tx*32 + 256 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 256 + 0);
                             a0_0 += wc[0] * d0;
@@ -19803,6 +19816,7 @@ static void l55_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 256; ci++) {
                         const float *restrict xc = xg + ci*6272;
                         const float *restrict wc = wb + ci;
+                        __builtin_prefetch(xc + oy*896 + ox*64 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*896 + ox*64 + 0);
                             a0_0 += wc[0] * x0;
@@ -19934,6 +19948,7 @@ static void l55_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 512; co++) {
                         const float *restrict dyc = dyg + co*1568;
                         const float *restrict wc = wg + co*256;
+                        __builtin_prefetch(dyc + ty*224 + tx*32 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 0);
                             a0_0 += wc[0] * d0;
@@ -20692,6 +20707,7 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 512; co++) {
                         const float *restrict dyc = dyg + co*1568;
                         const float *restrict wc = wg + co*4608;
+                        __builtin_prefetch(dyc + ty*224 + tx*32 + 256 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*224 + tx*32 + 256 + 0);
                             a0_0 += wc[0] * d0;

@@ -691,6 +691,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                 cg_v a0_15 = vsplat(0.0f);
                 const float *restrict xc = xg + 0;
                 const float *restrict wc = wb + 0;
+                __builtin_prefetch(xc + oy*3584 + ox*128 + 3712 + 512);
                 {
                     const cg_v x0 = VLOAD(xc + oy*3584 + ox*128 - 3712 + 0);
                     a0_0 += wc[0] * x0;
@@ -1655,6 +1656,14 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
                 for (int co = 0; co < 16; co++) {
                     const float *restrict dyc = dyg + co*100352;
                     const float *restrict wc = wg + co*9;
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 512);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 528);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 544);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 560);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 576);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 592);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 608);
+                    __builtin_prefetch(dyc + ty*3584 + tx*128 + 3712 + 624);
                     {
                         const cg_v d0 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 0), d1 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 16), d2 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 32), d3 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 48), d4 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 64), d5 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 80), d6 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 96), d7 = VLOAD(dyc + ty*3584 + tx*128 + 3712 + 112);
                         a0_0 += wc[0] * d0; a1_0 += wc[0] * d1; a2_0 += wc[0] * d2; a3_0 += wc[0] * d3; a4_0 += wc[0] * d4; a5_0 += wc[0] * d5; a6_0 += wc[0] * d6; a7_0 += wc[0] * d7;
@@ -5739,6 +5748,7 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 16; ci++) {
                         const float *restrict xc = xg + ci*100352;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*7168 + ox*256 + 3712 + 1024);
                         {
                             const cg_v x0 = VLOAD(xc + oy*7168 + ox*256 - 3712 + 0);
                             a0_0 += wc[0] * x0;
@@ -9169,6 +9179,7 @@ static void l29_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 16; ci++) {
                         const float *restrict xc = xg + ci*100352;
                         const float *restrict wc = wb + ci;
+                        __builtin_prefetch(xc + oy*7168 + ox*256 + 1024);
                         {
                             const cg_v x0 = VLOAD(xc + oy*7168 + ox*256 + 0);
                             a0_0 += wc[0] * x0;
@@ -9299,6 +9310,7 @@ static void l29_conv2d_backward_dx(const float *restrict P, const float *restric
                 for (int co = 0; co < 32; co++) {
                     const float *restrict dyc = dyg + co*25088;
                     const float *restrict wc = wg + co*16;
+                    __builtin_prefetch(dyc + ty*1792 + tx*128 + 512);
                     {
                         const cg_v d0 = VLOAD(dyc + ty*1792 + tx*128 + 0);
                         a0_0 += wc[0] * d0;
@@ -10899,6 +10911,7 @@ static void l47_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 32; ci++) {
                         const float *restrict xc = xg + ci*25088;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*3584 + ox*256 + 1920 + 1024);
                         {
                             const cg_v x0 = VLOAD(xc + oy*3584 + ox*256 - 1920 + 0);
                             a0_0 += wc[0] * x0;
@@ -14291,6 +14304,7 @@ static void l52_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 32; ci++) {
                         const float *restrict xc = xg + ci*25088;
                         const float *restrict wc = wb + ci;
+                        __builtin_prefetch(xc + oy*3584 + ox*256 + 1024);
                         {
                             const cg_v x0 = VLOAD(xc + oy*3584 + ox*256 + 0);
                             a0_0 += wc[0] * x0;
@@ -14422,6 +14436,7 @@ static void l52_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 64; co++) {
                         const float *restrict dyc = dyg + co*6272;
                         const float *restrict wc = wg + co*32;
+                        __builtin_prefetch(dyc + ty*896 + tx*128 + 512);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*896 + tx*128 + 0);
                             a0_0 += wc[0] * d0;

@@ -666,6 +666,7 @@ static void l00_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 3; ci++) {
                         const float *restrict xc = xg + ci*32768;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*1024 + ox*32 + 1056 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*1024 + ox*32 - 1056 + 0);
                             a0_0 += wc[0] * x0;
@@ -1706,6 +1707,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
                 for (int co = 0; co < 64; co++) {
                     const float *restrict dyc = dyg + co*32768;
                     const float *restrict wc = wg + co*27;
+                    __builtin_prefetch(dyc + ty*1024 + tx*32 + 1056 + 256);
                     {
                         const cg_v d0 = VLOAD(dyc + ty*1024 + tx*32 + 1056 + 0);
                         a0_0 += wc[0] * d0;
@@ -8259,6 +8261,7 @@ static void l10_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 128; ci++) {
                         const float *restrict xc = xg + ci*2048;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*256 + ox*32 + 288 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 288 + 0);
                             a0_0 += wc[0] * x0;
@@ -9677,6 +9680,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 256; co++) {
                         const float *restrict dyc = dyg + co*2048;
                         const float *restrict wc = wg + co*1152;
+                        __builtin_prefetch(dyc + ty*256 + tx*32 + 288 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 288 + 0);
                             a0_0 += wc[0] * d0;
@@ -10984,6 +10988,7 @@ static void l12_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 256; ci++) {
                         const float *restrict xc = xg + ci*2048;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*256 + ox*32 + 288 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*256 + ox*32 - 288 + 0);
                             a0_0 += wc[0] * x0;
@@ -12403,6 +12408,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 256; co++) {
                         const float *restrict dyc = dyg + co*2048;
                         const float *restrict wc = wg + co*2304;
+                        __builtin_prefetch(dyc + ty*256 + tx*32 + 288 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*256 + tx*32 + 288 + 0);
                             a0_0 += wc[0] * d0;
@@ -13776,6 +13782,7 @@ static void l17_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 256; ci++) {
                         const float *restrict xc = xg + ci*512;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*128 + ox*32 + 160 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*128 + ox*32 - 160 + 0);
                             a0_0 += wc[0] * x0;
@@ -15194,6 +15201,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 512; co++) {
                         const float *restrict dyc = dyg + co*512;
                         const float *restrict wc = wg + co*2304;
+                        __builtin_prefetch(dyc + ty*128 + tx*32 + 160 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 160 + 0);
                             a0_0 += wc[0] * d0;
@@ -16501,6 +16509,7 @@ static void l19_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 512; ci++) {
                         const float *restrict xc = xg + ci*512;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*128 + ox*32 + 160 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*128 + ox*32 - 160 + 0);
                             a0_0 += wc[0] * x0;
@@ -17920,6 +17929,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, const float *restric
                     for (int co = 0; co < 512; co++) {
                         const float *restrict dyc = dyg + co*512;
                         const float *restrict wc = wg + co*4608;
+                        __builtin_prefetch(dyc + ty*128 + tx*32 + 160 + 256);
                         {
                             const cg_v d0 = VLOAD(dyc + ty*128 + tx*32 + 160 + 0);
                             a0_0 += wc[0] * d0;

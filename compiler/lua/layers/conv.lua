@@ -682,6 +682,25 @@ end
 -- "+ n" or "- |n|": a constant offset after a pointer
 local function plus(n) return n < 0 and ("- " .. -n) or ("+ " .. n) end
 
+-- Software prefetch in the interior windows of the direct lanes kernels: the line
+-- of the window's farthest tap, `ahead` floats on (at least 1 KiB). Each channel plane
+-- is its own stream and a layer reads 16 to 64 of them at once, more than the hardware
+-- prefetchers follow; on Zen 4, 16x28x28 forward at batch 64: 1.39 -> 1.30 ms with warm
+-- caches, 2.33 -> 1.70 ms with cold ones (2 threads).
+local function prefetch_far(C, geo, taps, base, R, V, TB, step, rel)
+  if #taps ~= geo.h.K * geo.w.K then return end
+  local far = taps[1]
+  for _, tp in ipairs(taps) do if tp.at.c > far.at.c then far = tp end end
+  local ahead = math.max(4 * step * R, 256)
+  for v = 0, TB - 1 do
+    if rel then
+      C:line("__builtin_prefetch(%s %s);", base, plus(far.at.c * R + v * V + ahead))
+    else
+      C:line("__builtin_prefetch(%s + %s + %d);", base, tostring(far.at:scale(R)), v * V + ahead)
+    end
+  end
+end
+
 local function vec_list(fmt, n, ...)
   local t = {}
   for v = 0, n - 1 do t[#t + 1] = string.format(fmt, v, ...) end
@@ -766,6 +785,7 @@ function M.forward_lanes(L, C, ctx)
       if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
         C:line("const float *restrict xc = %s + %s;", xbase, tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
+        prefetch_far(C, geo, taps, "xc", R, V, TB, geo.w.S, xbase == "xq")
         for _, tp in ipairs(taps) do
           local loads = {}
           if xbase == "xq" then
@@ -930,6 +950,7 @@ function M.backward_dx_lanes(L, C, ctx)
         util.loop(C, "co", 0, L.cout_g - 1, unroll, braced(C, unroll, function(co)
           C:line("const float *restrict dyc = %s + %s;", dybase, tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
+          prefetch_far(C, geo, taps, "dyc", R, V, TB, 1, dybase == "dq")
           for _, tp in ipairs(taps) do
             local loads = {}
             if dybase == "dq" then
