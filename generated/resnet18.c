@@ -4817,12 +4817,12 @@ static void l09_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l09_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l09_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
     /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 6422528; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
     }
 }
 
@@ -8624,12 +8624,12 @@ static void l25_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l25_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l25_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1)
 {
     /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 3211264; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g;
     }
 }
 
@@ -9546,7 +9546,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l32_add_forward: the code of l25_add_forward */
 
-/* l32_add_backward: the code of l25_add_backward */
+static void l32_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
+{
+    /* x1 [128x28x28][lanes], x2 [128x28x28][lanes], y [128x28x28][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 3211264; i++) {
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
+    }
+}
 
 /* layer 33: relu 128x28x28 -> 128x28x28 (specs/resnet18.yaml:41:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -14157,12 +14164,12 @@ static void l41_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l41_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l41_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1)
 {
     /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g;
     }
 }
 
@@ -15507,7 +15514,14 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l48_add_forward: the code of l41_add_forward */
 
-/* l48_add_backward: the code of l41_add_backward */
+static void l48_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
+{
+    /* x1 [256x14x14][lanes], x2 [256x14x14][lanes], y [256x14x14][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 1605632; i++) {
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
+    }
+}
 
 /* layer 49: relu 256x14x14 -> 256x14x14 (specs/resnet18.yaml:57:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -20118,12 +20132,12 @@ static void l57_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l57_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l57_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1)
 {
     /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g;
     }
 }
 
@@ -21468,7 +21482,14 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l64_add_forward: the code of l57_add_forward */
 
-/* l64_add_backward: the code of l57_add_backward */
+static void l64_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
+{
+    /* x1 [512x7x7][lanes], x2 [512x7x7][lanes], y [512x7x7][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 802816; i++) {
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
+    }
+}
 
 /* layer 65: relu 512x7x7 -> 512x7x7 (specs/resnet18.yaml:73:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -21775,52 +21796,44 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define DOUT_L  204020736 /* dLoss/dOutput, [1000][lanes] */
 #define D67     204855552 /* gradient arena: dLoss/d(layer 67 output) */
 #define D65     204052736 /* gradient arena: dLoss/d(layer 65 output), which layer 64's backward masks as it reads it */
-#define D63     204855552 /* gradient arena: dLoss/d(layer 63 output) */
-#define D58     205658368 /* gradient arena: dLoss/d(layer 58 output), which layer 57's backward masks as it reads it */
+#define D58     204855552 /* gradient arena: dLoss/d(layer 58 output), which layer 57's backward masks as it reads it, and layer 63's: layer 64's add gives both one gradient */
 #define D62     204052736 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     204855552 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D61     205658368 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
 #define D59     204052736 /* gradient arena: dLoss/d(layer 59 output) */
-#define D54     206461184 /* gradient arena: dLoss/d(layer 54 output) */
-#define D56     204052736 /* gradient arena: dLoss/d(layer 56 output) */
-#define D55     205658368 /* gradient arena: dLoss/d(layer 55 output) */
+#define D54     205658368 /* gradient arena: dLoss/d(layer 54 output), and layer 56's: layer 57's add gives both one gradient */
+#define D55     206461184 /* gradient arena: dLoss/d(layer 55 output) */
 #define D49     204052736 /* gradient arena: dLoss/d(layer 49 output), which layer 48's backward masks as it reads it */
-#define D53     205658368 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     206461184 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
-#define D50     205658368 /* gradient arena: dLoss/d(layer 50 output) */
-#define D47     205658368 /* gradient arena: dLoss/d(layer 47 output) */
-#define D42     207264000 /* gradient arena: dLoss/d(layer 42 output), which layer 41's backward masks as it reads it */
+#define D53     206461184 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     205658368 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
+#define D50     206461184 /* gradient arena: dLoss/d(layer 50 output) */
+#define D42     205658368 /* gradient arena: dLoss/d(layer 42 output), which layer 41's backward masks as it reads it, and layer 47's: layer 48's add gives both one gradient */
 #define D46     204052736 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     205658368 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D45     207264000 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
 #define D43     204052736 /* gradient arena: dLoss/d(layer 43 output) */
-#define D38     208869632 /* gradient arena: dLoss/d(layer 38 output) */
-#define D40     204052736 /* gradient arena: dLoss/d(layer 40 output) */
-#define D39     207264000 /* gradient arena: dLoss/d(layer 39 output) */
+#define D38     207264000 /* gradient arena: dLoss/d(layer 38 output), and layer 40's: layer 41's add gives both one gradient */
+#define D39     208869632 /* gradient arena: dLoss/d(layer 39 output) */
 #define D33     204052736 /* gradient arena: dLoss/d(layer 33 output), which layer 32's backward masks as it reads it */
-#define D37     207264000 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     208869632 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
-#define D34     207264000 /* gradient arena: dLoss/d(layer 34 output) */
-#define D31     207264000 /* gradient arena: dLoss/d(layer 31 output) */
-#define D26     210475264 /* gradient arena: dLoss/d(layer 26 output), which layer 25's backward masks as it reads it */
+#define D37     208869632 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     207264000 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
+#define D34     208869632 /* gradient arena: dLoss/d(layer 34 output) */
+#define D26     207264000 /* gradient arena: dLoss/d(layer 26 output), which layer 25's backward masks as it reads it, and layer 31's: layer 32's add gives both one gradient */
 #define D30     204052736 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     207264000 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D29     210475264 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
 #define D27     204052736 /* gradient arena: dLoss/d(layer 27 output) */
-#define D22     213686528 /* gradient arena: dLoss/d(layer 22 output) */
-#define D24     204052736 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     210475264 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     210475264 /* gradient arena: dLoss/d(layer 22 output), and layer 24's: layer 25's add gives both one gradient */
+#define D23     213686528 /* gradient arena: dLoss/d(layer 23 output) */
 #define D17     204052736 /* gradient arena: dLoss/d(layer 17 output), which layer 16's backward masks as it reads it */
-#define D21     210475264 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     213686528 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     210475264 /* gradient arena: dLoss/d(layer 18 output) */
-#define D15     210475264 /* gradient arena: dLoss/d(layer 15 output) */
-#define D10     216897792 /* gradient arena: dLoss/d(layer 10 output), which layer 9's backward masks as it reads it */
+#define D21     213686528 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     210475264 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     213686528 /* gradient arena: dLoss/d(layer 18 output) */
+#define D10     210475264 /* gradient arena: dLoss/d(layer 10 output), which layer 9's backward masks as it reads it, and layer 15's: layer 16's add gives both one gradient */
 #define D14     204052736 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     210475264 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D13     216897792 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
 #define D11     204052736 /* gradient arena: dLoss/d(layer 11 output) */
-#define D08     204052736 /* gradient arena: dLoss/d(layer 8 output) */
-#define D03     229742848 /* gradient arena: dLoss/d(layer 3 output) */
-#define D07     210475264 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     204052736 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     210475264 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     229742848 /* gradient arena: dLoss/d(layer 3 output), and layer 8's: layer 9's add gives both one gradient */
+#define D07     204052736 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     210475264 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     204052736 /* gradient arena: dLoss/d(layer 4 output) */
 #define D02     204052736 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
 #define D00     229742848 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     204052736 /* gradient arena: dLoss/dInput */
@@ -21919,8 +21932,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* layer 67: flatten passes the gradient through */
     l66_global_avgpool_backward(ws + D67, ws + D65);
     /* layer 65: relu's backward is in layer 64's reads of dy */
-    l57_add_backward(ws + A63, ws + D65, ws + D63, ws + D58);
-    l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + S63, ws + A62, ws + D63, ws + D62, nb);
+    l64_add_backward(ws + A63, ws + D65, ws + D58);
+    l51_batchnorm_backward(params + 11175488, grads + 11175488, ws + S63, ws + A62, ws + D58, ws + D62, nb);
     l53_conv2d_backward(grads + 8816192, ws + A60, ws + D62);
     l53_conv2d_backward_dx(params + 8816192, ws + A60, ws + D62, ws + D61);
     /* layer 61: relu's backward is in layer 62's dx stores */
@@ -21929,8 +21942,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 59's dx stores add to its gradient */
     l59_conv2d_backward_dx(params + 6455872, ws + D59, ws + D58);
     /* layer 58: relu's backward is in layer 57's reads of dy */
-    l57_add_backward(ws + A54, ws + D58, ws + D54, ws + D56);
-    l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D56, ws + D55, nb);
+    l57_add_backward(ws + A54, ws + D58, ws + D54);
+    l51_batchnorm_backward(params + 6454848, grads + 6454848, ws + S56, ws + A55, ws + D54, ws + D55, nb);
     l55_conv2d_backward(grads + 6323776, ws + A47, ws + D55);
     l55_conv2d_backward_dx(params + 6323776, ws + D55, ws + D49);
     l51_batchnorm_backward(params + 6322752, grads + 6322752, ws + S54, ws + A53, ws + D54, ws + D53, nb);
@@ -21942,8 +21955,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 50's dx stores add to its gradient */
     l50_conv2d_backward_dx(params + 2782784, ws + D50, ws + D49);
     /* layer 49: relu's backward is in layer 48's reads of dy */
-    l41_add_backward(ws + A47, ws + D49, ws + D47, ws + D42);
-    l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D47, ws + D46, nb);
+    l48_add_backward(ws + A47, ws + D49, ws + D42);
+    l35_batchnorm_backward(params + 2782272, grads + 2782272, ws + S47, ws + A46, ws + D42, ws + D46, nb);
     l37_conv2d_backward(grads + 2192448, ws + A44, ws + D46);
     l37_conv2d_backward_dx(params + 2192448, ws + A44, ws + D46, ws + D45);
     /* layer 45: relu's backward is in layer 46's dx stores */
@@ -21952,8 +21965,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 43's dx stores add to its gradient */
     l43_conv2d_backward_dx(params + 1602112, ws + D43, ws + D42);
     /* layer 42: relu's backward is in layer 41's reads of dy */
-    l41_add_backward(ws + A38, ws + D42, ws + D38, ws + D40);
-    l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D40, ws + D39, nb);
+    l41_add_backward(ws + A38, ws + D42, ws + D38);
+    l35_batchnorm_backward(params + 1601600, grads + 1601600, ws + S40, ws + A39, ws + D38, ws + D39, nb);
     l39_conv2d_backward(grads + 1568832, ws + A31, ws + D39);
     l39_conv2d_backward_dx(params + 1568832, ws + D39, ws + D33);
     l35_batchnorm_backward(params + 1568320, grads + 1568320, ws + S38, ws + A37, ws + D38, ws + D37, nb);
@@ -21965,8 +21978,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 34's dx stores add to its gradient */
     l34_conv2d_backward_dx(params + 683072, ws + D34, ws + D33);
     /* layer 33: relu's backward is in layer 32's reads of dy */
-    l25_add_backward(ws + A31, ws + D33, ws + D31, ws + D26);
-    l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D31, ws + D30, nb);
+    l32_add_backward(ws + A31, ws + D33, ws + D26);
+    l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D26, ws + D30, nb);
     l21_conv2d_backward(grads + 535360, ws + A28, ws + D30);
     l21_conv2d_backward_dx(params + 535360, ws + S30, ws + A28, ws + D30, ws + D29);
     /* layer 29: relu's backward is in layer 30's dx stores */
@@ -21975,8 +21988,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 27's dx stores add to its gradient */
     l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + D26);
     /* layer 26: relu's backward is in layer 25's reads of dy */
-    l25_add_backward(ws + A22, ws + D26, ws + D22, ws + D24);
-    l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D24, ws + D23, nb);
+    l25_add_backward(ws + A22, ws + D26, ws + D22);
+    l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D22, ws + D23, nb);
     l23_conv2d_backward(grads + 379200, ws + A15, ws + D23);
     l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
     l19_batchnorm_backward(params + 378944, grads + 378944, ws + S22, ws + A21, ws + D22, ws + D21, nb);
@@ -21988,8 +22001,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 18's dx stores add to its gradient */
     l18_conv2d_backward_dx(params + 157504, ws + D18, ws + D17);
     /* layer 17: relu's backward is in layer 16's reads of dy */
-    l09_add_backward(ws + A15, ws + D17, ws + D15, ws + D10);
-    l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D15, ws + D14, nb);
+    l09_add_backward(ws + A15, ws + D17, ws + D10);
+    l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D10, ws + D14, nb);
     l04_conv2d_backward(grads + 120512, ws + A12, ws + D14);
     l07_conv2d_backward_dx(params + 120512, ws + S14, ws + A12, ws + D14, ws + D13);
     /* layer 13: relu's backward is in layer 14's dx stores */
@@ -21998,8 +22011,8 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 11's dx stores add to its gradient */
     l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + D10);
     /* layer 10: relu's backward is in layer 9's reads of dy */
-    l09_add_backward(ws + A08, ws + D10, ws + D08, ws + D03);
-    l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D08, ws + D07, nb);
+    l09_add_backward(ws + A08, ws + D10, ws + D03);
+    l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D03, ws + D07, nb);
     l04_conv2d_backward(grads + 46528, ws + A05, ws + D07);
     l07_conv2d_backward_dx(params + 46528, ws + S07, ws + A05, ws + D07, ws + D06);
     /* layer 6: relu's backward is in layer 7's dx stores */

@@ -5185,12 +5185,12 @@ static void l08_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l08_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l08_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
     /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 1605632; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
     }
 }
 
@@ -9479,12 +9479,12 @@ static void l31_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l31_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l31_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1)
 {
     /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 802816; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g;
     }
 }
 
@@ -10401,7 +10401,14 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l38_add_forward: the code of l31_add_forward */
 
-/* l38_add_backward: the code of l31_add_backward */
+static void l38_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
+{
+    /* x1 [32x14x14][lanes], x2 [32x14x14][lanes], y [32x14x14][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 802816; i++) {
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
+    }
+}
 
 /* layer 39: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:48:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -10447,7 +10454,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l45_add_forward: the code of l31_add_forward */
 
-/* l45_add_backward: the code of l31_add_backward */
+/* l45_add_backward: the code of l38_add_backward */
 
 /* layer 46: relu 32x14x14 -> 32x14x14 (specs/resnet20.yaml:55:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -14606,12 +14613,12 @@ static void l54_add_forward(const float *restrict x2, float *restrict y)
         y[i] = cg_relu(y[i] + x2[i]);
 }
 
-static void l54_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2)
+static void l54_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1)
 {
     /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
     CG_PARALLEL_FOR
     for (size_t i = 0; i < 401408; i++) {
-        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g; dx2[i] = g;
+        const float g = cg_drelu(y[i], dy[i]); dx1[i] = g;
     }
 }
 
@@ -15508,7 +15515,14 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l61_add_forward: the code of l54_add_forward */
 
-/* l61_add_backward: the code of l54_add_backward */
+static void l61_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
+{
+    /* x1 [64x7x7][lanes], x2 [64x7x7][lanes], y [64x7x7][lanes] */
+    CG_PARALLEL_FOR
+    for (size_t i = 0; i < 401408; i++) {
+        const float g = cg_drelu(y[i], dy[i]); dx2[i] = g;
+    }
+}
 
 /* layer 62: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:71:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -15554,7 +15568,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
 /* l68_add_forward: the code of l54_add_forward */
 
-/* l68_add_backward: the code of l54_add_backward */
+/* l68_add_backward: the code of l61_add_backward */
 
 /* layer 69: relu 64x7x7 -> 64x7x7 (specs/resnet20.yaml:78:5)
  * schedule lanes: fwd lanes dw lanes dx with dw threaded */
@@ -15828,55 +15842,46 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define DOUT_L  46408992 /* dLoss/dOutput, [10][lanes] */
 #define D71     46811680 /* gradient arena: dLoss/d(layer 71 output) */
 #define D69     46410272 /* gradient arena: dLoss/d(layer 69 output), which layer 68's backward masks as it reads it */
-#define D67     46811680 /* gradient arena: dLoss/d(layer 67 output) */
-#define D62     47213088 /* gradient arena: dLoss/d(layer 62 output), which layer 61's backward masks as it reads it */
+#define D62     46811680 /* gradient arena: dLoss/d(layer 62 output), which layer 61's backward masks as it reads it, and layer 67's: layer 68's add gives both one gradient */
 #define D66     46410272 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     46811680 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D65     47213088 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
 #define D63     46410272 /* gradient arena: dLoss/d(layer 63 output) */
-#define D60     46410272 /* gradient arena: dLoss/d(layer 60 output) */
-#define D55     46811680 /* gradient arena: dLoss/d(layer 55 output), which layer 54's backward masks as it reads it */
-#define D59     47213088 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     46410272 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     47213088 /* gradient arena: dLoss/d(layer 56 output) */
-#define D51     47213088 /* gradient arena: dLoss/d(layer 51 output) */
-#define D53     46410272 /* gradient arena: dLoss/d(layer 53 output) */
+#define D55     46410272 /* gradient arena: dLoss/d(layer 55 output), which layer 54's backward masks as it reads it, and layer 60's: layer 61's add gives both one gradient */
+#define D59     46811680 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     47213088 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     46811680 /* gradient arena: dLoss/d(layer 56 output) */
+#define D51     47213088 /* gradient arena: dLoss/d(layer 51 output), and layer 53's: layer 54's add gives both one gradient */
 #define D52     47614496 /* gradient arena: dLoss/d(layer 52 output) */
 #define D46     46410272 /* gradient arena: dLoss/d(layer 46 output), which layer 45's backward masks as it reads it */
 #define D50     47614496 /* gradient arena: dLoss/d(layer 50 output) */
 #define D49     47213088 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
 #define D47     47614496 /* gradient arena: dLoss/d(layer 47 output) */
-#define D44     47213088 /* gradient arena: dLoss/d(layer 44 output) */
-#define D39     48015904 /* gradient arena: dLoss/d(layer 39 output), which layer 38's backward masks as it reads it */
+#define D39     47213088 /* gradient arena: dLoss/d(layer 39 output), which layer 38's backward masks as it reads it, and layer 44's: layer 45's add gives both one gradient */
 #define D43     46410272 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     47213088 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D42     48015904 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
 #define D40     46410272 /* gradient arena: dLoss/d(layer 40 output) */
-#define D37     46410272 /* gradient arena: dLoss/d(layer 37 output) */
-#define D32     47213088 /* gradient arena: dLoss/d(layer 32 output), which layer 31's backward masks as it reads it */
-#define D36     48015904 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     46410272 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     48015904 /* gradient arena: dLoss/d(layer 33 output) */
-#define D28     48015904 /* gradient arena: dLoss/d(layer 28 output) */
-#define D30     46410272 /* gradient arena: dLoss/d(layer 30 output) */
+#define D32     46410272 /* gradient arena: dLoss/d(layer 32 output), which layer 31's backward masks as it reads it, and layer 37's: layer 38's add gives both one gradient */
+#define D36     47213088 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     48015904 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     47213088 /* gradient arena: dLoss/d(layer 33 output) */
+#define D28     48015904 /* gradient arena: dLoss/d(layer 28 output), and layer 30's: layer 31's add gives both one gradient */
 #define D29     48818720 /* gradient arena: dLoss/d(layer 29 output) */
 #define D23     46410272 /* gradient arena: dLoss/d(layer 23 output), which layer 22's backward masks as it reads it */
 #define D27     48818720 /* gradient arena: dLoss/d(layer 27 output) */
 #define D26     48015904 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
 #define D24     48818720 /* gradient arena: dLoss/d(layer 24 output) */
-#define D21     48015904 /* gradient arena: dLoss/d(layer 21 output) */
-#define D16     49621536 /* gradient arena: dLoss/d(layer 16 output), which layer 15's backward masks as it reads it */
+#define D16     48015904 /* gradient arena: dLoss/d(layer 16 output), which layer 15's backward masks as it reads it, and layer 21's: layer 22's add gives both one gradient */
 #define D20     46410272 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     48015904 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D19     49621536 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
 #define D17     46410272 /* gradient arena: dLoss/d(layer 17 output) */
-#define D14     46410272 /* gradient arena: dLoss/d(layer 14 output) */
-#define D09     48015904 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it */
-#define D13     49621536 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     46410272 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     49621536 /* gradient arena: dLoss/d(layer 10 output) */
-#define D07     46410272 /* gradient arena: dLoss/d(layer 7 output) */
-#define D02     49621536 /* gradient arena: dLoss/d(layer 2 output) */
-#define D06     48015904 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     46410272 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     48015904 /* gradient arena: dLoss/d(layer 3 output) */
+#define D09     46410272 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it, and layer 14's: layer 15's add gives both one gradient */
+#define D13     48015904 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     49621536 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     48015904 /* gradient arena: dLoss/d(layer 10 output) */
+#define D02     48015904 /* gradient arena: dLoss/d(layer 2 output), and layer 7's: layer 8's add gives both one gradient */
+#define D06     46410272 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     49621536 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     46410272 /* gradient arena: dLoss/d(layer 3 output) */
 #define D01     46410272 /* gradient arena: dLoss/d(layer 1 output) */
 #define D00     48015904 /* gradient arena: dLoss/d(layer 0 output) */
 #define DIN     46410272 /* gradient arena: dLoss/dInput */
@@ -15980,8 +15985,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 71: flatten passes the gradient through */
     l70_global_avgpool_backward(ws + D71, ws + D69);
     /* layer 69: relu's backward is in layer 68's reads of dy */
-    l54_add_backward(ws + A67, ws + D69, ws + D67, ws + D62);
-    l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D67, ws + D66, nb);
+    l61_add_backward(ws + A67, ws + D69, ws + D62);
+    l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D62, ws + D66, nb);
     l50_conv2d_backward(grads + 234544, ws + S66, ws + A64, ws + D66);
     l50_conv2d_backward_dx(params + 234544, ws + S66, ws + A64, ws + D66, ws + D65);
     /* layer 65: relu's backward is in layer 66's dx stores */
@@ -15990,8 +15995,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 63's dx stores add to its gradient */
     l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + D62);
     /* layer 62: relu's backward is in layer 61's reads of dy */
-    l54_add_backward(ws + A60, ws + D62, ws + D60, ws + D55);
-    l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D60, ws + D59, nb);
+    l61_add_backward(ws + A60, ws + D62, ws + D55);
+    l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D55, ws + D59, nb);
     l50_conv2d_backward(grads + 160560, ws + S59, ws + A57, ws + D59);
     l50_conv2d_backward_dx(params + 160560, ws + S59, ws + A57, ws + D59, ws + D58);
     /* layer 58: relu's backward is in layer 59's dx stores */
@@ -16000,8 +16005,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 56's dx stores add to its gradient */
     l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + D55);
     /* layer 55: relu's backward is in layer 54's reads of dy */
-    l54_add_backward(ws + A51, ws + D55, ws + D51, ws + D53);
-    l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D53, ws + D52, nb);
+    l54_add_backward(ws + A51, ws + D55, ws + D51);
+    l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D51, ws + D52, nb);
     l52_conv2d_backward(grads + 121392, ws + A44, ws + D52);
     l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
     l48_batchnorm_backward(params + 121264, grads + 121264, ws + S51, ws + A50, ws + D51, ws + D50, nb);
@@ -16013,8 +16018,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 47's dx stores add to its gradient */
     l47_conv2d_backward_dx(params + 65840, ws + D47, ws + D46);
     /* layer 46: relu's backward is in layer 45's reads of dy */
-    l31_add_backward(ws + A44, ws + D46, ws + D44, ws + D39);
-    l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D44, ws + D43, nb);
+    l38_add_backward(ws + A44, ws + D46, ws + D39);
+    l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D39, ws + D43, nb);
     l27_conv2d_backward(grads + 56560, ws + S43, ws + A41, ws + D43);
     l27_conv2d_backward_dx(params + 56560, ws + S43, ws + A41, ws + D43, ws + D42);
     /* layer 42: relu's backward is in layer 43's dx stores */
@@ -16023,8 +16028,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 40's dx stores add to its gradient */
     l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + D39);
     /* layer 39: relu's backward is in layer 38's reads of dy */
-    l31_add_backward(ws + A37, ws + D39, ws + D37, ws + D32);
-    l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D37, ws + D36, nb);
+    l38_add_backward(ws + A37, ws + D39, ws + D32);
+    l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D32, ws + D36, nb);
     l27_conv2d_backward(grads + 38000, ws + S36, ws + A34, ws + D36);
     l27_conv2d_backward_dx(params + 38000, ws + S36, ws + A34, ws + D36, ws + D35);
     /* layer 35: relu's backward is in layer 36's dx stores */
@@ -16033,8 +16038,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 33's dx stores add to its gradient */
     l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + D32);
     /* layer 32: relu's backward is in layer 31's reads of dy */
-    l31_add_backward(ws + A28, ws + D32, ws + D28, ws + D30);
-    l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D30, ws + D29, nb);
+    l31_add_backward(ws + A28, ws + D32, ws + D28);
+    l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D28, ws + D29, nb);
     l29_conv2d_backward(grads + 28144, ws + A21, ws + D29);
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
     l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
@@ -16046,8 +16051,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 24's dx stores add to its gradient */
     l24_conv2d_backward_dx(params + 14192, ws + D24, ws + D23);
     /* layer 23: relu's backward is in layer 22's reads of dy */
-    l08_add_backward(ws + A21, ws + D23, ws + D21, ws + D16);
-    l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D21, ws + D20, nb);
+    l08_add_backward(ws + A21, ws + D23, ws + D16);
+    l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D16, ws + D20, nb);
     l03_conv2d_backward(grads + 11856, ws + S20, ws + A18, ws + D20);
     l06_conv2d_backward_dx(params + 11856, ws + S20, ws + A18, ws + D20, ws + D19);
     /* layer 19: relu's backward is in layer 20's dx stores */
@@ -16056,8 +16061,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 17's dx stores add to its gradient */
     l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + D16);
     /* layer 16: relu's backward is in layer 15's reads of dy */
-    l08_add_backward(ws + A14, ws + D16, ws + D14, ws + D09);
-    l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D14, ws + D13, nb);
+    l08_add_backward(ws + A14, ws + D16, ws + D09);
+    l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D09, ws + D13, nb);
     l03_conv2d_backward(grads + 7184, ws + S13, ws + A11, ws + D13);
     l06_conv2d_backward_dx(params + 7184, ws + S13, ws + A11, ws + D13, ws + D12);
     /* layer 12: relu's backward is in layer 13's dx stores */
@@ -16066,8 +16071,8 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* a tensor read again: layer 10's dx stores add to its gradient */
     l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + D09);
     /* layer 9: relu's backward is in layer 8's reads of dy */
-    l08_add_backward(ws + A07, ws + D09, ws + D07, ws + D02);
-    l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D07, ws + D06, nb);
+    l08_add_backward(ws + A07, ws + D09, ws + D02);
+    l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D02, ws + D06, nb);
     l03_conv2d_backward(grads + 2512, ws + S06, ws + A04, ws + D06);
     l06_conv2d_backward_dx(params + 2512, ws + S06, ws + A04, ws + D06, ws + D05);
     /* layer 5: relu's backward is in layer 6's dx stores */

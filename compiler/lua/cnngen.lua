@@ -38,7 +38,7 @@ local MODULE_API = {"schema", "shape", "tensors", "macs", "candidates", "forward
 -- optional: the batch-innermost emitters and dx apart, and the hooks of the planners
 -- (in place, fusion: fuse.lua)
 local MODULE_API_OPTIONAL = {"forward_lanes", "backward_lanes", "backward_dx", "backward_dx_lanes", "scratch",
-  "inplace_ok", "fuses_act", "masks_dx", "masks_dy"}
+  "inplace_ok", "fuses_act", "masks_dx", "masks_dy", "dx_same"}
 local KINDS, KIND_NAMES = {}, {}
 for _, modname in ipairs(MODULES) do
   local mod = require(modname)
@@ -630,6 +630,28 @@ local function plan_memory(spec)
     for _, q in ipairs(L.inputs) do edges_left[q] = (edges_left[q] or 0) + 1 end
   end
   local written = {}
+  local readers = {} -- readers[q]: the positions of the layers that read q
+  for p, L in ipairs(layers) do
+    for _, q in ipairs(L.inputs) do readers[q] = readers[q] or {}; table.insert(readers[q], p) end
+  end
+  -- A layer whose inputs all receive the same gradient (dx_same: add) writes it once
+  -- when two inputs meet it first: q_hi's gradient is then q_lo's buffer. Legal when
+  -- nothing writes that buffer before q_hi's backward has read it: the layer is q_hi's
+  -- only reader, q_hi's backward is its own (not a view, not fused into another's),
+  -- and every other reader of q_lo comes before q_hi (its backward runs after q_hi's).
+  -- A residual block's add: one write of dy instead of two.
+  local function shares(L, p)
+    if not (L.mod.dx_same and L.mod.dx_same(L)) or #L.inputs ~= 2 then return false end
+    local a, b = L.inputs[1], L.inputs[2]
+    local lo, hi = math.min(a, b), math.max(a, b)
+    if lo == hi or lo == 0 or written[a] or written[b] then return false end
+    local H = layers[hi]
+    if #readers[hi] ~= 1 or H.is_alias or H.bwd_fused_into then return false end
+    for _, r in ipairs(readers[lo]) do
+      if r ~= p and r >= hi then return false end
+    end
+    return lo, hi
+  end
   -- the caller's dx receives the input gradient directly when one layer reads the input
   -- ([N][size] layout); otherwise the input's gradient is summed in the arena
   local direct_dx = (R == nil) and spec.input_readers == 1
@@ -654,9 +676,22 @@ local function plan_memory(spec)
       written[q] = true
       if not step.pass then release(grad[p]) end
     else
+      local lo, hi = shares(L, p)
+      L.dx_same_as = nil
       for j, q in ipairs(L.inputs) do
         edges_left[q] = edges_left[q] - 1
-        if q == 0 and direct_dx then
+        if lo and q == hi then
+          -- the same gradient as input lo's (shares): its buffer, written once
+          grad[q] = grad[lo] or newbuf(lo)
+          grad[lo] = grad[q]
+          grad[q].shared = {hi = layers[hi].index, by = L.index, kind = L.kind}
+          written[lo], written[q] = true, true
+          step.dx[j] = {off = grad[q]}
+          L.dx_same_as = L.dx_same_as or {}
+          L.dx_same_as[j] = true
+        elseif lo and q == lo and grad[lo] and written[lo] then
+          step.dx[j] = {off = grad[lo]}
+        elseif q == 0 and direct_dx then
           local t = newbuf(0, "DIN")
           release(t)
           step.dx[j] = {direct = true, tmp = t}
@@ -1076,7 +1111,13 @@ local function emit(spec, spec_path, spec_text)
     end
     return "dLoss/d(layer " .. A.index .. " output)"
   end
-  for _, b in ipairs(spec.grad_bufs) do def(b.label, b.at, "gradient arena: " .. grad_what(b.label)) end
+  for _, b in ipairs(spec.grad_bufs) do
+    local what = grad_what(b.label)
+    if b.shared then
+      what = what .. string.format(", and layer %d's: layer %d's %s gives both one gradient", b.shared.hi, b.shared.by, b.shared.kind)
+    end
+    def(b.label, b.at, "gradient arena: " .. what)
+  end
   local function W(v)
     if type(v) == "table" then return "ws + " .. v.label end
     if R and v == spec.dout_lanes then return "ws + DOUT_L" end

@@ -27,6 +27,10 @@ function M.inplace_ok(L) return L.kind == "add" end
 -- no pass of its own
 function M.fuses_act(L) return L.kind == "add" end
 function M.masks_dy(L) return L.kind == "add" end
+-- every input of an add receives the same gradient: the memory planner may give two of
+-- them one buffer (L.dx_same_as[j]: input j's gradient is another input's buffer,
+-- written once)
+function M.dx_same(L) return L.kind == "add" end
 
 function M.schema(kind)
   if kind == "dropout" then
@@ -235,22 +239,26 @@ function M.backward_any(L, C, ctx)
   local k, lanes = L.kind, ctx.lanes
   if k == "add" then
     local n = #L.in_shapes
+    local same = L.dx_same_as or {}
     if L.parallel or L.sched.dmask then
       -- dy read once (masked with relu'(y) when the relu after the add fused its
       -- backward here: y is then the relu's output), every input's gradient written in
       -- the same pass, on the threads
       local w = {}
-      for j = 1, n do w[#w + 1] = string.format("dx%d[i] = g;", j) end
+      for j = 1, n do if not same[j] then w[#w + 1] = string.format("dx%d[i] = g;", j) end end
       util.par(C, L)
       C:open("for (size_t i = 0; i < %s; i++) {", lanes and tostring(lanes * L.out_size) or string.format("(size_t)nb * %d", L.out_size))
       C:line("const float g = %s; %s", fuse.ds(L, "y[i]", "dy[i]"), table.concat(w, " "))
       C:close()
     else
       for j = 1, n do
-        C:line("memcpy(dx%d, dy, sizeof(float) * %s * %d);", j, lanes and tostring(lanes) or "(size_t)nb", L.out_size)
+        if not same[j] then
+          C:line("memcpy(dx%d, dy, sizeof(float) * %s * %d);", j, lanes and tostring(lanes) or "(size_t)nb", L.out_size)
+        end
       end
     end
-    local u = args("dx", n)
+    local u = {}
+    for j = 1, n do if not same[j] then u[#u + 1] = "dx" .. j end end
     if L.sched.dmask then u[#u + 1] = "y" end
     u[#u + 1] = "dy"; u[#u + 1] = "nb"
     return u
