@@ -678,19 +678,18 @@ local function plan_memory(spec)
     else
       local lo, hi = shares(L, p)
       L.dx_same_as = nil
+      if lo then
+        grad[lo] = newbuf(lo)
+        grad[lo].shared = {hi = layers[hi].index, by = L.index, kind = L.kind}
+        grad[hi] = grad[lo]
+        written[lo], written[hi] = true, true
+      end
       for j, q in ipairs(L.inputs) do
         edges_left[q] = edges_left[q] - 1
-        if lo and q == hi then
-          -- the same gradient as input lo's (shares): its buffer, written once
-          grad[q] = grad[lo] or newbuf(lo)
-          grad[lo] = grad[q]
-          grad[q].shared = {hi = layers[hi].index, by = L.index, kind = L.kind}
-          written[lo], written[q] = true, true
+        if lo and (q == lo or q == hi) then
+          -- one buffer for both (shares): the layer writes it as input lo's gradient
           step.dx[j] = {off = grad[q]}
-          L.dx_same_as = L.dx_same_as or {}
-          L.dx_same_as[j] = true
-        elseif lo and q == lo and grad[lo] and written[lo] then
-          step.dx[j] = {off = grad[lo]}
+          if q == hi then L.dx_same_as = {[j] = true} end
         elseif q == 0 and direct_dx then
           local t = newbuf(0, "DIN")
           release(t)
