@@ -944,7 +944,12 @@ function M.backward_dx_lanes(L, C, ctx)
         C:line("const float *restrict dq = dyg + %s;", tostring(util.aff(0, taps[1].at.t):scale(R)))
         dybase = "dq"
       end
-      if CBI then C:open("for (int cib = 0; cib < %d; cib++) {", L.cin_g // TCI); bases(false) end
+      if CBI then
+        C:open("for (int cib = 0; cib < %d; cib++) {", L.cin_g // TCI)
+        bases(false)
+        -- a window no tap meets (stride 2 and a 1x1 kernel: every other row) stores zeros
+        if #taps == 0 then C:line("(void)wg; /* no tap meets these inputs */") end
+      end
       for t = 0, TCI - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. " = vsplat(0.0f)", TB)) end
       if #taps > 0 then
         util.loop(C, "co", 0, L.cout_g - 1, unroll, braced(C, unroll, function(co)
