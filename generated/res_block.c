@@ -1064,10 +1064,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l06_conv2d_backward_dx: the code of l03_conv2d_backward_dx */
 
 /* layer 7: batchnorm 8x12x12 -> 8x12x12 (specs/res_block.yaml:13:5)
- * schedule loop: fwd loop dw loop dx with dw */
-static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+ * schedule loop: fwd loop+add+relu dw loop dx with dw */
+static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
 {
-    /* x [N][8x12x12], y [N][8x12x12] */
+    /* x [N][8x12x12], y [N][8x12x12], r [N][8x12x12] (the other input of the add fused in) */
     const float *restrict gamma = P, *restrict beta = P + 8;
     float *restrict rmean = B, *restrict rvar = B + 8, *restrict nbt = B + 16;
     const int m = nb * 144; /* values per channel */
@@ -1103,7 +1103,8 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
         for (int n = 0; n < nb; n++) {
             const float *restrict xc = x + (size_t)n * 1152 + c * 144;
             float *restrict yc = y + (size_t)n * 1152 + c * 144;
-            for (int i = 0; i < 144; i++) yc[i] = (xc[i] - mean) * a + b;
+            const float *restrict rc = r + (size_t)n * 1152 + c * 144;
+            for (int i = 0; i < 144; i++) yc[i] = cg_relu((xc[i] - mean) * a + b + rc[i]);
         }
     }
 }
@@ -1112,12 +1113,7 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 /* layer 8: add 8x12x12 -> 8x12x12 (specs/res_block.yaml:14:5)
  * schedule loop: fwd loop+relu dw loop+relu' dx with dw */
-static void l08_add_forward(const float *restrict x1, float *restrict y, int nb)
-{
-    /* x1 [N][8x12x12], x2 [N][8x12x12], y [N][8x12x12] */
-    for (size_t i = 0; i < (size_t)nb * 1152; i++)
-        y[i] = cg_relu(x1[i] + y[i]);
-}
+/* l08_add_forward: none, layer 7 stores its output through the add */
 
 static void l08_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx1, float *restrict dx2, int nb)
 {
@@ -1547,9 +1543,8 @@ void res_block_forward(const float *params, float *buffers, const float *x, floa
     l01_batchnorm_forward(params + 808, buffers + 17, ws + S04, ws + A03, ws + A04, nb, training);
     /* layer 5: relu fused into layer 4's stores */
     l03_conv2d_forward(params + 824, ws + S06, ws + A04, ws + A06, nb);
-    l07_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, nb, training);
-    /* (in place: layer 8's add writes over its input 2) */
-    l08_add_forward(ws + A01, ws + A07, nb);
+    l07_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, ws + A01, nb, training);
+    /* layer 8: add fused into layer 7's stores */
     /* layer 9: relu fused into layer 8's stores */
     l10_conv2d_forward(params + 1416, ws + A01, ws + A10, nb);
     l11_concat_forward(ws + A10, ws + A07, ws + A11, nb);
@@ -1665,7 +1660,7 @@ static const cg_layer res_block_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 13, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 7, .name = "bn2", .inplace = 0,
+     .schedule = "loop: fwd loop+add+relu dw loop dx with dw", .n_inputs = 1, .inputs = res_block_inputs + 7, .name = "bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {8, 12, 12}, .ndim_out = 3, .out_shape = {8, 12, 12},
      .in_size = 1152, .out_size = 1152, .act_offset = 46080, .lanes = 0, .line = 14, .col = 5,

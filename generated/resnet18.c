@@ -4751,10 +4751,10 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 8: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:16:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l08_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l08_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
 {
-    /* x [64x56x56][lanes], y [64x56x56][lanes] */
+    /* x [64x56x56][lanes], y [64x56x56][lanes], r [64x56x56][lanes] (the other input of the add fused in) */
     const float *restrict gamma = P, *restrict beta = P + 64;
     float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
     const int m = nb * 3136; /* values per channel */
@@ -4786,7 +4786,8 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
             {
                 const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
                 float *restrict yc = y + (size_t)c * 100352;
-                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+                const float *restrict rc = r + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
             }
         }
     }
@@ -4799,7 +4800,8 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
             {
                 const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
                 float *restrict yc = y + (size_t)c * 100352;
-                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+                const float *restrict rc = r + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
             }
         }
     }
@@ -4809,13 +4811,7 @@ static void l08_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 /* layer 9: add 64x56x56 -> 64x56x56 (specs/resnet18.yaml:17:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-static void l09_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [64x56x56][lanes], x2 [64x56x56][lanes], y [64x56x56][lanes] */
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 6422528; i++)
-        y[i] = cg_relu(y[i] + x2[i]);
-}
+/* l09_add_forward: none, layer 8 stores its output through the add */
 
 static void l09_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -4861,14 +4857,14 @@ static void l09_add_backward(const float *restrict y, const float *restrict dy, 
 /* l14_conv2d_backward_dx: the code of l07_conv2d_backward_dx */
 
 /* layer 15: batchnorm 64x56x56 -> 64x56x56 (specs/resnet18.yaml:23:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
 /* l15_batchnorm_forward: the code of l08_batchnorm_forward */
 
 /* l15_batchnorm_backward: the code of l05_batchnorm_backward */
 
 /* layer 16: add 64x56x56 -> 64x56x56 (specs/resnet18.yaml:24:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l16_add_forward: the code of l09_add_forward */
+/* l16_add_forward: none, layer 15 stores its output through the add */
 
 /* l16_add_backward: the code of l09_add_backward */
 
@@ -9537,14 +9533,67 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l30_conv2d_backward_dx: the code of l21_conv2d_backward_dx */
 
 /* layer 31: batchnorm 128x28x28 -> 128x28x28 (specs/resnet18.yaml:39:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l31_batchnorm_forward: the code of l22_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l31_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
+{
+    /* x [128x28x28][lanes], y [128x28x28][lanes], r [128x28x28][lanes] (the other input of the add fused in) */
+    const float *restrict gamma = P, *restrict beta = P + 128;
+    float *restrict rmean = B, *restrict rvar = B + 128, *restrict nbt = B + 256;
+    const int m = nb * 784; /* values per channel */
+    if (training) {
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 128; c++) {
+            const float *restrict xc = x + (size_t)c * 25088;
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
+            for (int s = 0; s < 784; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
+                }
+            }
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
+            S[c] = fmean;
+            S[128 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                const float *restrict rc = r + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 128; c++) {
+            S[c] = rmean[c];
+            S[128 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 25088;
+            {
+                const float mean = S[c], a = S[128 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                const float *restrict rc = r + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+}
 
 /* l31_batchnorm_backward: the code of l19_batchnorm_backward */
 
 /* layer 32: add 128x28x28 -> 128x28x28 (specs/resnet18.yaml:40:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l32_add_forward: the code of l25_add_forward */
+/* l32_add_forward: none, layer 31 stores its output through the add */
 
 static void l32_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -15505,14 +15554,67 @@ static void l43_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l46_conv2d_backward_dx: the code of l37_conv2d_backward_dx */
 
 /* layer 47: batchnorm 256x14x14 -> 256x14x14 (specs/resnet18.yaml:55:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l47_batchnorm_forward: the code of l38_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l47_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
+{
+    /* x [256x14x14][lanes], y [256x14x14][lanes], r [256x14x14][lanes] (the other input of the add fused in) */
+    const float *restrict gamma = P, *restrict beta = P + 256;
+    float *restrict rmean = B, *restrict rvar = B + 256, *restrict nbt = B + 512;
+    const int m = nb * 196; /* values per channel */
+    if (training) {
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 256; c++) {
+            const float *restrict xc = x + (size_t)c * 6272;
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
+                }
+            }
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
+            S[c] = fmean;
+            S[256 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                const float *restrict rc = r + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 256; c++) {
+            S[c] = rmean[c];
+            S[256 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 6272;
+            {
+                const float mean = S[c], a = S[256 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                const float *restrict rc = r + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+}
 
 /* l47_batchnorm_backward: the code of l35_batchnorm_backward */
 
 /* layer 48: add 256x14x14 -> 256x14x14 (specs/resnet18.yaml:56:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l48_add_forward: the code of l41_add_forward */
+/* l48_add_forward: none, layer 47 stores its output through the add */
 
 static void l48_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -21473,14 +21575,67 @@ static void l59_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l62_conv2d_backward_dx: the code of l53_conv2d_backward_dx */
 
 /* layer 63: batchnorm 512x7x7 -> 512x7x7 (specs/resnet18.yaml:71:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l63_batchnorm_forward: the code of l54_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l63_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
+{
+    /* x [512x7x7][lanes], y [512x7x7][lanes], r [512x7x7][lanes] (the other input of the add fused in) */
+    const float *restrict gamma = P, *restrict beta = P + 512;
+    float *restrict rmean = B, *restrict rvar = B + 512, *restrict nbt = B + 1024;
+    const int m = nb * 49; /* values per channel */
+    if (training) {
+        float mask[32];
+        for (int l = 0; l < 32; l++) mask[l] = l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 512; c++) {
+            const float *restrict xc = x + (size_t)c * 1568;
+            const float k = xc[0];
+            cg_v acc[2], acc2[2];
+            for (int v = 0; v < 2; v++) acc[v] = acc2[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 2; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 32 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
+                }
+            }
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 2; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
+            S[c] = fmean;
+            S[512 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 1568;
+                const float *restrict rc = r + (size_t)c * 1568;
+                for (int i = 0; i < 1568; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 512; c++) {
+            S[c] = rmean[c];
+            S[512 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 1568;
+            {
+                const float mean = S[c], a = S[512 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 1568;
+                const float *restrict rc = r + (size_t)c * 1568;
+                for (int i = 0; i < 1568; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+}
 
 /* l63_batchnorm_backward: the code of l51_batchnorm_backward */
 
 /* layer 64: add 512x7x7 -> 512x7x7 (specs/resnet18.yaml:72:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l64_add_forward: the code of l57_add_forward */
+/* l64_add_forward: none, layer 63 stores its output through the add */
 
 static void l64_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -21850,17 +22005,15 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l05_batchnorm_forward(params + 46400, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
     /* layer 6: relu fused into layer 5's stores */
     l04_conv2d_forward(params + 46528, ws + S07, ws + A05, ws + A07);
-    l08_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, nb, training);
-    /* (in place: layer 9's add writes over its input 1) */
-    l09_add_forward(ws + A03, ws + A08);
+    l08_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, ws + A03, nb, training);
+    /* layer 9: add fused into layer 8's stores */
     /* layer 10: relu fused into layer 9's stores */
     l04_conv2d_forward(params + 83520, ws + S11, ws + A08, ws + A11);
     l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
     /* layer 13: relu fused into layer 12's stores */
     l04_conv2d_forward(params + 120512, ws + S14, ws + A12, ws + A14);
-    l08_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, nb, training);
-    /* (in place: layer 16's add writes over its input 1) */
-    l09_add_forward(ws + A08, ws + A15);
+    l08_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, ws + A08, nb, training);
+    /* layer 16: add fused into layer 15's stores */
     /* layer 17: relu fused into layer 16's stores */
     l18_conv2d_forward(params + 157504, ws + A15, ws + A18);
     l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
@@ -21876,9 +22029,8 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
     /* layer 29: relu fused into layer 28's stores */
     l21_conv2d_forward(params + 535360, ws + S30, ws + A28, ws + A30);
-    l22_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, nb, training);
-    /* (in place: layer 32's add writes over its input 1) */
-    l25_add_forward(ws + A22, ws + A31);
+    l31_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, ws + A22, nb, training);
+    /* layer 32: add fused into layer 31's stores */
     /* layer 33: relu fused into layer 32's stores */
     l34_conv2d_forward(params + 683072, ws + A31, ws + A34);
     l35_batchnorm_forward(params + 977984, buffers + 1930, ws + S35, ws + A34, ws + A35, nb, training);
@@ -21894,9 +22046,8 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l35_batchnorm_forward(params + 2191936, buffers + 3469, ws + S44, ws + A43, ws + A44, nb, training);
     /* layer 45: relu fused into layer 44's stores */
     l37_conv2d_forward(params + 2192448, ws + A44, ws + A46);
-    l38_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, nb, training);
-    /* (in place: layer 48's add writes over its input 1) */
-    l41_add_forward(ws + A38, ws + A47);
+    l47_batchnorm_forward(params + 2782272, buffers + 3982, ws + S47, ws + A46, ws + A47, ws + A38, nb, training);
+    /* layer 48: add fused into layer 47's stores */
     /* layer 49: relu fused into layer 48's stores */
     l50_conv2d_forward(params + 2782784, ws + A47, ws + A50);
     l51_batchnorm_forward(params + 3962432, buffers + 4495, ws + S51, ws + A50, ws + A51, nb, training);
@@ -21912,9 +22063,8 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l51_batchnorm_forward(params + 8815168, buffers + 7570, ws + S60, ws + A59, ws + A60, nb, training);
     /* layer 61: relu fused into layer 60's stores */
     l53_conv2d_forward(params + 8816192, ws + A60, ws + A62);
-    l54_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, nb, training);
-    /* (in place: layer 64's add writes over its input 1) */
-    l57_add_forward(ws + A54, ws + A63);
+    l63_batchnorm_forward(params + 11175488, buffers + 8595, ws + S63, ws + A62, ws + A63, ws + A54, nb, training);
+    /* layer 64: add fused into layer 63's stores */
     /* layer 65: relu fused into layer 64's stores */
     l66_global_avgpool_forward(ws + A63, ws + A66);
     /* layer 67: flatten is a view of its input */
@@ -22265,7 +22415,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 8, .name = "layer1_0_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 8, .name = "layer1_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 81887232, .lanes = 32, .line = 17, .col = 5,
@@ -22295,7 +22445,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 16, .name = "layer1_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 16, .name = "layer1_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 107577344, .lanes = 32, .line = 24, .col = 5,
@@ -22364,7 +22514,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 39, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 34, .name = "layer2_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 34, .name = "layer2_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 142901248, .lanes = 32, .line = 40, .col = 5,
@@ -22433,7 +22583,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 55, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 52, .name = "layer3_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 52, .name = "layer3_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {256, 14, 14}, .ndim_out = 3, .out_shape = {256, 14, 14},
      .in_size = 50176, .out_size = 50176, .act_offset = 160563200, .lanes = 32, .line = 56, .col = 5,
@@ -22502,7 +22652,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 71, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 70, .name = "layer4_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet18_inputs + 70, .name = "layer4_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {512, 7, 7}, .ndim_out = 3, .out_shape = {512, 7, 7},
      .in_size = 25088, .out_size = 25088, .act_offset = 169394176, .lanes = 32, .line = 72, .col = 5,

@@ -5119,10 +5119,10 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 }
 
 /* layer 7: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:16:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, int nb, int training)
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l07_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
 {
-    /* x [16x28x28][lanes], y [16x28x28][lanes] */
+    /* x [16x28x28][lanes], y [16x28x28][lanes], r [16x28x28][lanes] (the other input of the add fused in) */
     const float *restrict gamma = P, *restrict beta = P + 16;
     float *restrict rmean = B, *restrict rvar = B + 16, *restrict nbt = B + 32;
     const int m = nb * 784; /* values per channel */
@@ -5154,7 +5154,8 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
             {
                 const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
                 float *restrict yc = y + (size_t)c * 100352;
-                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+                const float *restrict rc = r + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
             }
         }
     }
@@ -5167,7 +5168,8 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
             {
                 const float mean = S[c], a = S[16 + c] * gamma[c], bc = beta[c];
                 float *restrict yc = y + (size_t)c * 100352;
-                for (int i = 0; i < 100352; i++) yc[i] = (xc[i] - mean) * a + bc;
+                const float *restrict rc = r + (size_t)c * 100352;
+                for (int i = 0; i < 100352; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
             }
         }
     }
@@ -5177,13 +5179,7 @@ static void l07_batchnorm_forward(const float *restrict P, float *restrict B, fl
 
 /* layer 8: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:17:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-static void l08_add_forward(const float *restrict x2, float *restrict y)
-{
-    /* x1 [16x28x28][lanes], x2 [16x28x28][lanes], y [16x28x28][lanes] */
-    CG_PARALLEL_FOR
-    for (size_t i = 0; i < 1605632; i++)
-        y[i] = cg_relu(y[i] + x2[i]);
-}
+/* l08_add_forward: none, layer 7 stores its output through the add */
 
 static void l08_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -5229,14 +5225,14 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l13_conv2d_backward_dx: the code of l06_conv2d_backward_dx */
 
 /* layer 14: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:23:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
 /* l14_batchnorm_forward: the code of l07_batchnorm_forward */
 
 /* l14_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 15: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:24:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l15_add_forward: the code of l08_add_forward */
+/* l15_add_forward: none, layer 14 stores its output through the add */
 
 /* l15_add_backward: the code of l08_add_backward */
 
@@ -5275,14 +5271,14 @@ static void l08_add_backward(const float *restrict y, const float *restrict dy, 
 /* l20_conv2d_backward_dx: the code of l06_conv2d_backward_dx */
 
 /* layer 21: batchnorm 16x28x28 -> 16x28x28 (specs/resnet20.yaml:30:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
 /* l21_batchnorm_forward: the code of l07_batchnorm_forward */
 
 /* l21_batchnorm_backward: the code of l01_batchnorm_backward */
 
 /* layer 22: add 16x28x28 -> 16x28x28 (specs/resnet20.yaml:31:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l22_add_forward: the code of l08_add_forward */
+/* l22_add_forward: none, layer 21 stores its output through the add */
 
 /* l22_add_backward: the code of l08_add_backward */
 
@@ -10392,14 +10388,67 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l36_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
 
 /* layer 37: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:46:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l37_batchnorm_forward: the code of l28_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l37_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
+{
+    /* x [32x14x14][lanes], y [32x14x14][lanes], r [32x14x14][lanes] (the other input of the add fused in) */
+    const float *restrict gamma = P, *restrict beta = P + 32;
+    float *restrict rmean = B, *restrict rvar = B + 32, *restrict nbt = B + 64;
+    const int m = nb * 196; /* values per channel */
+    if (training) {
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 32; c++) {
+            const float *restrict xc = x + (size_t)c * 25088;
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
+            for (int s = 0; s < 196; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
+                }
+            }
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
+            S[c] = fmean;
+            S[32 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                const float *restrict rc = r + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 32; c++) {
+            S[c] = rmean[c];
+            S[32 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 25088;
+            {
+                const float mean = S[c], a = S[32 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 25088;
+                const float *restrict rc = r + (size_t)c * 25088;
+                for (int i = 0; i < 25088; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+}
 
 /* l37_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 38: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:47:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l38_add_forward: the code of l31_add_forward */
+/* l38_add_forward: none, layer 37 stores its output through the add */
 
 static void l38_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -10445,14 +10494,14 @@ static void l38_add_backward(const float *restrict y, const float *restrict dy, 
 /* l43_conv2d_backward_dx: the code of l27_conv2d_backward_dx */
 
 /* layer 44: batchnorm 32x14x14 -> 32x14x14 (specs/resnet20.yaml:53:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l44_batchnorm_forward: the code of l28_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+/* l44_batchnorm_forward: the code of l37_batchnorm_forward */
 
 /* l44_batchnorm_backward: the code of l25_batchnorm_backward */
 
 /* layer 45: add 32x14x14 -> 32x14x14 (specs/resnet20.yaml:54:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l45_add_forward: the code of l31_add_forward */
+/* l45_add_forward: none, layer 44 stores its output through the add */
 
 /* l45_add_backward: the code of l38_add_backward */
 
@@ -15506,14 +15555,67 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l59_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
 
 /* layer 60: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:69:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l60_batchnorm_forward: the code of l51_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+static void l60_batchnorm_forward(const float *restrict P, float *restrict B, float *restrict S, const float *restrict x, float *restrict y, const float *restrict r, int nb, int training)
+{
+    /* x [64x7x7][lanes], y [64x7x7][lanes], r [64x7x7][lanes] (the other input of the add fused in) */
+    const float *restrict gamma = P, *restrict beta = P + 64;
+    float *restrict rmean = B, *restrict rvar = B + 64, *restrict nbt = B + 128;
+    const int m = nb * 49; /* values per channel */
+    if (training) {
+        float mask[128];
+        for (int l = 0; l < 128; l++) mask[l] = l < nb ? 1.0f : 0.0f;
+        nbt[0] += 1.0f;
+        const float f = 0.1f;
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 64; c++) {
+            const float *restrict xc = x + (size_t)c * 6272;
+            const float k = xc[0];
+            cg_v acc[8], acc2[8];
+            for (int v = 0; v < 8; v++) acc[v] = acc2[v] = vsplat(0.0f);
+            for (int s = 0; s < 49; s++) {
+                for (int v = 0; v < 8; v++) {
+                    const cg_v dv = (VLOAD(xc + s * 128 + v * 16) - k) * VLOAD(mask + v * 16);
+                    acc[v] += dv; acc2[v] += dv * dv;
+                }
+            }
+            double s1 = 0.0, s2 = 0.0;
+            for (int v = 0; v < 8; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }
+            const double dm = s1 / m, var = fmax(s2 / m - dm * dm, 0.0);
+            const float fmean = (float)(k + dm);
+            S[c] = fmean;
+            S[64 + c] = (float)(1.0 / sqrt(var + 1.0000000000000001e-05));
+            rmean[c] = (1.0f - f) * rmean[c] + f * fmean;
+            rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                const float *restrict rc = r + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+    else {
+        CG_PARALLEL_FOR
+        for (int c = 0; c < 64; c++) {
+            S[c] = rmean[c];
+            S[64 + c] = 1.0f / sqrtf(rvar[c] + 1e-05f);
+            const float *restrict xc = x + (size_t)c * 6272;
+            {
+                const float mean = S[c], a = S[64 + c] * gamma[c], bc = beta[c];
+                float *restrict yc = y + (size_t)c * 6272;
+                const float *restrict rc = r + (size_t)c * 6272;
+                for (int i = 0; i < 6272; i++) yc[i] = cg_relu((xc[i] - mean) * a + bc + rc[i]);
+            }
+        }
+    }
+}
 
 /* l60_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 61: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:70:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l61_add_forward: the code of l54_add_forward */
+/* l61_add_forward: none, layer 60 stores its output through the add */
 
 static void l61_add_backward(const float *restrict y, const float *restrict dy, float *restrict dx2)
 {
@@ -15559,14 +15661,14 @@ static void l61_add_backward(const float *restrict y, const float *restrict dy, 
 /* l66_conv2d_backward_dx: the code of l50_conv2d_backward_dx */
 
 /* layer 67: batchnorm 64x7x7 -> 64x7x7 (specs/resnet20.yaml:76:5)
- * schedule lanes: fwd lanes dw lanes dx with dw threaded */
-/* l67_batchnorm_forward: the code of l51_batchnorm_forward */
+ * schedule lanes: fwd lanes+add+relu dw lanes dx with dw threaded */
+/* l67_batchnorm_forward: the code of l60_batchnorm_forward */
 
 /* l67_batchnorm_backward: the code of l48_batchnorm_backward */
 
 /* layer 68: add 64x7x7 -> 64x7x7 (specs/resnet20.yaml:77:5)
  * schedule lanes: fwd lanes+relu dw lanes+relu' dx with dw threaded */
-/* l68_add_forward: the code of l54_add_forward */
+/* l68_add_forward: none, layer 67 stores its output through the add */
 
 /* l68_add_backward: the code of l61_add_backward */
 
@@ -15897,25 +15999,22 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l01_batchnorm_forward(params + 2480, buffers + 33, ws + S04, ws + A03, ws + A04, nb, training);
     /* layer 5: relu fused into layer 4's stores */
     l03_conv2d_forward(params + 2512, ws + S06, ws + A04, ws + A06);
-    l07_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, nb, training);
-    /* (in place: layer 8's add writes over its input 1) */
-    l08_add_forward(ws + A01, ws + A07);
+    l07_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, ws + A01, nb, training);
+    /* layer 8: add fused into layer 7's stores */
     /* layer 9: relu fused into layer 8's stores */
     l03_conv2d_forward(params + 4848, ws + S10, ws + A07, ws + A10);
     l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
     /* layer 12: relu fused into layer 11's stores */
     l03_conv2d_forward(params + 7184, ws + S13, ws + A11, ws + A13);
-    l07_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, nb, training);
-    /* (in place: layer 15's add writes over its input 1) */
-    l08_add_forward(ws + A07, ws + A14);
+    l07_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, ws + A07, nb, training);
+    /* layer 15: add fused into layer 14's stores */
     /* layer 16: relu fused into layer 15's stores */
     l03_conv2d_forward(params + 9520, ws + S17, ws + A14, ws + A17);
     l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
     /* layer 19: relu fused into layer 18's stores */
     l03_conv2d_forward(params + 11856, ws + S20, ws + A18, ws + A20);
-    l07_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, nb, training);
-    /* (in place: layer 22's add writes over its input 1) */
-    l08_add_forward(ws + A14, ws + A21);
+    l07_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, ws + A14, nb, training);
+    /* layer 22: add fused into layer 21's stores */
     /* layer 23: relu fused into layer 22's stores */
     l24_conv2d_forward(params + 14192, ws + A21, ws + A24);
     l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
@@ -15931,17 +16030,15 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
     /* layer 35: relu fused into layer 34's stores */
     l27_conv2d_forward(params + 38000, ws + S36, ws + A34, ws + A36);
-    l28_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, nb, training);
-    /* (in place: layer 38's add writes over its input 1) */
-    l31_add_forward(ws + A28, ws + A37);
+    l37_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, ws + A28, nb, training);
+    /* layer 38: add fused into layer 37's stores */
     /* layer 39: relu fused into layer 38's stores */
     l27_conv2d_forward(params + 47280, ws + S40, ws + A37, ws + A40);
     l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
     /* layer 42: relu fused into layer 41's stores */
     l27_conv2d_forward(params + 56560, ws + S43, ws + A41, ws + A43);
-    l28_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, nb, training);
-    /* (in place: layer 45's add writes over its input 1) */
-    l31_add_forward(ws + A37, ws + A44);
+    l37_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, ws + A37, nb, training);
+    /* layer 45: add fused into layer 44's stores */
     /* layer 46: relu fused into layer 45's stores */
     l47_conv2d_forward(params + 65840, ws + A44, ws + A47);
     l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
@@ -15957,17 +16054,15 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
     /* layer 58: relu fused into layer 57's stores */
     l50_conv2d_forward(params + 160560, ws + S59, ws + A57, ws + A59);
-    l51_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, nb, training);
-    /* (in place: layer 61's add writes over its input 1) */
-    l54_add_forward(ws + A51, ws + A60);
+    l60_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, ws + A51, nb, training);
+    /* layer 61: add fused into layer 60's stores */
     /* layer 62: relu fused into layer 61's stores */
     l50_conv2d_forward(params + 197552, ws + S63, ws + A60, ws + A63);
     l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
     /* layer 65: relu fused into layer 64's stores */
     l50_conv2d_forward(params + 234544, ws + S66, ws + A64, ws + A66);
-    l51_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, nb, training);
-    /* (in place: layer 68's add writes over its input 1) */
-    l54_add_forward(ws + A60, ws + A67);
+    l60_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, ws + A60, nb, training);
+    /* layer 68: add fused into layer 67's stores */
     /* layer 69: relu fused into layer 68's stores */
     l70_global_avgpool_forward(ws + A67, ws + A70);
     /* layer 71: flatten is a view of its input */
@@ -16329,7 +16424,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 16, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 7, .name = "layer1_0_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 7, .name = "layer1_0_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 8128512, .lanes = 128, .line = 17, .col = 5,
@@ -16359,7 +16454,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 23, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 15, .name = "layer1_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 15, .name = "layer1_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 14551040, .lanes = 128, .line = 24, .col = 5,
@@ -16389,7 +16484,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 30, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 23, .name = "layer1_2_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 23, .name = "layer1_2_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {16, 28, 28}, .ndim_out = 3, .out_shape = {16, 28, 28},
      .in_size = 12544, .out_size = 12544, .act_offset = 20973568, .lanes = 128, .line = 31, .col = 5,
@@ -16458,7 +16553,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 46, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 41, .name = "layer2_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 41, .name = "layer2_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29804544, .lanes = 128, .line = 47, .col = 5,
@@ -16488,7 +16583,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 53, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 49, .name = "layer2_2_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 49, .name = "layer2_2_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 33015808, .lanes = 128, .line = 54, .col = 5,
@@ -16557,7 +16652,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 69, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 67, .name = "layer3_1_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 67, .name = "layer3_1_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37431296, .lanes = 128, .line = 70, .col = 5,
@@ -16587,7 +16682,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 76, .col = 5,
-     .schedule = "lanes: fwd lanes dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 75, .name = "layer3_2_bn2", .inplace = 0,
+     .schedule = "lanes: fwd lanes+add+relu dw lanes dx with dw threaded", .n_inputs = 1, .inputs = resnet20_inputs + 75, .name = "layer3_2_bn2", .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 1e-05f, .momentum = 0.1f},
     {.kind = "add", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 39036928, .lanes = 128, .line = 77, .col = 5,

@@ -157,6 +157,10 @@ static const char *fused_act(const cg_layer *L)
 {
     const char *f = L->schedule ? strstr(L->schedule, " fwd ") : NULL;
     const char *a = f ? strstr(f, "+relu") : NULL;
+    /* "+add+relu": an add fused into a norm's stores (fuse.plan_add); the relu is the
+     * add's, whose in-place output (checked as the add's, with its relu) the norm writes */
+    const char *add = f ? strstr(f, "+add") : NULL;
+    if (add && a && add < a) return NULL;
     return a && (a[5] == ' ' || a[5] == '\0') ? "relu" : NULL;
 }
 
@@ -928,6 +932,18 @@ START_TEST(test_coverage)
         }
     for (int f = 0; f < NFU; f++)
         ck_assert_msg(seen_fuse[f], "no test net fuses a relu into a %s of forward form '%s'", fuses[f].kind, fuses[f].fwd);
+    /* an add fused into a batch norm's stores (fuse.plan_add), in both layouts (with the
+     * add's relu: tests/torchnets/t_addbn_ln.yaml, against PyTorch) */
+    static const char *const add_fuses[] = {" fwd loop+add ", " fwd lanes+add "};
+    for (int f = 0; f < 2; f++) {
+        int seen_add = 0;
+        for (int i = 0; cg_test_nets[i]; i++)
+            for (int li = 0; li < cg_test_nets[i]->n_layers; li++) {
+                const cg_layer *L = &cg_test_nets[i]->layers[li];
+                if (is_kind(L, "batchnorm") && strstr(L->schedule, add_fuses[f])) seen_add = 1;
+            }
+        ck_assert_msg(seen_add, "no test net fuses an add into a batch norm of forward '%s'", add_fuses[f]);
+    }
     /* a relu's derivative masking every consumer kind and dx form that masks (fuse.lua:
      * "+relu'" after the form that writes dx) */
     static const struct { const char *kind, *form; } masks[] = {

@@ -775,6 +775,8 @@ local function plan(spec, opts)
   if not ok then return nil, err end
   -- activations into their producers' stores (fuse.lua): needs the in-place plan
   fuse.plan(spec, not opts.no_fuse)
+  -- an add into the stores of the batch norm it overwrites (fuse.lua), training code only
+  fuse.plan_add(spec, not opts.no_fuse and not opts.inference)
   return true
 end
 
@@ -783,12 +785,14 @@ end
 ---------------------------------------------------------------------------
 local ARG_DECL = {
   fwd = {P = "const float *restrict P", B = "float *restrict B", S = "float *restrict S",
-         x = "const float *restrict x", y = "float *restrict y", nb = "int nb", training = "int training"},
+         x = "const float *restrict x", y = "float *restrict y", r = "const float *restrict r", nb = "int nb",
+         training = "int training"},
   bwd = {P = "const float *restrict P", G = "float *restrict G", S = "float *restrict S",
          x = "const float *restrict x", y = "const float *restrict y", dy = "const float *restrict dy",
          dx = "float *restrict dx", nb = "int nb"},
 }
-local ARG_ORDER = {"P", "G", "B", "S", "x", "y", "dy", "dx", "nb", "training"}
+-- r: the other input of an add fused into the layer's forward stores (fuse.plan_add)
+local ARG_ORDER = {"P", "G", "B", "S", "x", "y", "r", "dy", "dx", "nb", "training"}
 
 local PASS_SUFFIX = {fwd = "forward", bwd = "backward", bwdx = "backward_dx"}
 local function layer_fn(L, pass)
@@ -875,6 +879,9 @@ local function emit_layer_fn(out, L, pass, ctx, spec, seen)
     legend[1] = "x " .. lay(L.in_shape)
   end
   legend[#legend + 1] = "y " .. lay(L.out_shape)
+  if pass == "fwd" and L.fwd_add then
+    legend[#legend + 1] = string.format("r %s (the other input of the add fused in)", lay(L.out_shape))
+  end
   table.insert(body.lines, 1, "    /* " .. table.concat(legend, ", ") .. " */")
   local sig = table.concat(decl, ", ")
   local text = body:text():sub(1, -2)
@@ -1173,6 +1180,11 @@ local function emit(spec, spec_path, spec_text)
         S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
         y = inptr(L.pos), nb = "nb", training = "training"}
       for j, q in ipairs(L.inputs) do map["x" .. j] = inptr(q) end
+      if L.fwd_add then
+        -- the add's input other than this layer's output (fuse.plan_add)
+        local A = L.fwd_add
+        map.r = inptr(A.inputs[3 - A.inplace])
+      end
       O:line(call(L, "fwd", fargs[L], map))
     end
   end

@@ -140,4 +140,34 @@ function M.plan(spec, on)
   end
 end
 
+-- Decide, after plan: an add of two inputs in place over a batch norm's output (the
+-- norm's only reader, a residual block's second norm) has no forward pass of its own
+-- when its other input is computed before the norm: the norm stores act(its value +
+-- the other input), the add's fused activation included (S.fwd_add = "add" or
+-- "add+relu"; L.fwd_add = the add, whose other input is the norm's argument r). The
+-- norm's backward reads its x and the add's its y: neither reads the norm's own y,
+-- which is never stored. One pass over a block's output instead of two (the norm's
+-- stores, then the add's read, add and store). Not in the inference export, whose
+-- plan folds norms into convolutions (infer.lua).
+function M.plan_add(spec, on)
+  for _, L in ipairs(spec.layers) do
+    L.fwd_add = nil
+    if L.sched then L.sched.fwd_add = nil end
+  end
+  if not on then return end
+  for _, A in ipairs(spec.layers) do
+    local j = A.inplace
+    -- (a downsampling block's main-path norm runs before its shortcut: not fused)
+    if A.kind == "add" and #A.inputs == 2 and j and A.inputs[3 - j] < A.inputs[j] and not A.fused_into then
+      local P = spec.layers[A.inputs[j]]
+      if P.mod.fuses_add and P.mod.fuses_add(P) and P.readers == 1 and not P.sched.act and not P.fwd_add
+          and not P.fused_into then
+        P.fwd_add = A
+        P.sched.fwd_add = "add" .. (A.sched.act and ("+" .. A.sched.act) or "")
+        A.fused_into = P
+      end
+    end
+  end
+end
+
 return M

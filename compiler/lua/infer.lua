@@ -678,7 +678,7 @@ function M.main(core, args)
   spec.lanes = nil
   local T = I.schedule.target(target or "native")
   if not T then io.stderr:write("cnngen: --target: expected avx512, avx2, generic or native, got " .. target .. "\n"); return 2 end
-  local ok, perr = I.plan(spec, {target = T, no_fuse = no_fuse})
+  local ok, perr = I.plan(spec, {target = T, no_fuse = no_fuse, inference = true})
   if not ok then io.stderr:write("cnngen: " .. perr .. "\n"); return 1 end
   for _, L in ipairs(spec.layers) do L.parallel = false end
   local R = spec.lanes or spec.train.batch

@@ -96,6 +96,7 @@ end
 function M.describe(S)
   local p = {S.name .. ":"}
   p[#p + 1] = "fwd " .. S.fwd.form .. tile_str(S.fwd.tile, S.fwd.pad) .. (S.act and ("+" .. S.act) or "")
+    .. (S.fwd_add and ("+" .. S.fwd_add) or "")
   -- the derivative of a relu fused into the dx stores (fuse.lua)
   local dm = S.dmask and ("+" .. S.dmask .. "'") or ""
   if S.dw then p[#p + 1] = "dw " .. S.dw.form .. tile_str(S.dw.tile, S.dw.pad) .. ((S.dx and S.dx.apart) and "" or dm) end

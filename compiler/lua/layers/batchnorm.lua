@@ -41,6 +41,24 @@ function M.scratch(L) return 2 * L.channels end
 
 -- the forward's stores go through fuse.s (fuse.lua)
 function M.fuses_act(L) return true end
+-- and may add an add's other input r, the add's activation after it (fuse.plan_add)
+function M.fuses_add(L) return true end
+
+-- the stored value of normalized expression e at index expression i: through the fused
+-- activation, or e + r[i] through the fused add's
+local function store_expr(L, e, r)
+  if L.fwd_add then return fuse.s(L.fwd_add, string.format("%s + %s", e, r)) end
+  return fuse.s(L, e)
+end
+local function args_with_r(L, a)
+  if not L.fwd_add then return a end
+  local out = {}
+  for _, v in ipairs(a) do
+    out[#out + 1] = v
+    if v == "y" then out[#out + 1] = "r" end
+  end
+  return out
+end
 
 function M.candidates(L, T) return {sched.simple(L, L.lanes_layout and "lanes" or "loop")} end
 
@@ -102,10 +120,11 @@ function M.forward(L, C, ctx)
   over_channel(C, L, function(base)
     C:line("const float *restrict xc = x + %s;", base)
     C:line("float *restrict yc = y + %s;", base)
-    spatial(C, L, "yc[i] = " .. fuse.s(L, "(xc[i] - mean) * a + b") .. ";")
+    if L.fwd_add then C:line("const float *restrict rc = r + %s;", base) end
+    spatial(C, L, "yc[i] = " .. store_expr(L, "(xc[i] - mean) * a + b", "rc[i]") .. ";")
   end)
   C:close()
-  return {"P", "B", "S", "x", "y", "nb", "training"}
+  return args_with_r(L, {"P", "B", "S", "x", "y", "nb", "training"})
 end
 
 function M.backward(L, C, ctx)
@@ -164,7 +183,8 @@ function M.forward_lanes(L, C, ctx)
     C:open("{")
     C:line("const float mean = S[c], a = S[%d + c] * gamma[c], bc = beta[c];", c)
     C:line("float *restrict yc = y + (size_t)c * %d;", L.spatial * R)
-    C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", L.spatial * R, fuse.s(L, "(xc[i] - mean) * a + bc"))
+    if L.fwd_add then C:line("const float *restrict rc = r + (size_t)c * %d;", L.spatial * R) end
+    C:line("for (int i = 0; i < %d; i++) yc[i] = %s;", L.spatial * R, store_expr(L, "(xc[i] - mean) * a + bc", "rc[i]"))
     C:close()
   end
   C:line("const float *restrict gamma = %s, *restrict beta = %s;", L.t.weight, L.t.bias)
@@ -212,7 +232,7 @@ function M.forward_lanes(L, C, ctx)
   normalize()
   C:close()
   C:close()
-  return {"P", "B", "S", "x", "y", "nb", "training"}
+  return args_with_r(L, {"P", "B", "S", "x", "y", "nb", "training"})
 end
 
 function M.backward_lanes(L, C, ctx)
