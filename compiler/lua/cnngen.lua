@@ -38,7 +38,7 @@ local MODULE_API = {"schema", "shape", "tensors", "macs", "candidates", "forward
 -- optional: the batch-innermost emitters and dx apart, and the hooks of the planners
 -- (in place, fusion: fuse.lua)
 local MODULE_API_OPTIONAL = {"forward_lanes", "backward_lanes", "backward_dx", "backward_dx_lanes", "scratch",
-  "inplace_ok", "fuses_act", "masks_dx", "masks_dy", "dx_same"}
+  "inplace_ok", "fuses_act", "fuses_add", "masks_dx", "masks_dy", "dx_same"}
 local KINDS, KIND_NAMES = {}, {}
 for _, modname in ipairs(MODULES) do
   local mod = require(modname)

@@ -158,10 +158,9 @@ function M.plan_add(spec, on)
   for _, A in ipairs(spec.layers) do
     local j = A.inplace
     -- (a downsampling block's main-path norm runs before its shortcut: not fused)
-    if A.kind == "add" and #A.inputs == 2 and j and A.inputs[3 - j] < A.inputs[j] and not A.fused_into then
+    if A.kind == "add" and #A.inputs == 2 and j and A.inputs[3 - j] < A.inputs[j] then
       local P = spec.layers[A.inputs[j]]
-      if P.mod.fuses_add and P.mod.fuses_add(P) and P.readers == 1 and not P.sched.act and not P.fwd_add
-          and not P.fused_into then
+      if P.mod.fuses_add and P.mod.fuses_add(P) and P.readers == 1 and not P.sched.act then
         P.fwd_add = A
         P.sched.fwd_add = "add" .. (A.sched.act and ("+" .. A.sched.act) or "")
         A.fused_into = P

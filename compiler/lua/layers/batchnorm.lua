@@ -44,20 +44,17 @@ function M.fuses_act(L) return true end
 -- and may add an add's other input r, the add's activation after it (fuse.plan_add)
 function M.fuses_add(L) return true end
 
--- the stored value of normalized expression e at index expression i: through the fused
--- activation, or e + r[i] through the fused add's
+-- the stored value of normalized expression e: through the fused activation, or e +
+-- the add's other input (element expression r) through the add's
 local function store_expr(L, e, r)
   if L.fwd_add then return fuse.s(L.fwd_add, string.format("%s + %s", e, r)) end
   return fuse.s(L, e)
 end
-local function args_with_r(L, a)
-  if not L.fwd_add then return a end
-  local out = {}
-  for _, v in ipairs(a) do
-    out[#out + 1] = v
-    if v == "y" then out[#out + 1] = "r" end
-  end
-  return out
+-- the forward's arguments (the caller orders them: cnngen.lua's ARG_ORDER)
+local function fwd_args(L)
+  local a = {"P", "B", "S", "x", "y", "nb", "training"}
+  if L.fwd_add then a[#a + 1] = "r" end
+  return a
 end
 
 function M.candidates(L, T) return {sched.simple(L, L.lanes_layout and "lanes" or "loop")} end
@@ -124,7 +121,7 @@ function M.forward(L, C, ctx)
     spatial(C, L, "yc[i] = " .. store_expr(L, "(xc[i] - mean) * a + b", "rc[i]") .. ";")
   end)
   C:close()
-  return args_with_r(L, {"P", "B", "S", "x", "y", "nb", "training"})
+  return fwd_args(L)
 end
 
 function M.backward(L, C, ctx)
@@ -232,7 +229,7 @@ function M.forward_lanes(L, C, ctx)
   normalize()
   C:close()
   C:close()
-  return args_with_r(L, {"P", "B", "S", "x", "y", "nb", "training"})
+  return fwd_args(L)
 end
 
 function M.backward_lanes(L, C, ctx)
