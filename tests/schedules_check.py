@@ -18,6 +18,7 @@ check fails if it accepts none of them in the whole run.
 import os
 import re
 import subprocess
+import concurrent.futures
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,6 +47,54 @@ def mixes(cands):
     return out
 
 
+def one(cnngen, cc, lib, work, isa, spec, spec_path, cases, index, sig, cand):
+    """Generate, compile and check one schedule of one layer: ("pass" | "pass-mix" |
+    "refused" | "fail", lines to print). Each candidate has its own directory, so
+    candidates run side by side (two at a time: the compiles dominate)."""
+    out = []
+    mix = "|" in cand
+    tag = f"{spec['name']} layer {index} {cand}"
+    d = os.path.join(work, f"{spec['name']}_l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}")
+    os.makedirs(d, exist_ok=True)
+    wis = os.path.join(d, "wisdom.tsv")
+    with open(wis, "w") as f:
+        f.write(f"{isa}\t{sig}\t{cand}\n")
+    g = run([cnngen, "--wisdom", wis, spec_path, "-o", d])
+    if g.returncode != 0:
+        return "fail", [f"schedules-check: {tag}: FAILED: cnngen: {g.stderr}"]
+    c = g.stdout.strip().splitlines()[-1]
+    with open(c) as f:
+        text = f.read()
+    if f"/* layer {index}: " not in text or f" * schedule {cand}: " not in text.split(f"/* layer {index}: ", 1)[1].split("\n", 2)[1]:
+        if mix:
+            return "refused", []  # a mix the generator does not accept: the heuristic's schedule instead
+        return "fail", [f"schedules-check: {tag}: FAILED: {c} does not name schedule {cand} for layer {index}"]
+    exe = c[:-2]
+    b = run([cc, "-O1", "-march=native", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Iruntime", c, lib,
+             "-lzip", "-lz", "-lm", "-o", exe])
+    if b.returncode != 0:
+        return "fail", [f"schedules-check: {tag}: FAILED: does not compile:\n{b.stderr[-2000:]}"]
+    ok = True
+    for n, (cd, ref) in cases.items():
+        r = os.path.join(d, f"R{n}.npz")
+        p = run([exe, "check", "--weights", os.path.join(cd, "W.npz"), "--input", os.path.join(cd, "X.npy"),
+                 "--target", os.path.join(cd, "T.npy"), "--out", r], timeout=300)
+        if p.returncode != 0:
+            out.append(f"schedules-check: {tag} batch {n}: FAILED: check exited {p.returncode}: {p.stdout}{p.stderr}")
+            ok = False
+            continue
+        with np.load(r) as z:
+            got = {k: z[k] for k in z.files}
+        good, lines, _ = torch_ref.compare(ref, got, TOL)
+        if not good:
+            out += lines
+            out.append(f"schedules-check: {tag} batch {n}: FAILED against PyTorch")
+            ok = False
+    if not ok:
+        return "fail", out
+    return ("pass-mix" if mix else "pass"), out
+
+
 def main():
     build, cc, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
     cnngen = os.path.join(build, "cnngen")
@@ -54,6 +103,8 @@ def main():
     os.makedirs(work, exist_ok=True)
     isa = None
     npass = nfail = nmix = nrefused = 0
+    jobs = []
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
     for spec_path in specs:
         spec = torch_ref.load_spec(spec_path)
         _, tr = torch_ref.parse_layers(spec)
@@ -67,6 +118,7 @@ def main():
         listing = run([cnngen, "--schedules", spec_path])
         if listing.returncode != 0:
             print(f"schedules-check: {spec_path}: cnngen --schedules failed:\n{listing.stderr}")
+            pool.shutdown(cancel_futures=True)
             return 1
         if isa is None:
             s = run([cnngen, "--summary", spec_path]).stdout
@@ -75,56 +127,18 @@ def main():
             index, sig, cands = row.split("\t")
             cands = [c.rstrip("!") for c in cands.split(",")]  # "!": over the code budget, legal all the same
             for cand in cands + mixes(cands):
-                mix = "|" in cand
-                tag = f"{spec['name']} layer {index} {cand}"
-                d = os.path.join(work, f"{spec['name']}_l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}")
-                os.makedirs(d, exist_ok=True)
-                wis = os.path.join(d, "wisdom.tsv")
-                with open(wis, "w") as f:
-                    f.write(f"{isa}\t{sig}\t{cand}\n")
-                g = run([cnngen, "--wisdom", wis, spec_path, "-o", d])
-                if g.returncode != 0:
-                    print(f"schedules-check: {tag}: FAILED: cnngen: {g.stderr}")
-                    nfail += 1
-                    continue
-                c = g.stdout.strip().splitlines()[-1]
-                with open(c) as f:
-                    text = f.read()
-                if f"/* layer {index}: " not in text or f" * schedule {cand}: " not in text.split(f"/* layer {index}: ", 1)[1].split("\n", 2)[1]:
-                    if mix:
-                        nrefused += 1  # a mix the generator does not accept: the heuristic's schedule instead
-                        continue
-                    print(f"schedules-check: {tag}: FAILED: {c} does not name schedule {cand} for layer {index}")
-                    nfail += 1
-                    continue
-                exe = c[:-2]
-                b = run([cc, "-O1", "-march=native", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Iruntime", c, lib,
-                         "-lzip", "-lz", "-lm", "-o", exe])
-                if b.returncode != 0:
-                    print(f"schedules-check: {tag}: FAILED: does not compile:\n{b.stderr[-2000:]}")
-                    nfail += 1
-                    continue
-                ok = True
-                for n, (cd, ref) in cases.items():
-                    r = os.path.join(d, f"R{n}.npz")
-                    p = run([exe, "check", "--weights", os.path.join(cd, "W.npz"), "--input", os.path.join(cd, "X.npy"),
-                             "--target", os.path.join(cd, "T.npy"), "--out", r], timeout=300)
-                    if p.returncode != 0:
-                        print(f"schedules-check: {tag} batch {n}: FAILED: check exited {p.returncode}: {p.stdout}{p.stderr}")
-                        ok = False
-                        continue
-                    with np.load(r) as z:
-                        got = {k: z[k] for k in z.files}
-                    good, lines, _ = torch_ref.compare(ref, got, TOL)
-                    if not good:
-                        print("\n".join(lines))
-                        print(f"schedules-check: {tag} batch {n}: FAILED against PyTorch")
-                        ok = False
-                if ok:
-                    npass += 1
-                    nmix += mix
-                else:
-                    nfail += 1
+                jobs.append(pool.submit(one, cnngen, cc, lib, work, isa, spec, spec_path, cases, index, sig, cand))
+    for job in jobs:  # in submission order: the output reads as a serial run's
+        status, lines = job.result()
+        if lines:
+            print("\n".join(lines))
+        if status == "pass" or status == "pass-mix":
+            npass += 1
+            nmix += status == "pass-mix"
+        elif status == "refused":
+            nrefused += 1
+        else:
+            nfail += 1
     print(f"schedules-check: {npass} passed, {nfail} failed (every legal schedule of every layer, target {isa}; "
           f"{nmix} of them mixes of passes, {nrefused} mixes refused)")
     if nmix == 0:
