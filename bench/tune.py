@@ -24,10 +24,10 @@ wisdom file already holds for the layer (an earlier run's choice) always goes to
 run-off too, and is timed in the first pass when it is a mix: one noisy run does not
 undo an earlier one's finding without a rematch. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
-changed, the whole network is built with the new choices and with the heuristic's and
-timed alternately (4 x --runoff + 1 rounds of 3 repetitions, the order swapped each
-round); if the median of the rounds' ratios is not above 1, the heuristic's choices are
-recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
+changed, the whole network is built with the new choices and with the heuristic's into
+one binary (bench/ab.py) that times them alternately, 20 x --runoff pairs of ~0.1 s
+blocks in one process; if the median of the pairs' ratios is not above 1, the
+heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
 exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
@@ -45,6 +45,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
+import ab  # noqa: E402
 import layer_profile  # noqa: E402
 CNNGEN = os.path.join(ROOT, "build", "cnngen")
 
@@ -163,16 +164,6 @@ def mix_of(res):
             continue
         pick.append(min(timed)[1])
     return None if pick[0] == pick[1] == pick[2] else "|".join(pick)
-
-
-def build_net(spec, wisdom, a, d):
-    """The whole network's step binary, with the schedules of wisdom (None: the heuristic's)."""
-    os.makedirs(d, exist_ok=True)
-    c = sh([CNNGEN, spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])).strip().splitlines()[-1]
-    name = os.path.splitext(os.path.basename(c))[0]
-    exe = os.path.join(d, "step")
-    compile_step(c, name, exe, a)
-    return exe
 
 
 def run_step(exe, index, a, reps=None, warmup_s=None):
@@ -299,24 +290,20 @@ def main():
             wis = os.path.join(work, "net.tsv")
             with open(wis, "w") as f:
                 f.write("".join(f"{isa}\t{sig}\t{chosen[sig]}\n" for sig in changed))
-            et = build_net(a.spec, wis, a, os.path.join(work, "net_tuned"))
-            eh = build_net(a.spec, None, a, os.path.join(work, "net_heuristic"))
-            # 4 x runoff + 1 rounds of short runs (3 repetitions), the order swapped every
-            # round; decided on the median of each round's ratio (two runs side by side in
-            # time), not the ratio of the medians: this machine's speed moves 10-70 % from
-            # one minute to the next, and a slow minute falls on both runs of a round
-            # alike. (5 rounds of 5 repetitions recorded the heuristic at 0.89x on a Zen 4
-            # where the same two builds timed 1.05x and 1.14x in 7 and 8 rounds by hand.)
-            tt, th = [], []
-            for k in range(4 * a.runoff + 1):
-                for e, acc in ([(eh, th), (et, tt)] if k % 2 == 0 else [(et, tt), (eh, th)]):
-                    acc.append(run_step(e, 0, a, reps=3)[0])
-            ratios = [t / h for t, h in zip(tt, th)]
-            ratio = statistics.median(ratios)
-            mt, mh = statistics.median(tt), statistics.median(th)
+            # both builds in one process (bench/ab.py, bench/abstep.c), 40 pairs of
+            # blocks of ~0.1 s of steps, the order swapped every pair; decided on the
+            # median of the pairs' ratios. Two step binaries timed in turns (9 rounds
+            # before this) compared the machine's spells and the processes' memory as
+            # much as the code: an A/A of that kind ranged 0.88-1.21 a round on Zen 3,
+            # where the in-process A/A's interval is about +-2 % (bench/RESULTS.md).
+            exe = ab.build(ab.source(a.spec, "-", os.path.join(work, "net_heuristic")),
+                           ab.source(a.spec, wis, os.path.join(work, "net_tuned")), a, work)
+            r = ab.run(exe, a.threads, pairs=max(8, 20 * a.runoff))
+            ratio, (lo, hi) = r["ratio"], r["ci95"]
+            mt, mh = r["b_img_per_s"], r["a_img_per_s"]
             keep_tuned = ratio > 1
-            print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s, "
-                  f"median ratio of {len(tt)} rounds {ratio:.2f}x (rounds: {' '.join(f'{r:.2f}' for r in ratios)}): "
+            print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s "
+                  f"in one process, median ratio of {r['pairs']} pairs {ratio:.3f}x (95 % interval {lo:.3f}-{hi:.3f}): "
                   f"{'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
             if not keep_tuned:
                 for sig in changed:
