@@ -8,8 +8,11 @@ A and B are each a wisdom file (the schedules `cnngen --wisdom` takes), `-` for 
 built-in heuristic, or a generated .c file (an edited copy, for experiments the
 generator cannot express yet). Both are compiled into one binary with bench/abstep.c
 (their nets renamed), which runs --pairs (40) pairs of blocks of --block-s (0.1) seconds
-of training steps, A then B, then B then A, and prints B's rate over A's: the median over
-the pairs and its 95 % interval. A pair's blocks run a tenth of a second apart in the
+of training steps, A then B, then B then A, half of them in a process that allocates
+A's memory first and half in one that allocates B's first, and prints B's rate over A's:
+the median over the pairs, its 95 % interval and each process's median. B is faster
+when the interval and both processes' medians lie above 1 (where each side's pages
+land moves one process's ratio by a percent or two, either way). A pair's blocks run a tenth of a second apart in the
 same process, so the machine's slow and fast spells fall on both (two step binaries timed
 in turns meet different spells and different processes' memory: bench/RESULTS.md, "Two
 speeds"). `bench/ab.py SPEC - -` measures the noise floor: an interval that holds 1.
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,15 +50,22 @@ def source(spec, what, d):
 
 
 def build(a_src, b_src, a, work):
-    """the A/B binary of two generated files (a: .cc, .opt, .libs as bench/tune.py's)"""
-    objs = []
+    """the A/B binary of two generated files (a: .cc, .opt, .libs as bench/tune.py's); the
+    two files compile side by side"""
+    os.makedirs(work, exist_ok=True)
+    objs, jobs = [], []
     for tag, c in (("a", a_src), ("b", b_src)):
         name = os.path.splitext(os.path.basename(c))[0]
         ren = [f"-D{name}_{s}=cg_ab_{tag}_{s}" for s in ("net", "forward", "backward")]
         o = os.path.join(work, f"{tag}.o")
-        sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
-           "-DCNNGEN_NO_MAIN"] + ren + ["-c", c, "-o", o])
+        cmd = [a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
+                                            "-DCNNGEN_NO_MAIN"] + ren + ["-c", c, "-o", o]
+        jobs.append((cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
         objs.append(o)
+    for cmd, pr in jobs:
+        out, err = pr.communicate()
+        if pr.returncode != 0:
+            sys.exit(f"ab: {' '.join(cmd)} failed:\n{err}{out}")
     exe = os.path.join(work, "abstep")
     sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
        "-DCG_NET_A=cg_ab_a_net", "-DCG_NET_B=cg_ab_b_net", os.path.join(ROOT, "bench", "abstep.c")] + objs +
@@ -62,15 +73,45 @@ def build(a_src, b_src, a, work):
     return exe
 
 
+def ci_rank(n):
+    """abstep.c's ci_rank: the largest k with P(Binomial(n, 1/2) <= k - 1) <= 0.025"""
+    p, cum = 0.5 ** n, 0.0
+    for k in range(n + 1):
+        cum += p
+        if cum > 0.025:
+            return k
+        p = p * (n - k) / (k + 1)
+    return n
+
+
 def run(exe, threads, pairs=40, block_s=0.1, dx=False):
+    """pairs // 2 pairs in each of two processes, A's memory first in one and B's in the
+    other (where a side's pages land moves one process's ratio by a percent or two); the
+    pooled pairs' median ratio and its 95 % interval, each process's median ratio"""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    out = sh([exe, str(pairs), "--block-s", str(block_s)] + (["--dx"] if dx else []), env=env)
-    return json.loads(out.strip().splitlines()[-1])
+    half = max(1, pairs // 2)
+    procs = []
+    for flag in ([], ["--b-first"]):
+        out = sh([exe, str(half), "--block-s", str(block_s)] + (["--dx"] if dx else []) + flag, env=env)
+        procs.append(json.loads(out.strip().splitlines()[-1]))
+    ratios = sorted(x for p in procs for x in p["ratios"])
+    n = len(ratios)
+    k = ci_rank(n)
+    lo = k - 1 if k > 0 else 0
+    return {"pairs": n, "steps_per_block": procs[0]["steps_per_block"], "ratio": statistics.median(ratios),
+            "ci95": [ratios[lo], ratios[n - 1 - lo]], "process_ratios": [p["ratio"] for p in procs],
+            "a_img_per_s": statistics.mean(p["a_img_per_s"] for p in procs),
+            "b_img_per_s": statistics.mean(p["b_img_per_s"] for p in procs), "processes": procs}
 
 
 def verdict(r):
+    """B faster: the pooled interval above 1 and each process's median above 1"""
     lo, hi = r["ci95"]
-    return "B faster" if lo > 1 else "A faster" if hi < 1 else "no difference"
+    if lo > 1 and min(r["process_ratios"]) > 1:
+        return "B faster"
+    if hi < 1 and max(r["process_ratios"]) < 1:
+        return "A faster"
+    return "no difference"
 
 
 def main():
@@ -92,7 +133,8 @@ def main():
     lo, hi = r["ci95"]
     print(f"ab: {a.spec}, {a.threads} thread(s), {r['pairs']} pairs of {r['steps_per_block']} step(s): "
           f"A {r['a_img_per_s']:.1f}, B {r['b_img_per_s']:.1f} img/s (medians); "
-          f"B/A {r['ratio']:.3f}, 95 % interval [{lo:.3f}, {hi:.3f}]: {verdict(r)}")
+          f"B/A {r['ratio']:.3f}, 95 % interval [{lo:.3f}, {hi:.3f}], by process "
+          f"{', '.join(f'{x:.3f}' for x in r['process_ratios'])}: {verdict(r)}")
     print(json.dumps(r))
 
 

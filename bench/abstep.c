@@ -3,13 +3,16 @@
  * Built by bench/ab.py with -DCG_NET_A=... -DCG_NET_B=... (the two files' nets renamed
  * when they compile); prints one JSON line.
  *
- * usage: abstep [pairs] [--block-s S] [--warmup-s S] [--dx]
+ * usage: abstep [pairs] [--block-s S] [--warmup-s S] [--dx] [--b-first]
  *   pairs       blocks of A and of B (default 40, at most 4096); the order within a pair
  *               alternates (A B, B A, ...)
  *   --block-s   seconds a block lasts (default 0.1; the steps a block takes are calibrated
  *               on the warm-up, the same count for both networks)
  *   --warmup-s  warm-up of each network (default 0.5)
  *   --dx        the backward also computes dLoss/dx
+ *   --b-first   B's memory allocated and first touched before A's (bench/ab.py runs
+ *               half the pairs each way: where each side's pages land moves a
+ *               process's ratio by a percent or two, in either direction)
  *
  * Why: on the 2-core VMs this project runs on, the same step binary's speed moves by up
  * to 1.7x within seconds and between processes (bench/RESULTS.md, "Two speeds"), so two
@@ -142,11 +145,13 @@ static int ci_rank(int n)
 
 int main(int argc, char **argv)
 {
-    int pairs = 40, want_dx = 0, bad = 0;
+    int pairs = 40, want_dx = 0, b_first = 0, bad = 0;
     double block_s = 0.1, warmup_s = 0.5;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dx"))
             want_dx = 1;
+        else if (!strcmp(argv[i], "--b-first"))
+            b_first = 1;
         else if (!strcmp(argv[i], "--block-s") && i + 1 < argc)
             block_s = atof(argv[++i]);
         else if (!strcmp(argv[i], "--warmup-s") && i + 1 < argc)
@@ -157,14 +162,18 @@ int main(int argc, char **argv)
             bad = 1;
     }
     if (bad || pairs < 1 || pairs > 4096 || !(block_s > 0) || !(warmup_s >= 0)) {
-        fprintf(stderr, "usage: %s [pairs<=4096] [--block-s S] [--warmup-s S] [--dx]\n", argv[0]);
+        fprintf(stderr, "usage: %s [pairs<=4096] [--block-s S] [--warmup-s S] [--dx] [--b-first]\n", argv[0]);
         return 2;
     }
     int flushed = cg_flush_subnormals(1);
     side a, b;
-    side_init(&a, &CG_NET_A, want_dx);
-    side_init(&b, &CG_NET_B, want_dx);
-    double sa = warm(&a, warmup_s), sb = warm(&b, warmup_s);
+    if (b_first)
+        side_init(&b, &CG_NET_B, want_dx), side_init(&a, &CG_NET_A, want_dx);
+    else
+        side_init(&a, &CG_NET_A, want_dx), side_init(&b, &CG_NET_B, want_dx);
+    double sb = b_first ? warm(&b, warmup_s) : 0, sa = warm(&a, warmup_s);
+    if (!b_first)
+        sb = warm(&b, warmup_s);
     double per = sa > sb ? sa : sb;
     int steps = (int)(block_s / per + 0.5);
     if (steps < 1)

@@ -24,10 +24,11 @@ wisdom file already holds for the layer (an earlier run's choice) always goes to
 run-off too, and is timed in the first pass when it is a mix: one noisy run does not
 undo an earlier one's finding without a rematch. Layers timed alone do not see the
 whole step (caches shared with their neighbours, the threads' barriers): when any layer
-changed, the whole network is built with the new choices and with the heuristic's into
-one binary (bench/ab.py) that times them alternately, 20 x --runoff pairs of ~0.1 s
-blocks in one process; if the median of the pairs' ratios is not above 1, the
-heuristic's choices are recorded instead. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
+changed, each changed signature is checked in the whole network, greedily in the order
+of the time it promises: the network with the choices accepted so far and the same plus
+this one, both in one binary (bench/ab.py) that times them alternately, 20 x --runoff
+pairs of ~0.1 s blocks in one process; the choice is kept when the 95 % interval of the
+pairs' median ratio lies above 1, else the heuristic's schedule is recorded for it. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
 exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
@@ -200,7 +201,7 @@ def main():
     listing = sh([CNNGEN, "--schedules", a.spec])
     lines = read_wisdom(a.wisdom)
     done = set()
-    chosen, heur_of = {}, {}
+    chosen, heur_of, gain_of = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="cnngen-tune-") as work:
         for row in listing.splitlines():
             index, sig, cands = row.split("\t")
@@ -284,29 +285,52 @@ def main():
             print(f"tune: layer {index} {sig}: {best[2]} ({gain:.2f}x the heuristic's {heur[2]})", flush=True)
             chosen[sig] = best[2]
             heur_of[sig] = heur[2]
+            gain_of[sig] = gain
         changed = [sig for sig in chosen if chosen[sig] != heur_of[sig]]
         if changed and a.runoff > 0:
-            # the whole step, tuned against heuristic, alternately
-            wis = os.path.join(work, "net.tsv")
-            with open(wis, "w") as f:
-                f.write("".join(f"{isa}\t{sig}\t{chosen[sig]}\n" for sig in changed))
-            # both builds in one process (bench/ab.py, bench/abstep.c), 40 pairs of
-            # blocks of ~0.1 s of steps, the order swapped every pair; decided on the
-            # median of the pairs' ratios. Two step binaries timed in turns (9 rounds
-            # before this) compared the machine's spells and the processes' memory as
-            # much as the code: an A/A of that kind ranged 0.88-1.21 a round on Zen 3,
-            # where the in-process A/A's interval is about +-2 % (bench/RESULTS.md).
-            exe = ab.build(ab.source(a.spec, "-", os.path.join(work, "net_heuristic")),
-                           ab.source(a.spec, wis, os.path.join(work, "net_tuned")), a, work)
-            r = ab.run(exe, a.threads, pairs=max(8, 20 * a.runoff))
-            ratio, (lo, hi) = r["ratio"], r["ci95"]
-            mt, mh = r["b_img_per_s"], r["a_img_per_s"]
-            keep_tuned = ratio > 1
-            print(f"tune: whole network, {len(changed)} layer(s) changed: tuned {mt:.1f} vs heuristic {mh:.1f} img/s "
-                  f"in one process, median ratio of {r['pairs']} pairs {ratio:.3f}x (95 % interval {lo:.3f}-{hi:.3f}): "
-                  f"{'tuned kept' if keep_tuned else 'the heuristic recorded'}", flush=True)
-            if not keep_tuned:
-                for sig in changed:
+            # Each changed signature checked in the whole network, one at a time (greedy):
+            # the network with the choices accepted so far (A) against the same plus this
+            # signature's (B), both in one process (bench/ab.py, bench/abstep.c: 20 x
+            # runoff pairs of ~0.1 s blocks, the order swapped every pair, half in a process
+            # that allocates A first, half in one that allocates B first); accepted when
+            # the 95 % interval of the pairs' median ratio and both processes' medians lie
+            # above 1 (ab.verdict). Signatures in the
+            # order of the time they promise (layers x the gain timed alone). A layer timed
+            # alone does not see its neighbours' caches, and one choice that loses in the
+            # network no longer sinks the others with it, as the single all-or-nothing
+            # check did (session 28's run a: 0.92x, every choice discarded). Two builds
+            # timed in turns, as that check did in 9 rounds, compared the machine's
+            # spells more than the code here (an A/A ranged 0.88-1.21 a round on Zen 3;
+            # in one process its interval is about +-2 %: bench/RESULTS.md, session 29).
+            count = {}
+            for row in listing.splitlines():
+                count[row.split("\t")[1]] = count.get(row.split("\t")[1], 0) + 1
+            order = sorted(changed, key=lambda g: -count.get(g, 1) * (1 - 1 / max(gain_of.get(g, 1.0), 1e-9)))
+            accepted = {}
+
+            def wisdom_of(sigs, name):
+                path = os.path.join(work, name)
+                with open(path, "w") as f:
+                    f.write("".join(f"{isa}\t{g}\t{chosen[g]}\n" for g in sigs))
+                return path
+
+            for k, sig in enumerate(order):
+                wa = wisdom_of(list(accepted), f"net_a{k}.tsv") if accepted else "-"
+                wb = wisdom_of(list(accepted) + [sig], f"net_b{k}.tsv")
+                exe = ab.build(ab.source(a.spec, wa, os.path.join(work, f"net_a{k}")),
+                               ab.source(a.spec, wb, os.path.join(work, f"net_b{k}")), a, os.path.join(work, f"ab{k}"))
+                r = ab.run(exe, a.threads, pairs=max(8, 20 * a.runoff))
+                lo, hi = r["ci95"]
+                ok = ab.verdict(r) == "B faster"
+                if ok:
+                    accepted[sig] = chosen[sig]
+                print(f"tune: whole network, {sig} {heur_of[sig]} -> {chosen[sig]} ({count.get(sig, 1)} layer(s)) on top of "
+                      f"{len(accepted) - ok} accepted: {r['b_img_per_s']:.1f} vs {r['a_img_per_s']:.1f} img/s in one process, "
+                      f"median ratio of {r['pairs']} pairs {r['ratio']:.3f}x (95 % interval {lo:.3f}-{hi:.3f}; by process "
+                      f"{', '.join(f'{x:.3f}' for x in r['process_ratios'])}): "
+                      f"{'kept' if ok else 'the heuristic recorded'}", flush=True)
+            for sig in changed:
+                if sig not in accepted:
                     chosen[sig] = heur_of[sig]
     keep = [l for l in lines if not any(l.startswith(f"{isa}\t{sig}\t") for sig in chosen)]
     keep += [f"{isa}\t{sig}\t{cand}" for sig, cand in chosen.items()]
