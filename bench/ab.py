@@ -12,10 +12,10 @@ of training steps, A then B, then B then A, half of them in a process that alloc
 A's memory first and half in one that allocates B's first, and prints B's rate over A's:
 the median over the pairs, its 95 % interval and each process's median. B is faster
 when the interval and both processes' medians lie above 1 (where each side's pages
-land moves one process's ratio by a percent or two, either way). A pair's blocks run a tenth of a second apart in the
-same process, so the machine's slow and fast spells fall on both (two step binaries timed
-in turns meet different spells and different processes' memory: bench/RESULTS.md, "Two
-speeds"). `bench/ab.py SPEC - -` measures the noise floor: an interval that holds 1.
+land moves one process's ratio by a percent or two, either way). A pair's blocks run a
+tenth of a second apart in the same process, so the machine's slow and fast spells fall
+on both (two step binaries timed in turns meet different spells and different processes'
+memory: bench/RESULTS.md, "Two speeds" and session 29). `bench/ab.py SPEC - -` measures the noise floor: an interval that holds 1.
 Exit status 0; the verdict is in the output ("B faster", "A faster", "no difference").
 """
 import argparse
