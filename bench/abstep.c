@@ -21,110 +21,45 @@
  * the figure is the median over the pairs of B's rate over A's; with it a 95 %
  * distribution-free interval for that median (order statistics of the pairs' ratios,
  * binomial ranks). Each network has its own parameters, workspace and data, and both
- * take steps of the same kind: zero grads, forward, loss, backward, SGD momentum update
- * (bench/step.c's). */
+ * take bench/bench_net.h's step, as bench/step.c does. */
 #include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#include "cnngen.h"
-#include "sgd.h"
+#include "bench_net.h"
 
 extern const cg_net CG_NET_A, CG_NET_B;
 
-typedef struct {
-    const cg_net *net;
-    float *params, *grads, *mom, *buffers, *ws, *x, *dx;
-    int64_t *labels;
-    float *targets;
-    const void *target;
-} side;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static void side_init(side *s, const cg_net *net, int want_dx)
-{
-    s->net = net;
-    s->params = cg_xcalloc(net->n_params, sizeof(float), "parameters");
-    s->grads = cg_xcalloc(net->n_params, sizeof(float), "gradients");
-    s->mom = cg_xcalloc(net->n_params, sizeof(float), "momentum");
-    s->buffers = cg_xcalloc(net->n_buffers + 1, sizeof(float), "buffers");
-    s->ws = cg_xcalloc(net->workspace, sizeof(float), "workspace");
-    s->x = cg_xcalloc((size_t)net->batch * net->in_size, sizeof(float), "inputs");
-    s->dx = want_dx ? cg_xcalloc((size_t)net->batch * net->in_size, sizeof(float), "input gradient") : NULL;
-    s->labels = cg_xcalloc((size_t)net->batch, sizeof(int64_t), "labels");
-    s->targets = cg_xcalloc((size_t)net->batch * net->out_size, sizeof(float), "targets");
-    cg_init_params(net, s->params, s->buffers, 1);
-    uint64_t r = 88172645463325252ull;
-    for (size_t i = 0; i < (size_t)net->batch * net->in_size; i++) {
-        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
-        s->x[i] = (float)(r >> 40) / (float)(1 << 24);
-    }
-    for (int i = 0; i < net->batch; i++)
-        s->labels[i] = i % (int)net->out_size;
-    s->target = net->loss == CG_LOSS_MSE ? (const void *)s->targets : (const void *)s->labels;
-}
-
-static void side_free(side *s)
-{
-    free(s->params), free(s->grads), free(s->mom), free(s->buffers), free(s->ws);
-    free(s->x), free(s->dx), free(s->labels), free(s->targets);
-}
-
-static void step(const side *s)
-{
-    const cg_net *net = s->net;
-    int n = net->batch;
-    memset(s->grads, 0, net->n_params * sizeof(float));
-    net->forward(s->params, s->buffers, s->x, s->ws, n, 1);
-    cg_net_loss(net, s->ws + net->out_offset, s->target, s->ws + net->dout_offset, n);
-    net->backward(s->params, s->grads, s->x, s->dx, s->ws, n);
-    cg_net_sgd_update(net, s->params, s->grads, s->mom, net->n_params, 0.001f, 0.9f, net->train.weight_decay);
-}
-
 /* seconds a step of s, over the warm-up's second half (at least warmup_s in all) */
-static double warm(const side *s, double warmup_s)
+static double warm(const bench_net *s, double warmup_s)
 {
-    double t0 = now();
+    double t0 = bench_now();
     long k = 0;
     do
-        step(s), k++;
-    while (now() - t0 < warmup_s);
+        bench_net_step(s), k++;
+    while (bench_now() - t0 < warmup_s);
     long h = k / 2 > 0 ? k / 2 : 1;
-    double t = now();
+    double t = bench_now();
     for (long i = 0; i < h; i++)
-        step(s);
-    return (now() - t) / (double)h;
+        bench_net_step(s);
+    return (bench_now() - t) / (double)h;
 }
 
 /* the median of v[0..n), sorted into tmp */
 static double median(const double *v, double *tmp, int n)
 {
     memcpy(tmp, v, sizeof(double) * (size_t)n);
-    qsort(tmp, (size_t)n, sizeof(double), cmp_double);
+    qsort(tmp, (size_t)n, sizeof(double), bench_cmp_double);
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
 }
 
-static double block(const side *s, int steps)
+static double block(const bench_net *s, int steps)
 {
-    double t = now();
+    double t = bench_now();
     for (int k = 0; k < steps; k++)
-        step(s);
-    return now() - t;
+        bench_net_step(s);
+    return bench_now() - t;
 }
 
 /* the largest k with P(Binomial(n, 1/2) <= k - 1) <= 0.025: the k-th smallest and the
@@ -166,11 +101,11 @@ int main(int argc, char **argv)
         return 2;
     }
     int flushed = cg_flush_subnormals(1);
-    side a, b;
+    bench_net a, b;
     if (b_first)
-        side_init(&b, &CG_NET_B, want_dx), side_init(&a, &CG_NET_A, want_dx);
+        bench_net_init(&b, &CG_NET_B, CG_NET_B.batch, want_dx), bench_net_init(&a, &CG_NET_A, CG_NET_A.batch, want_dx);
     else
-        side_init(&a, &CG_NET_A, want_dx), side_init(&b, &CG_NET_B, want_dx);
+        bench_net_init(&a, &CG_NET_A, CG_NET_A.batch, want_dx), bench_net_init(&b, &CG_NET_B, CG_NET_B.batch, want_dx);
     double sb = b_first ? warm(&b, warmup_s) : 0, sa = warm(&a, warmup_s);
     if (!b_first)
         sb = warm(&b, warmup_s);
@@ -204,6 +139,6 @@ int main(int argc, char **argv)
         printf("%s%.4f", p ? ", " : "", ratio[p]);
     printf("]}\n");
     free(ra), free(rb), free(ratio), free(sorted);
-    side_free(&a), side_free(&b);
+    bench_net_free(&a), bench_net_free(&b);
     return 0;
 }

@@ -36,23 +36,10 @@
 #include <omp.h>
 #endif
 
+#include "bench_net.h"
 #include "cnngen.h"
-#include "sgd.h"
 
 extern const cg_net CG_NET;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct {
     double wall, cpu;
@@ -63,7 +50,7 @@ static sample snap(void)
 {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    sample s = {now(), (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+    sample s = {bench_now(), (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
                            (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec,
                 ru.ru_minflt, ru.ru_majflt};
     return s;
@@ -90,28 +77,20 @@ static long maxrss_kb(void)
     return kb;
 }
 
-static const cg_net *net;
-static float *params, *grads, *mom, *buffers, *ws, *x, *dx;
-static const void *target;
-static int n, fwd_only;
-static float wd;
+static bench_net bn;
+static int fwd_only;
 
 static void step(void)
 {
-    if (fwd_only) {
-        net->forward(params, buffers, x, ws, n, 1);
-        return;
-    }
-    memset(grads, 0, net->n_params * sizeof(float));
-    net->forward(params, buffers, x, ws, n, 1);
-    cg_net_loss(net, ws + net->out_offset, target, ws + net->dout_offset, n);
-    net->backward(params, grads, x, dx, ws, n);
-    cg_net_sgd_update(net, params, grads, mom, net->n_params, 0.001f, 0.9f, wd);
+    if (fwd_only)
+        bn.net->forward(bn.params, bn.buffers, bn.x, bn.ws, bn.n, 1);
+    else
+        bench_net_step(&bn);
 }
 
 int main(int argc, char **argv)
 {
-    net = &CG_NET;
+    const cg_net *net = &CG_NET;
     long rss0 = maxrss_kb();
     int pos[3] = {0, 5, net->batch}, npos = 0, want_dx = 0, ieee = 0;
     double warmup_s = 0.5, rep_s = 0.4;
@@ -132,7 +111,7 @@ int main(int argc, char **argv)
             npos = 99;
     }
     int steps = pos[0], reps = pos[1];
-    n = pos[2];
+    int n = pos[2];
     if (npos > 3 || steps < 0 || reps < 1 || n < 1 || n > net->batch || rep_s <= 0) {
         fprintf(stderr,
                 "usage: %s [steps|0=auto] [reps] [batch<=%d] [--fwd] [--dx] [--warmup-s S] [--rep-s S] "
@@ -144,50 +123,32 @@ int main(int argc, char **argv)
         reps = 64;
     /* before the first OpenMP region, so that the worker threads inherit it */
     int flushed = ieee ? 0 : cg_flush_subnormals(1);
-    wd = net->train.weight_decay;
-    params = cg_xcalloc(net->n_params, sizeof(float), "parameters");
-    grads = cg_xcalloc(net->n_params, sizeof(float), "gradients");
-    mom = cg_xcalloc(net->n_params, sizeof(float), "momentum");
-    buffers = cg_xcalloc(net->n_buffers + 1, sizeof(float), "buffers");
-    ws = cg_xcalloc(net->workspace, sizeof(float), "workspace");
-    x = cg_xcalloc((size_t)n * net->in_size, sizeof(float), "inputs");
-    dx = want_dx ? cg_xcalloc((size_t)n * net->in_size, sizeof(float), "input gradient") : NULL;
-    int64_t *labels = cg_xcalloc((size_t)n, sizeof(int64_t), "labels");
-    float *targets = cg_xcalloc((size_t)n * net->out_size, sizeof(float), "targets");
+    bench_net_init(&bn, net, n, want_dx);
     /* planned minimum, bytes: what this process must hold (the generated header's macros) */
     double planned = 4.0 * (3.0 * (double)net->n_params + (double)net->n_buffers + (double)net->workspace +
                             (double)n * (double)net->in_size * (want_dx ? 2 : 1) + (double)n * (double)net->out_size) +
                      8.0 * n;
-    cg_init_params(net, params, buffers, 1);
-    uint64_t s = 88172645463325252ull;
-    for (size_t i = 0; i < (size_t)n * net->in_size; i++) {
-        s ^= s << 13, s ^= s >> 7, s ^= s << 17;
-        x[i] = (float)(s >> 40) / (float)(1 << 24);
-    }
-    for (int i = 0; i < n; i++)
-        labels[i] = i % (int)net->out_size;
-    target = net->loss == CG_LOSS_MSE ? (const void *)targets : (const void *)labels;
 
     /* warm-up: first touch of every page, OpenMP thread start, caches, CPU clocks */
     sample w0 = snap();
     double t_first = 0;
     long warm_steps = 0;
     do {
-        double t = now();
+        double t = bench_now();
         step();
         if (warm_steps == 0)
-            t_first = now() - t;
+            t_first = bench_now() - t;
         warm_steps++;
-    } while (warm_steps < (steps > 0 ? steps : 1) || now() - w0.wall < warmup_s);
+    } while (warm_steps < (steps > 0 ? steps : 1) || bench_now() - w0.wall < warmup_s);
     sample w1 = snap();
     double per_step = (w1.wall - w0.wall) / (double)warm_steps;
     if (steps == 0) {
         /* calibrate on the second half of the warm-up, away from first-step effects */
         long k = warm_steps / 2 > 0 ? warm_steps / 2 : 1;
-        double t = now();
+        double t = bench_now();
         for (long i = 0; i < k; i++)
             step();
-        per_step = (now() - t) / (double)k;
+        per_step = (bench_now() - t) / (double)k;
         steps = (int)(rep_s / per_step + 0.5);
         if (steps < 1)
             steps = 1;
@@ -211,7 +172,7 @@ int main(int argc, char **argv)
     }
     double sorted[64];
     memcpy(sorted, runs, sizeof(double) * (size_t)reps);
-    qsort(sorted, (size_t)reps, sizeof(double), cmp_double);
+    qsort(sorted, (size_t)reps, sizeof(double), bench_cmp_double);
     printf("{\"net\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"threads\": %d, \"steps\": %d, \"img_per_s\": %.1f, "
            "\"flush_subnormals\": %s, \"runs\": [",
            net->name, fwd_only ? "fwd" : want_dx ? "train_dx" : "train", n, threads, steps, sorted[reps / 2],
@@ -232,6 +193,6 @@ int main(int argc, char **argv)
            warm_steps, w1.wall - w0.wall, t_first, (w1.wall - w0.wall) / (double)warm_steps, w1.minflt - w0.minflt,
            (w1.cpu - w0.cpu) / (w1.wall - w0.wall));
     printf(", \"rss_start_kb\": %ld, \"maxrss_kb\": %ld, \"planned_bytes\": %.0f}\n", rss0, maxrss_kb(), planned);
-    free(params), free(grads), free(mom), free(buffers), free(ws), free(x), free(dx), free(labels), free(targets);
+    bench_net_free(&bn);
     return 0;
 }

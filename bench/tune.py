@@ -27,9 +27,11 @@ whole step (caches shared with their neighbours, the threads' barriers): when an
 changed, each changed signature is checked in the whole network, greedily in the order
 of the time it promises: the network with the choices accepted so far and the same plus
 this one, both in one binary (bench/ab.py) that times them alternately, 20 x --runoff
-pairs of ~0.1 s blocks in one process; the choice is kept when the 95 % interval of the
-pairs' median ratio lies above 1, else the heuristic's schedule is recorded for it. `cnngen --wisdom FILE` (or `make trainer`, which passes build/wisdom.tsv when it
-exists) then emits those schedules; without a line for a layer, the built-in heuristic
+pairs of ~0.1 s blocks, half in a process that allocates A's memory first and half in
+one that allocates B's first; the choice is kept when the 95 % interval of the
+pairs' median ratio and each process's median lie above 1 (bench/ab.py's verdict), else
+the heuristic's schedule is recorded for it. `cnngen --wisdom FILE` (or `make trainer`,
+which passes build/wisdom.tsv when it exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
 """
@@ -294,8 +296,8 @@ def main():
             # runoff pairs of ~0.1 s blocks, the order swapped every pair, half in a process
             # that allocates A first, half in one that allocates B first); accepted when
             # the 95 % interval of the pairs' median ratio and both processes' medians lie
-            # above 1 (ab.verdict). Signatures in the
-            # order of the time they promise (layers x the gain timed alone). A layer timed
+            # above 1 (ab.verdict). Signatures in the order of the time they promise
+            # (layers x the gain timed alone). A layer timed
             # alone does not see its neighbours' caches, and one choice that loses in the
             # network no longer sinks the others with it, as the single all-or-nothing
             # check did (session 28's run a: 0.92x, every choice discarded). Two builds
@@ -304,27 +306,22 @@ def main():
             # in one process its interval is about +-2 %: bench/RESULTS.md, session 29).
             count = {}
             for row in listing.splitlines():
-                count[row.split("\t")[1]] = count.get(row.split("\t")[1], 0) + 1
-            order = sorted(changed, key=lambda g: -count.get(g, 1) * (1 - 1 / max(gain_of.get(g, 1.0), 1e-9)))
+                g = row.split("\t")[1]
+                count[g] = count.get(g, 0) + 1
+            order = sorted(changed, key=lambda g: -count[g] * (1 - 1 / gain_of[g]))
             accepted = {}
-
-            def wisdom_of(sigs, name):
-                path = os.path.join(work, name)
-                with open(path, "w") as f:
-                    f.write("".join(f"{isa}\t{g}\t{chosen[g]}\n" for g in sigs))
-                return path
-
-            for k, sig in enumerate(order):
-                wa = wisdom_of(list(accepted), f"net_a{k}.tsv") if accepted else "-"
-                wb = wisdom_of(list(accepted) + [sig], f"net_b{k}.tsv")
-                exe = ab.build(ab.source(a.spec, wa, os.path.join(work, f"net_a{k}")),
-                               ab.source(a.spec, wb, os.path.join(work, f"net_b{k}")), a, os.path.join(work, f"ab{k}"))
-                r = ab.run(exe, a.threads, pairs=max(8, 20 * a.runoff))
-                lo, hi = r["ci95"]
+            cur = ab.source(a.spec, "-", os.path.join(work, "net_0"))  # the network of the accepted choices
+            for k, sig in enumerate(order, 1):
+                wb = os.path.join(work, f"net_{k}.tsv")
+                with open(wb, "w") as f:
+                    f.write("".join(f"{isa}\t{g}\t{chosen[g]}\n" for g in list(accepted) + [sig]))
+                src = ab.source(a.spec, wb, os.path.join(work, f"net_{k}"))
+                r = ab.run(ab.build(cur, src, a, os.path.join(work, f"ab{k}")), a.threads, pairs=max(8, 20 * a.runoff))
                 ok = ab.verdict(r) == "B faster"
                 if ok:
-                    accepted[sig] = chosen[sig]
-                print(f"tune: whole network, {sig} {heur_of[sig]} -> {chosen[sig]} ({count.get(sig, 1)} layer(s)) on top of "
+                    accepted[sig], cur = chosen[sig], src
+                lo, hi = r["ci95"]
+                print(f"tune: whole network, {sig} {heur_of[sig]} -> {chosen[sig]} ({count[sig]} layer(s)) on top of "
                       f"{len(accepted) - ok} accepted: {r['b_img_per_s']:.1f} vs {r['a_img_per_s']:.1f} img/s in one process, "
                       f"median ratio of {r['pairs']} pairs {r['ratio']:.3f}x (95 % interval {lo:.3f}-{hi:.3f}; by process "
                       f"{', '.join(f'{x:.3f}' for x in r['process_ratios'])}): "
