@@ -6783,7 +6783,7 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l26_relu_backward: none, layer 27 masks its dx stores with the relu's derivative */
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
@@ -7663,11 +7663,11 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
-        { /* transform rows 0..1: M[0..7] */
+        { /* transform rows 0..0: M[0..3] */
             cg_v *restrict Mi = Mw + 0;
-            for (int k = 0; k < 8192; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[1792]; /* [8][32][7 tiles x 1]: rows 0..1 of B^T d B */
-            cg_v dt[1792]; /* [8][32][7 tiles x 1]: rows 0..1 of A dY A^T */
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: rows 0..0 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: rows 0..0 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
                     for (int ci = 0; ci < 32; ci++) {
@@ -7678,27 +7678,18 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 3712)), s02 = -VLOAD(xc + (xo + 3840)), s03 = -VLOAD(xc + (xo + 3968));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = -VLOAD(xc + (xo + 3584)), s01 = -VLOAD(xc + (xo + 3712)), s02 = -VLOAD(xc + (xo + 3840)), s03 = -VLOAD(xc + (xo + 3968));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = -VLOAD(xc + (xo + 3584)), s01 = -VLOAD(xc + (xo + 3712)), s02 = -VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -7709,26 +7700,20 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7764,27 +7749,18 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -7795,26 +7771,20 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7850,27 +7820,18 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 3968));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s11 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s12 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s13 = vsplat(0.0f);
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -7881,26 +7842,20 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -7928,11 +7883,231 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
         }
         CG_SECTION
-        { /* transform rows 2..3: M[8..15] */
+        { /* transform rows 1..1: M[4..7] */
+            cg_v *restrict Mi = Mw + 4096;
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: rows 1..1 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: rows 1..1 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = VLOAD(xc + (xo + 2176)) + VLOAD(xc + (xo + 3968));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) + VLOAD(xc + (xo + 3584)), s01 = VLOAD(xc + (xo + 1920)) + VLOAD(xc + (xo + 3712)), s02 = VLOAD(xc + (xo + 2048)) + VLOAD(xc + (xo + 3840)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform rows 2..2: M[8..11] */
             cg_v *restrict Mi = Mw + 8192;
-            for (int k = 0; k < 8192; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[1792]; /* [8][32][7 tiles x 1]: rows 2..3 of B^T d B */
-            cg_v dt[1792]; /* [8][32][7 tiles x 1]: rows 2..3 of A dY A^T */
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: rows 2..2 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: rows 2..2 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
                     for (int ci = 0; ci < 32; ci++) {
@@ -7943,27 +8118,18 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = vsplat(0.0f);
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -7974,26 +8140,20 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -8029,27 +8189,18 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s11 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s12 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s13 = vsplat(0.0f);
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -8060,26 +8211,20 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -8115,27 +8260,18 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 2176));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 3968)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 2176));
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 3584)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 3712)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 3840)) - VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
                                 xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 2048)), s13 = vsplat(0.0f);
-                                xt[((4 * 32 + ci) * 7 + tx) * 1 + bb] = s10 - s12; xt[((5 * 32 + ci) * 7 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 32 + ci) * 7 + tx) * 1 + bb] = s12 - s11; xt[((7 * 32 + ci) * 7 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -8146,26 +8282,240 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                                 const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1920));
                                 dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 1792)), z11 = VLOAD(yc + (yo + 1920));
-                                dt[((4 * 32 + co) * 7 + tx) * 1 + bb] = z10; dt[((5 * 32 + co) * 7 + tx) * 1 + bb] = z10 + z11; dt[((6 * 32 + co) * 7 + tx) * 1 + bb] = z10 - z11; dt[((7 * 32 + co) * 7 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform rows 3..3: M[12..15] */
+            cg_v *restrict Mi = Mw + 12288;
+            for (int k = 0; k < 4096; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[896]; /* [4][32][7 tiles x 1]: rows 3..3 of B^T d B */
+            cg_v dt[896]; /* [4][32][7 tiles x 1]: rows 3..3 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 6; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 5760));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 5376)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 5504)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 5632)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 8; cob++) {
+                            for (int cib = 0; cib < 8; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 32 + cob * 4) * 7;
+                                const cg_v *restrict xp = xt + (size_t)(j * 32 + cib * 4) * 7;
+                                for (int k = 0; k < 7; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[7 + k], e2 = dp[14 + k], e3 = dp[21 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[7 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[14 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[21 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 1024 + (cob * 4) * 32 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[32] += a1_0; mp[33] += a1_1; mp[34] += a1_2; mp[35] += a1_3;
+                                mp[64] += a2_0; mp[65] += a2_1; mp[66] += a2_2; mp[67] += a2_3;
+                                mp[96] += a3_0; mp[97] += a3_1; mp[98] += a3_2; mp[99] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 6; ty < 7; ty++) { /* input rows zeros at 3 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 32; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 2176));
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 2048)), s03 = vsplat(0.0f);
+                                xt[((0 * 32 + ci) * 7 + tx) * 1 + bb] = s00 - s02; xt[((1 * 32 + ci) * 7 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 32 + ci) * 7 + tx) * 1 + bb] = s02 - s01; xt[((3 * 32 + ci) * 7 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 32; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 25088 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                                const size_t yo = ((size_t)(2 * ty) * 14 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 1792)), z01 = VLOAD(yc + (yo + 1920));
+                                dt[((0 * 32 + co) * 7 + tx) * 1 + bb] = z00; dt[((1 * 32 + co) * 7 + tx) * 1 + bb] = z00 + z01; dt[((2 * 32 + co) * 7 + tx) * 1 + bb] = z00 - z01; dt[((3 * 32 + co) * 7 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 8; cob++) {
                             for (int cib = 0; cib < 8; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -9491,7 +9841,7 @@ static void l31_add_backward(const float *restrict y, const float *restrict dy, 
 /* l32_relu_backward: none, layer 31 masks the dy it reads with the relu's derivative */
 
 /* layer 33: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:42:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l33_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
@@ -10380,7 +10730,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:45:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l36_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l36_conv2d_backward: the code of l27_conv2d_backward */
@@ -10466,7 +10816,7 @@ static void l38_add_backward(const float *restrict y, const float *restrict dy, 
 /* l39_relu_backward: none, layer 38 masks the dy it reads with the relu's derivative */
 
 /* layer 40: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:49:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l40_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l40_conv2d_backward: the code of l27_conv2d_backward */
@@ -10486,7 +10836,7 @@ static void l38_add_backward(const float *restrict y, const float *restrict dy, 
 /* l42_relu_backward: none, layer 43 masks its dx stores with the relu's derivative */
 
 /* layer 43: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:52:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l43_conv2d_forward: the code of l27_conv2d_forward */
 
 /* l43_conv2d_backward: the code of l27_conv2d_backward */
@@ -12008,7 +12358,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -12868,11 +13218,11 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
-        { /* transform rows 0..1: M[0..7] */
+        { /* transform rows 0..0: M[0..3] */
             cg_v *restrict Mi = Mw + 0;
-            for (int k = 0; k < 32768; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[2048]; /* [8][64][4 tiles x 1]: rows 0..1 of B^T d B */
-            cg_v dt[2048]; /* [8][64][4 tiles x 1]: rows 0..1 of A dY A^T */
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: rows 0..0 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: rows 0..0 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
                     for (int ci = 0; ci < 64; ci++) {
@@ -12883,27 +13233,18 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 1920)), s02 = -VLOAD(xc + (xo + 2048)), s03 = -VLOAD(xc + (xo + 2176));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = -VLOAD(xc + (xo + 1792)), s01 = -VLOAD(xc + (xo + 1920)), s02 = -VLOAD(xc + (xo + 2048)), s03 = -VLOAD(xc + (xo + 2176));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = -VLOAD(xc + (xo + 1792)), s01 = -VLOAD(xc + (xo + 1920)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -12914,26 +13255,20 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -12969,27 +13304,18 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 256)) - VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 384)) - VLOAD(xc + (xo + 2176));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s13 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)) - VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 128)) - VLOAD(xc + (xo + 1920)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s11 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -13000,26 +13326,20 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -13055,27 +13375,18 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 128)), s02 = VLOAD(xc + (xo + 256)), s03 = VLOAD(xc + (xo + 384));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)), s01 = VLOAD(xc + (xo + 128)), s02 = VLOAD(xc + (xo + 256)), s03 = VLOAD(xc + (xo + 384));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 0)), s01 = VLOAD(xc + (xo + 128)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -13086,26 +13397,20 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)), z11 = VLOAD(yc + (yo + 128));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)), z11 = VLOAD(yc + (yo + 128));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 0)), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -13133,11 +13438,231 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
             }
         }
         CG_SECTION
-        { /* transform rows 2..3: M[8..15] */
+        { /* transform rows 1..1: M[4..7] */
+            cg_v *restrict Mi = Mw + 16384;
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: rows 1..1 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: rows 1..1 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s02 = VLOAD(xc + (xo + 1152)) + VLOAD(xc + (xo + 2048)), s03 = VLOAD(xc + (xo + 1280)) + VLOAD(xc + (xo + 2176));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) + VLOAD(xc + (xo + 1792)), s01 = VLOAD(xc + (xo + 1024)) + VLOAD(xc + (xo + 1920)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) + VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)) + VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform rows 2..2: M[8..11] */
             cg_v *restrict Mi = Mw + 32768;
-            for (int k = 0; k < 32768; k++) Mi[k] = vsplat(0.0f);
-            cg_v xt[2048]; /* [8][64][4 tiles x 1]: rows 2..3 of B^T d B */
-            cg_v dt[2048]; /* [8][64][4 tiles x 1]: rows 2..3 of A dY A^T */
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: rows 2..2 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: rows 2..2 of A dY A^T */
             for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
                 for (int v0 = 0; v0 < 8; v0 += 1) {
                     for (int ci = 0; ci < 64; ci++) {
@@ -13148,27 +13673,18 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -13179,26 +13695,20 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -13234,27 +13744,18 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 2048)) - VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 2176)) - VLOAD(xc + (xo + 1280));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s13 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = VLOAD(xc + (xo + 1792)) - VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1920)) - VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s11 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -13265,26 +13766,20 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 128)) - VLOAD(yc + (yo + 1024));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = VLOAD(yc + (yo + 1024));
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)) - VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = VLOAD(yc + (yo + 896)), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -13320,27 +13815,18 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const cg_v s00 = vsplat(0.0f), s01 = -VLOAD(xc + (xo + 1024)), s02 = -VLOAD(xc + (xo + 1152)), s03 = -VLOAD(xc + (xo + 1280));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = vsplat(0.0f), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = -VLOAD(xc + (xo + 896)), s01 = -VLOAD(xc + (xo + 1024)), s02 = -VLOAD(xc + (xo + 1152)), s03 = -VLOAD(xc + (xo + 1280));
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = VLOAD(xc + (xo + 1152)), s13 = VLOAD(xc + (xo + 1280));
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
                                 const cg_v s00 = -VLOAD(xc + (xo + 896)), s01 = -VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
                                 xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
                                 xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
-                                const cg_v s10 = VLOAD(xc + (xo + 896)), s11 = VLOAD(xc + (xo + 1024)), s12 = vsplat(0.0f), s13 = vsplat(0.0f);
-                                xt[((4 * 64 + ci) * 4 + tx) * 1 + bb] = s10 - s12; xt[((5 * 64 + ci) * 4 + tx) * 1 + bb] = s11 + s12;
-                                xt[((6 * 64 + ci) * 4 + tx) * 1 + bb] = s12 - s11; xt[((7 * 64 + ci) * 4 + tx) * 1 + bb] = s11 - s13;
                             }
                         }
                     }
@@ -13351,26 +13837,236 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = vsplat(0.0f), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = VLOAD(yc + (yo + 128));
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = vsplat(0.0f), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                             for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                                 const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
                                 const cg_v z00 = VLOAD(yc + (yo + 0)), z01 = vsplat(0.0f);
                                 dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
-                                const cg_v z10 = vsplat(0.0f), z11 = vsplat(0.0f);
-                                dt[((4 * 64 + co) * 4 + tx) * 1 + bb] = z10; dt[((5 * 64 + co) * 4 + tx) * 1 + bb] = z10 + z11; dt[((6 * 64 + co) * 4 + tx) * 1 + bb] = z10 - z11; dt[((7 * 64 + co) * 4 + tx) * 1 + bb] = z11;
                             }
                         }
                     }
-                    for (int j = 0; j < 8; j++) {
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        CG_SECTION
+        { /* transform rows 3..3: M[12..15] */
+            cg_v *restrict Mi = Mw + 49152;
+            for (int k = 0; k < 16384; k++) Mi[k] = vsplat(0.0f);
+            cg_v xt[1024]; /* [4][64][4 tiles x 1]: rows 3..3 of B^T d B */
+            cg_v dt[1024]; /* [4][64][4 tiles x 1]: rows 3..3 of A dY A^T */
+            for (int ty = 0; ty < 1; ty++) { /* input rows zeros at 0 */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s02 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s03 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s01 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s02 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s03 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s01 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 1; ty < 3; ty++) { /* input rows all inside */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s02 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s03 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s01 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s02 = VLOAD(xc + (xo + 1152)) - VLOAD(xc + (xo + 2944)), s03 = VLOAD(xc + (xo + 1280)) - VLOAD(xc + (xo + 3072));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)) - VLOAD(xc + (xo + 2688)), s01 = VLOAD(xc + (xo + 1024)) - VLOAD(xc + (xo + 2816)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict yc = dy + (size_t)co * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 896)), z01 = VLOAD(yc + (yo + 1024));
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const size_t yo = ((size_t)(2 * ty) * 7 + 2 * tx) * 128;
+                                const cg_v z00 = VLOAD(yc + (yo + 896)), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
+                        for (int cob = 0; cob < 16; cob++) {
+                            for (int cib = 0; cib < 16; cib++) {
+                                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                                const cg_v *restrict dp = dt + (size_t)(j * 64 + cob * 4) * 4;
+                                const cg_v *restrict xp = xt + (size_t)(j * 64 + cib * 4) * 4;
+                                for (int k = 0; k < 4; k++) {
+                                    cg_v e0 = dp[0 + k], e1 = dp[4 + k], e2 = dp[8 + k], e3 = dp[12 + k]; VKEEP(e0); VKEEP(e1); VKEEP(e2); VKEEP(e3);
+                                    { cg_v f = xp[0 + k]; VKEEP(f); a0_0 += e0 * f; a1_0 += e1 * f; a2_0 += e2 * f; a3_0 += e3 * f; }
+                                    { cg_v f = xp[4 + k]; VKEEP(f); a0_1 += e0 * f; a1_1 += e1 * f; a2_1 += e2 * f; a3_1 += e3 * f; }
+                                    { cg_v f = xp[8 + k]; VKEEP(f); a0_2 += e0 * f; a1_2 += e1 * f; a2_2 += e2 * f; a3_2 += e3 * f; }
+                                    { cg_v f = xp[12 + k]; VKEEP(f); a0_3 += e0 * f; a1_3 += e1 * f; a2_3 += e2 * f; a3_3 += e3 * f; }
+                                }
+                                cg_v *restrict mp = Mi + (size_t)j * 4096 + (cob * 4) * 64 + cib * 4;
+                                mp[0] += a0_0; mp[1] += a0_1; mp[2] += a0_2; mp[3] += a0_3;
+                                mp[64] += a1_0; mp[65] += a1_1; mp[66] += a1_2; mp[67] += a1_3;
+                                mp[128] += a2_0; mp[129] += a2_1; mp[130] += a2_2; mp[131] += a2_3;
+                                mp[192] += a3_0; mp[193] += a3_1; mp[194] += a3_2; mp[195] += a3_3;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int ty = 3; ty < 4; ty++) { /* input rows zeros at 2, 3, one output */
+                for (int v0 = 0; v0 < 8; v0 += 1) {
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 6272 + bb * 16 + v0 * 16;
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = vsplat(0.0f), s01 = VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1024)), s02 = VLOAD(xc + (xo + 1152)), s03 = VLOAD(xc + (xo + 1280));
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128;
+                                const cg_v s00 = VLOAD(xc + (xo + 896)), s01 = VLOAD(xc + (xo + 1024)), s02 = vsplat(0.0f), s03 = vsplat(0.0f);
+                                xt[((0 * 64 + ci) * 4 + tx) * 1 + bb] = s00 - s02; xt[((1 * 64 + ci) * 4 + tx) * 1 + bb] = s01 + s02;
+                                xt[((2 * 64 + ci) * 4 + tx) * 1 + bb] = s02 - s01; xt[((3 * 64 + ci) * 4 + tx) * 1 + bb] = s01 - s03;
+                            }
+                        }
+                    }
+                    for (int co = 0; co < 64; co++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                                const cg_v z00 = vsplat(0.0f), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
+                                const cg_v z00 = vsplat(0.0f), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                            for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
+                                const cg_v z00 = vsplat(0.0f), z01 = vsplat(0.0f);
+                                dt[((0 * 64 + co) * 4 + tx) * 1 + bb] = z00; dt[((1 * 64 + co) * 4 + tx) * 1 + bb] = z00 + z01; dt[((2 * 64 + co) * 4 + tx) * 1 + bb] = z00 - z01; dt[((3 * 64 + co) * 4 + tx) * 1 + bb] = z01;
+                            }
+                        }
+                    }
+                    for (int j = 0; j < 4; j++) {
                         for (int cob = 0; cob < 16; cob++) {
                             for (int cib = 0; cib < 16; cib++) {
                                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
@@ -14678,7 +15374,7 @@ static void l54_add_backward(const float *restrict y, const float *restrict dy, 
 /* l55_relu_backward: none, layer 54 masks the dy it reads with the relu's derivative */
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l56_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
@@ -15547,7 +16243,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -15633,7 +16329,7 @@ static void l61_add_backward(const float *restrict y, const float *restrict dy, 
 /* l62_relu_backward: none, layer 61 masks the dy it reads with the relu's derivative */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l63_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
@@ -15653,7 +16349,7 @@ static void l61_add_backward(const float *restrict y, const float *restrict dy, 
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -16509,7 +17205,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 24184832, .lanes = 128, .line = 36, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 30, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16535,7 +17231,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 27396096, .lanes = 128, .line = 42, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 37, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16548,7 +17244,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 29001728, .lanes = 128, .line = 45, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 40, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16565,7 +17261,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 30607360, .lanes = 128, .line = 49, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 45, .name = "layer2_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16578,7 +17274,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
      .in_size = 6272, .out_size = 6272, .act_offset = 32212992, .lanes = 128, .line = 52, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 48, .name = "layer2_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {32, 14, 14}, .ndim_out = 3, .out_shape = {32, 14, 14},
@@ -16608,7 +17304,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16634,7 +17330,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16647,7 +17343,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16664,7 +17360,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -16677,7 +17373,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},

@@ -355,12 +355,21 @@ function M.dw_tile(L, T, kb, m)
   local NV = L.lanes_R // L.vec
   -- RS rows of the transform a section: half of them, two sections (each thread reads
   -- the input once on two cores: 15 % faster than 4 sections of one row on the Xeon,
-  -- ResNet-20's 16-channel dW) when a lane vector's rows fit 256 KB, else one (n
-  -- sections, as many for each of two cores)
+  -- ResNet-20's 16-channel dW) when a lane vector's rows fit 256 KB and the section's
+  -- part of M fits 128 KB, else one (n sections, as many for each of two cores).
+  -- A chunk's sums are added to the section's M once a chunk: the sweeps of M cost
+  -- (n / RS sections) x (chunks: tile rows x NV / TB) x (M's section, ~RS): the same
+  -- for every RS at a given TB, but from L3 once a section outgrows L2, and RS = 1
+  -- halves the rows a chunk holds, which lets TB double within the budget.
+  -- ResNet-20 b64 on 2-core Zen 3 (a call alone, 7 rounds alternating, 3 runs):
+  -- 64 channels (M 1 MiB a section at RS = 2, TB = 1) 2.17-2.58 -> 1.83-1.96 ms at
+  -- RS = 1, TB = 2; 32 channels (256 KiB) 1.91 -> 1.57 ms; 16 channels (64 KiB) kept.
   local bytes = function(tb, rs) return n * rs * (L.cin + L.cout) * Tx * tb * L.vec * 4 end
+  local VA = M.dw_va(L, n * n)
+  local mbytes = function(rs) return n * rs * L.cin * L.cout * (VA and L.vec or 1) * 4 end
   local RS
   for _, rs in ipairs({n // 2, 1}) do
-    if not RS and bytes(1, rs) <= 256 * 1024 then RS = rs end
+    if not RS and bytes(1, rs) <= 256 * 1024 and (rs == 1 or mbytes(rs) <= 128 * 1024) then RS = rs end
   end
   if not RS then return nil end
   local TB = 1
@@ -368,7 +377,7 @@ function M.dw_tile(L, T, kb, m)
     if NV % tb == 0 and bytes(tb, RS) <= (kb or 192) * 1024 then TB = tb; break end
   end
   local best = M.dw_pairs(L, T)
-  return {TCO = best.TCO, TCI = best.TCI, TB = TB, VA = M.dw_va(L, n * n), RS = RS}
+  return {TCO = best.TCO, TCI = best.TCI, TB = TB, VA = VA, RS = RS}
 end
 
 -- the dW products' register tile: TCO x TCI channel pairs, the most accumulators the
