@@ -1913,6 +1913,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -2897,6 +2898,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];

@@ -1925,6 +1925,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -2909,6 +2910,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -3883,6 +3885,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -6376,6 +6379,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
@@ -7360,6 +7364,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];
@@ -8645,6 +8650,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];

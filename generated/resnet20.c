@@ -1933,6 +1933,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
             const float g0 = P[co * 144 + ci * 9 + 0], g1 = P[co * 144 + ci * 9 + 1], g2 = P[co * 144 + ci * 9 + 2], g3 = P[co * 144 + ci * 9 + 3], g4 = P[co * 144 + ci * 9 + 4], g5 = P[co * 144 + ci * 9 + 5], g6 = P[co * 144 + ci * 9 + 6], g7 = P[co * 144 + ci * 9 + 7], g8 = P[co * 144 + ci * 9 + 8];
@@ -3362,6 +3363,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
             const float g0 = P[ci * 144 + co * 9 + 8], g1 = P[ci * 144 + co * 9 + 7], g2 = P[ci * 144 + co * 9 + 6], g3 = P[ci * 144 + co * 9 + 5], g4 = P[ci * 144 + co * 9 + 4], g5 = P[ci * 144 + co * 9 + 3], g6 = P[ci * 144 + co * 9 + 2], g7 = P[ci * 144 + co * 9 + 1], g8 = P[ci * 144 + co * 9 + 0];
@@ -4251,6 +4253,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 16; co++) {
         for (int ci = 0; ci < 16; ci++) {
             const float g0 = P[ci * 144 + co * 9 + 8], g1 = P[ci * 144 + co * 9 + 7], g2 = P[ci * 144 + co * 9 + 6], g3 = P[ci * 144 + co * 9 + 5], g4 = P[ci * 144 + co * 9 + 4], g5 = P[ci * 144 + co * 9 + 3], g6 = P[ci * 144 + co * 9 + 2], g7 = P[ci * 144 + co * 9 + 1], g8 = P[ci * 144 + co * 9 + 0];
@@ -6788,6 +6791,7 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
             const float g0 = P[co * 288 + ci * 9 + 0], g1 = P[co * 288 + ci * 9 + 1], g2 = P[co * 288 + ci * 9 + 2], g3 = P[co * 288 + ci * 9 + 3], g4 = P[co * 288 + ci * 9 + 4], g5 = P[co * 288 + ci * 9 + 5], g6 = P[co * 288 + ci * 9 + 6], g7 = P[co * 288 + ci * 9 + 7], g8 = P[co * 288 + ci * 9 + 8];
@@ -8567,6 +8571,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
             const float g0 = P[ci * 288 + co * 9 + 8], g1 = P[ci * 288 + co * 9 + 7], g2 = P[ci * 288 + co * 9 + 6], g3 = P[ci * 288 + co * 9 + 5], g4 = P[ci * 288 + co * 9 + 4], g5 = P[ci * 288 + co * 9 + 3], g6 = P[ci * 288 + co * 9 + 2], g7 = P[ci * 288 + co * 9 + 1], g8 = P[ci * 288 + co * 9 + 0];
@@ -9850,6 +9855,7 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 32; co++) {
         for (int ci = 0; ci < 32; ci++) {
             const float g0 = P[ci * 288 + co * 9 + 8], g1 = P[ci * 288 + co * 9 + 7], g2 = P[ci * 288 + co * 9 + 6], g3 = P[ci * 288 + co * 9 + 5], g4 = P[ci * 288 + co * 9 + 4], g5 = P[ci * 288 + co * 9 + 3], g6 = P[ci * 288 + co * 9 + 2], g7 = P[ci * 288 + co * 9 + 1], g8 = P[ci * 288 + co * 9 + 0];
@@ -12363,6 +12369,7 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -14118,6 +14125,7 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -15383,6 +15391,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];

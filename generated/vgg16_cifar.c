@@ -1955,6 +1955,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -2955,6 +2956,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -3886,6 +3888,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 64; ci++) {
             const float g0 = P[co * 576 + ci * 9 + 0], g1 = P[co * 576 + ci * 9 + 1], g2 = P[co * 576 + ci * 9 + 2], g3 = P[co * 576 + ci * 9 + 3], g4 = P[co * 576 + ci * 9 + 4], g5 = P[co * 576 + ci * 9 + 5], g6 = P[co * 576 + ci * 9 + 6], g7 = P[co * 576 + ci * 9 + 7], g8 = P[co * 576 + ci * 9 + 8];
@@ -4886,6 +4889,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 64; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 576 + co * 9 + 8], g1 = P[ci * 576 + co * 9 + 7], g2 = P[ci * 576 + co * 9 + 6], g3 = P[ci * 576 + co * 9 + 5], g4 = P[ci * 576 + co * 9 + 4], g5 = P[ci * 576 + co * 9 + 3], g6 = P[ci * 576 + co * 9 + 2], g7 = P[ci * 576 + co * 9 + 1], g8 = P[ci * 576 + co * 9 + 0];
@@ -5765,6 +5769,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[co * 1152 + ci * 9 + 0], g1 = P[co * 1152 + ci * 9 + 1], g2 = P[co * 1152 + ci * 9 + 2], g3 = P[co * 1152 + ci * 9 + 3], g4 = P[co * 1152 + ci * 9 + 4], g5 = P[co * 1152 + ci * 9 + 5], g6 = P[co * 1152 + ci * 9 + 6], g7 = P[co * 1152 + ci * 9 + 7], g8 = P[co * 1152 + ci * 9 + 8];
@@ -6765,6 +6770,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    CG_PARALLEL_FOR
     for (int co = 0; co < 128; co++) {
         for (int ci = 0; ci < 128; ci++) {
             const float g0 = P[ci * 1152 + co * 9 + 8], g1 = P[ci * 1152 + co * 9 + 7], g2 = P[ci * 1152 + co * 9 + 6], g3 = P[ci * 1152 + co * 9 + 5], g4 = P[ci * 1152 + co * 9 + 4], g5 = P[ci * 1152 + co * 9 + 3], g6 = P[ci * 1152 + co * 9 + 2], g7 = P[ci * 1152 + co * 9 + 1], g8 = P[ci * 1152 + co * 9 + 0];

@@ -81,7 +81,7 @@ function M.emit(C, L, R, V, a)
       end
       C:line(table.concat(u, " "))
     end
-  end)
+  end, L.parallel)
   wino.tiles(C, L, a, NV, 4, M.tile_body, R, V)
 end
 
