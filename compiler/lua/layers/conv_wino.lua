@@ -119,19 +119,38 @@ end
 local classes = M.classes
 
 -- The weight transform's frame, for n x n transformed tiles (n = m + 2): U = S, a loop
--- over the channel pairs loading the 3x3 taps g0..g8; body() emits G g G^T into u.
+-- over the channel pairs loading the 3x3 taps g0..g8; body(ty, st) emits G g G^T into
+-- u: its temporaries of type ty, st(off, e) the statement storing e at u + off.
 -- Threaded over the output channels (par): run by one thread, the other core waited
 -- through it: ResNet-20 b64's 64-channel F(4x4) layer alone, 2-core Zen 3, forward
 -- 1.75 -> 1.49 ms, dx 1.51 -> 1.31 ms a call; the network 1.032x (bench/ab.py).
-function M.weight_transform(C, a, n, body, par)
+-- V output channels a lane vector when V divides them: U's n x n rows of a pair
+-- lie nci x nco floats apart, a multiple of 4 KiB at 64 channels, so a pair's scalar
+-- stores all fell in one L1 set (the transform took a quarter of that layer's forward
+-- and dx); a vector of them stores whole runs of each row.
+function M.weight_transform(C, a, n, body, par, V)
   C:line("float *restrict U = S; /* [%d][%d][%d]: G g G^T per channel pair */", n * n, a.nci, a.nco)
   if par then C:line("CG_PARALLEL_FOR") end
-  C:open("for (int co = 0; co < %d; co++) {", a.nco)
-  C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
-  local gs = {}
-  for k = 0, 8 do gs[#gs + 1] = string.format("g%d = %s", k, a.wt("co", "ci", k)) end
-  C:line("const float %s;", table.concat(gs, ", "))
-  body()
+  if V and a.nco % V == 0 and V > 1 then
+    C:open("for (int cb = 0; cb < %d; cb++) {", a.nco // V)
+    C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
+    C:line("const int co = cb * %d;", V)
+    for k = 0, 8 do
+      local e = {}
+      for l = 0, V - 1 do e[#e + 1] = a.wt(string.format("(co + %d)", l), "ci", k) end
+      C:line("const cg_v g%d = {%s};", k, table.concat(e, ", "))
+    end
+    C:line("float *restrict u = U + ci * %d + co;", a.nco)
+    body("cg_v", function(off, e) return string.format("VSTORE(u + %d, %s);", off, e) end)
+  else
+    C:open("for (int co = 0; co < %d; co++) {", a.nco)
+    C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
+    local gs = {}
+    for k = 0, 8 do gs[#gs + 1] = string.format("g%d = %s", k, a.wt("co", "ci", k)) end
+    C:line("const float %s;", table.concat(gs, ", "))
+    C:line("float *restrict u = U + ci * %d + co;", a.nco)
+    body("float", function(off, e) return string.format("u[%d] = %s;", off, e) end)
+  end
   C:close()
   C:close()
 end
@@ -151,21 +170,20 @@ end
 function M.emit(C, L, R, V, a)
   local NV = R // V
   local nci, nco = a.nci, a.nco
-  M.weight_transform(C, a, 4, function()
+  M.weight_transform(C, a, 4, function(ty, st)
     -- t = G g (4x3), then u = t G^T (4x4), stored at U[4i + j][ci][co]
     for j = 0, 2 do
-      C:line("const float t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
-        j, j, j, j, 3 + j, 6 + j, j, j, 3 + j, 6 + j, j, 6 + j)
+      C:line("const %s t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
+        ty, j, j, j, j, 3 + j, 6 + j, j, j, 3 + j, 6 + j, j, 6 + j)
     end
     local u = {}
     for i = 0, 3 do
       local e = {string.format("t%d0", i), string.format("0.5f * (t%d0 + t%d1 + t%d2)", i, i, i),
         string.format("0.5f * (t%d0 - t%d1 + t%d2)", i, i, i), string.format("t%d2", i)}
-      for j = 0, 3 do u[#u + 1] = string.format("u[%d] = %s;", (i * 4 + j) * nci * nco, e[j + 1]) end
+      for j = 0, 3 do u[#u + 1] = st((i * 4 + j) * nci * nco, e[j + 1]) end
     end
-    C:line("float *restrict u = U + ci * %d + co;", nco)
     for i = 1, #u, 4 do C:line(table.concat(u, " ", i, i + 3)) end
-  end, L.parallel)
+  end, L.parallel, V)
   M.tiles(C, L, a, NV, 2, M.tile_body, R, V)
 end
 

@@ -63,25 +63,24 @@ M.ok = wino.ok
 function M.emit(C, L, R, V, a)
   local NV = R // V
   local nci, nco = a.nci, a.nco
-  wino.weight_transform(C, a, 6, function()
-    -- t = G g (6x3), then u = t G^T (6x6), stored at U[6i + j][ci][co]
+  wino.weight_transform(C, a, 6, function(ty, st)
+    -- t = G g (6x3), then u = t G^T (6x6), stored at U[6i + j][ci][co] (G has no zero
+    -- row: no sum is empty)
     for i = 1, 6 do
       local t = {}
       for j = 0, 2 do
         t[#t + 1] = string.format("t%d%d = %s", i - 1, j, lin(G[i], {"g" .. j, "g" .. (3 + j), "g" .. (6 + j)}, "0.0f"))
       end
-      C:line("const float %s;", table.concat(t, ", "))
+      C:line("const %s %s;", ty, table.concat(t, ", "))
     end
-    C:line("float *restrict u = U + ci * %d + co;", nco)
     for i = 0, 5 do
       local u = {}
       for j = 1, 6 do
-        u[#u + 1] = string.format("u[%d] = %s;", (i * 6 + j - 1) * nci * nco,
-          lin(G[j], {"t" .. i .. "0", "t" .. i .. "1", "t" .. i .. "2"}, "0.0f"))
+        u[#u + 1] = st((i * 6 + j - 1) * nci * nco, lin(G[j], {"t" .. i .. "0", "t" .. i .. "1", "t" .. i .. "2"}, "0.0f"))
       end
       C:line(table.concat(u, " "))
     end
-  end, L.parallel)
+  end, L.parallel, V)
   wino.tiles(C, L, a, NV, 4, M.tile_body, R, V)
 end
 
