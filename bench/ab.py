@@ -32,9 +32,12 @@ CNNGEN = os.path.join(ROOT, "build", "cnngen")
 
 
 def sh(cmd, **kw):
+    """cmd's standard output; on failure, exit naming the running script (ab or tune) and
+    the command, with its output"""
     r = subprocess.run(cmd, capture_output=True, text=True, **kw)
     if r.returncode != 0:
-        sys.exit(f"ab: {' '.join(cmd)} failed:\n{r.stderr}{r.stdout}")
+        who = os.path.splitext(os.path.basename(sys.argv[0]))[0] or "ab"
+        sys.exit(f"{who}: {' '.join(cmd)} failed:\n{r.stderr}{r.stdout}")
     return r.stdout
 
 

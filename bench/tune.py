@@ -50,14 +50,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import ab  # noqa: E402
 import layer_profile  # noqa: E402
-CNNGEN = os.path.join(ROOT, "build", "cnngen")
-
-
-def sh(cmd, **kw):
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if r.returncode != 0:
-        sys.exit(f"tune: {' '.join(cmd)} failed:\n{r.stderr}{r.stdout}")
-    return r.stdout
+from ab import CNNGEN, sh  # noqa: E402
 
 
 def native_isa(spec):
