@@ -53,10 +53,11 @@
 /* SIMD vectors of 16 floats (one AVX-512 register; gcc and clang split them
  * on narrower targets). */
 typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
-/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */
+/* loops whose iterations write disjoint outputs run on all threads with -fopenmp (the
+ * two-loop ones, of coarse iterations, hand them out one at a time) */
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
-#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(static)")
+#define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(dynamic)")
 #define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
 #define CG_SECTION _Pragma("omp section")
 #else

@@ -938,10 +938,17 @@ local function simd_prelude(O, V, openmp)
   end
   O:line("typedef float cg_v __attribute__((vector_size(%d), aligned(4), may_alias));", V * 4)
   if openmp then
-    O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp */")
+    O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp (the")
+    O:line(" * two-loop ones, of coarse iterations, hand them out one at a time) */")
     O:line("#ifdef _OPENMP")
     O:line("#define CG_PARALLEL_FOR _Pragma(\"omp parallel for schedule(static)\")")
-    O:line("#define CG_PARALLEL_FOR2 _Pragma(\"omp parallel for collapse(2) schedule(static)\")")
+    -- the 2-D loops' iterations are coarse (a tile row of a lane block, a channel block
+    -- of one): handed out one at a time, a thread that the VM slows for a while takes
+    -- fewer of them, where the static split made the other wait at the barrier.
+    -- ResNet-20 b64, 2-core Zen 3, bench/ab.py: 1.025 (1.003-1.064), 1.060 (1.019-1.089);
+    -- guided 0.980 of dynamic. (Dynamic for every loop, the fine-grained elementwise ones
+    -- too: 0.32x; bench/RESULTS.md, session 23: 0.19x.)
+    O:line("#define CG_PARALLEL_FOR2 _Pragma(\"omp parallel for collapse(2) schedule(dynamic)\")")
     O:line("#define CG_PARALLEL_SECTIONS _Pragma(\"omp parallel sections\")")
     O:line("#define CG_SECTION _Pragma(\"omp section\")")
     O:line("#else")

@@ -585,8 +585,8 @@ local function block_loops(C, L, nblocks, name, NV, TB, body, unroll, rows, traf
   -- a lane block: NV/TB x the weights. ResNet-20 at batch 128 (6.4 MB inputs, 9 KB of
   -- weights): the forward +20 %, the step +15 % with the lane blocks outside; VGG-16's
   -- 512-channel layers (9.4 MB of weights, inputs of 0.3-1 MB) keep the channel blocks
-  -- outside. Threads split the two loops together (collapse(2): contiguous runs of
-  -- channel blocks of one lane block).
+  -- outside. Threads split the two loops together (collapse(2), an iteration at a time:
+  -- cnngen.lua's CG_PARALLEL_FOR2).
   if not unroll and not rows and L.groups == 1 and NV // TB > 1 and nblocks > 1
       and nblocks * traffic.input > (NV // TB) * traffic.weights then
     if L.parallel then C:line("CG_PARALLEL_FOR2") end
