@@ -1979,861 +1979,850 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 1; ty++) {
+        for (int ty = 0; ty < 16; ty++) {
             cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
-                        const cg_v d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
-                        const cg_v d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
+                            const cg_v d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                            const cg_v d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
+                for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
+                            const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
+                            const cg_v d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104));
+                            const cg_v d32 = VLOAD(xc + (xo + 3136));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
-                        const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            else if (ty < 15) { /* tile rows 1..14: input rows all inside */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
+                            const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
+                            const cg_v d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
+                for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
+                            const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
+                            const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
+                            const cg_v d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
-                        const cg_v d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104));
-                        const cg_v d32 = VLOAD(xc + (xo + 3136));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+            else { /* tile rows 15..15: input rows zeros at 3 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
+                            const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
+                            const cg_v d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
                         }
                     }
                 }
-            }
-        }
-    }
-    /* tile rows 1..14: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 1; ty < 15; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
-                        const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
-                        const cg_v d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
+                            const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
                         }
                     }
                 }
-            }
-            for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
-                        const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
+                            const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
+                            const cg_v d22 = VLOAD(xc + (xo + 2112));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
-                        const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
-                        const cg_v d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 15..15: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 15; ty < 16; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
-                        const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
-                        const cg_v d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
-                        const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
-                        const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
-                        const cg_v d22 = VLOAD(xc + (xo + 2112));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 1024, vrelu(y10));
-                            VSTORE(y + o + 1056, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 1024, vrelu(y10));
+                                VSTORE(y + o + 1056, vrelu(y11));
+                            }
                         }
                     }
                 }
@@ -2989,852 +2978,841 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 1; ty++) {
+        for (int ty = 0; ty < 16; ty++) {
             cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
-                        const cg_v d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
-                        const cg_v d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
+                            const cg_v d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                            const cg_v d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
+                            const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
+                            const cg_v d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104));
+                            const cg_v d32 = VLOAD(xc + (xo + 3136));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
-                        const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            else if (ty < 15) { /* tile rows 1..14: input rows all inside */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
+                            const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
+                            const cg_v d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
+                            const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
+                            const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
+                            const cg_v d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
-                        const cg_v d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104));
-                        const cg_v d32 = VLOAD(xc + (xo + 3136));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+            else { /* tile rows 15..15: input rows zeros at 3 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
+                            const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
+                            const cg_v d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
                         }
                     }
                 }
-            }
-        }
-    }
-    /* tile rows 1..14: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 1; ty < 15; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
-                        const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
-                        const cg_v d23 = VLOAD(xc + (xo + 2144)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
+                            const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
                         }
                     }
                 }
-            }
-            for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
-                        const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136)), d33 = VLOAD(xc + (xo + 3168));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
+                            const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
+                            const cg_v d22 = VLOAD(xc + (xo + 2112));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
-                        const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
-                        const cg_v d22 = VLOAD(xc + (xo + 2112)), d30 = VLOAD(xc + (xo + 3072)), d31 = VLOAD(xc + (xo + 3104)), d32 = VLOAD(xc + (xo + 3136));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 15..15: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 15; ty < 16; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
-                        const cg_v d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112));
-                        const cg_v d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
-                        const cg_v d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080)), d22 = VLOAD(xc + (xo + 2112)), d23 = VLOAD(xc + (xo + 2144));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
-                        const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048)), d21 = VLOAD(xc + (xo + 2080));
-                        const cg_v d22 = VLOAD(xc + (xo + 2112));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
+                            }
                         }
                     }
                 }
@@ -3930,861 +3908,850 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
-    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 1; ty++) {
+        for (int ty = 0; ty < 8; ty++) {
             cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
             cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
+                            const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
+                            const cg_v d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
-                        const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
-                        const cg_v d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+            else { /* tile rows 7..7: input rows zeros at 3 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
-            }
-        }
-    }
-    /* tile rows 1..6: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 64; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 7..7: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 64; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 64; ci++) {
-                            const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
@@ -4940,852 +4907,841 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
-    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 1; ty++) {
+        for (int ty = 0; ty < 8; ty++) {
             cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
+                            const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
+                            const cg_v d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 4; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
-                        const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
-                        const cg_v d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+            else { /* tile rows 7..7: input rows zeros at 3 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
                         }
                     }
                 }
-            }
-        }
-    }
-    /* tile rows 1..6: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
                         }
                     }
                 }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
-                        }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 7..7: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
-                        }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 4; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 4; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, y00);
-                            VSTORE(dx + o + 32, y01);
-                            VSTORE(dx + o + 512, y10);
-                            VSTORE(dx + o + 544, y11);
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, y00);
+                                VSTORE(dx + o + 32, y01);
+                                VSTORE(dx + o + 512, y10);
+                                VSTORE(dx + o + 544, y11);
+                            }
                         }
                     }
                 }
@@ -5829,861 +5785,850 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 1; ty++) {
+        for (int ty = 0; ty < 8; ty++) {
             cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
+                            const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
+                            const cg_v d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
-                        const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
-                        const cg_v d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+            else { /* tile rows 7..7: input rows zeros at 3 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
-            }
-        }
-    }
-    /* tile rows 1..6: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 7..7: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(y + o + 0, vrelu(y00));
-                            VSTORE(y + o + 32, vrelu(y01));
-                            VSTORE(y + o + 512, vrelu(y10));
-                            VSTORE(y + o + 544, vrelu(y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(y + o + 0, vrelu(y00));
+                                VSTORE(y + o + 32, vrelu(y01));
+                                VSTORE(y + o + 512, vrelu(y10));
+                                VSTORE(y + o + 544, vrelu(y11));
+                            }
                         }
                     }
                 }
@@ -6839,852 +6784,841 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    /* tile rows 0..0: input rows zeros at 0 */
     CG_PARALLEL_FOR2
     for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 1; ty++) {
+        for (int ty = 0; ty < 8; ty++) {
             cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
             cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
+                            const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
+                            const cg_v d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
+            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
+                        }
                     }
                 }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
+                        }
+                    }
+                }
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
+                    }
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
+                    for (int cb = 0; cb < 8; cb++) {
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
                         }
                     }
                 }
             }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
-                        const cg_v d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568));
-                        const cg_v d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+            else { /* tile rows 7..7: input rows zeros at 3 */
+                for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
+                            const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
                         }
                     }
                 }
-            }
-        }
-    }
-    /* tile rows 1..6: input rows all inside */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 1; ty < 7; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
+                            const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
+                            const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
                         }
                     }
                 }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600)), d33 = VLOAD(xc + (xo + 1632));
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
+                    for (int ci = 0; ci < 128; ci++) {
+                        for (int bb = 0; bb < 1; bb++) {
+                            const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
+                            const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
+                            const cg_v d22 = VLOAD(xc + (xo + 1088));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
+                        }
                     }
-                }
-                for (int p = 0; p < 16; p++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 8; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                            }
+                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                        }
+                    }
                     for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088)), d30 = VLOAD(xc + (xo + 1536)), d31 = VLOAD(xc + (xo + 1568)), d32 = VLOAD(xc + (xo + 1600));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    /* tile rows 7..7: input rows zeros at 3 */
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 7; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
-                        const cg_v d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
-                        const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
-                        const cg_v d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056)), d22 = VLOAD(xc + (xo + 1088)), d23 = VLOAD(xc + (xo + 1120));
-                        const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                        }
-                    }
-                }
-            }
-            for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
-                const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
-                for (int ci = 0; ci < 128; ci++) {
-                    for (int bb = 0; bb < 1; bb++) {
-                        const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
-                        const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
-                        const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024)), d21 = VLOAD(xc + (xo + 1056));
-                        const cg_v d22 = VLOAD(xc + (xo + 1088));
-                        const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
-                        const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
-                        const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
-                        const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
-                        const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
-                        vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
-                        vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
-                        vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
-                        vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
-                    }
-                }
-                for (int p = 0; p < 16; p++) {
-                    for (int cb = 0; cb < 8; cb++) {
-                        cg_v a0_0 = vsplat(0.0f);
-                        cg_v a1_0 = vsplat(0.0f);
-                        cg_v a2_0 = vsplat(0.0f);
-                        cg_v a3_0 = vsplat(0.0f);
-                        cg_v a4_0 = vsplat(0.0f);
-                        cg_v a5_0 = vsplat(0.0f);
-                        cg_v a6_0 = vsplat(0.0f);
-                        cg_v a7_0 = vsplat(0.0f);
-                        cg_v a8_0 = vsplat(0.0f);
-                        cg_v a9_0 = vsplat(0.0f);
-                        cg_v a10_0 = vsplat(0.0f);
-                        cg_v a11_0 = vsplat(0.0f);
-                        cg_v a12_0 = vsplat(0.0f);
-                        cg_v a13_0 = vsplat(0.0f);
-                        cg_v a14_0 = vsplat(0.0f);
-                        cg_v a15_0 = vsplat(0.0f);
-                        for (int ci = 0; ci < 128; ci++) {
-                            const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
-                            cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
-                            a0_0 += u[0] * e0;
-                            a1_0 += u[1] * e0;
-                            a2_0 += u[2] * e0;
-                            a3_0 += u[3] * e0;
-                            a4_0 += u[4] * e0;
-                            a5_0 += u[5] * e0;
-                            a6_0 += u[6] * e0;
-                            a7_0 += u[7] * e0;
-                            a8_0 += u[8] * e0;
-                            a9_0 += u[9] * e0;
-                            a10_0 += u[10] * e0;
-                            a11_0 += u[11] * e0;
-                            a12_0 += u[12] * e0;
-                            a13_0 += u[13] * e0;
-                            a14_0 += u[14] * e0;
-                            a15_0 += u[15] * e0;
-                        }
-                        mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                        mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                        mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                        mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                        mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                        mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                        mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                        mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                        mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                        mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                        mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                        mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                        mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                        mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                        mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                        mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
-                    }
-                }
-                for (int cb = 0; cb < 8; cb++) {
-                    for (int t = 0; t < 16; t++) {
-                        for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                            const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                            const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                        for (int t = 0; t < 16; t++) {
+                            for (int b = 0; b < 1; b++) {
+                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
+                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
+                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
+                            }
                         }
                     }
                 }
