@@ -1915,9 +1915,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
+    for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 576 + ci * 9 + 0], P[(co + 1) * 576 + ci * 9 + 0], P[(co + 2) * 576 + ci * 9 + 0], P[(co + 3) * 576 + ci * 9 + 0], P[(co + 4) * 576 + ci * 9 + 0], P[(co + 5) * 576 + ci * 9 + 0], P[(co + 6) * 576 + ci * 9 + 0], P[(co + 7) * 576 + ci * 9 + 0], P[(co + 8) * 576 + ci * 9 + 0], P[(co + 9) * 576 + ci * 9 + 0], P[(co + 10) * 576 + ci * 9 + 0], P[(co + 11) * 576 + ci * 9 + 0], P[(co + 12) * 576 + ci * 9 + 0], P[(co + 13) * 576 + ci * 9 + 0], P[(co + 14) * 576 + ci * 9 + 0], P[(co + 15) * 576 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 576 + ci * 9 + 1], P[(co + 1) * 576 + ci * 9 + 1], P[(co + 2) * 576 + ci * 9 + 1], P[(co + 3) * 576 + ci * 9 + 1], P[(co + 4) * 576 + ci * 9 + 1], P[(co + 5) * 576 + ci * 9 + 1], P[(co + 6) * 576 + ci * 9 + 1], P[(co + 7) * 576 + ci * 9 + 1], P[(co + 8) * 576 + ci * 9 + 1], P[(co + 9) * 576 + ci * 9 + 1], P[(co + 10) * 576 + ci * 9 + 1], P[(co + 11) * 576 + ci * 9 + 1], P[(co + 12) * 576 + ci * 9 + 1], P[(co + 13) * 576 + ci * 9 + 1], P[(co + 14) * 576 + ci * 9 + 1], P[(co + 15) * 576 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 576 + ci * 9 + 2], P[(co + 1) * 576 + ci * 9 + 2], P[(co + 2) * 576 + ci * 9 + 2], P[(co + 3) * 576 + ci * 9 + 2], P[(co + 4) * 576 + ci * 9 + 2], P[(co + 5) * 576 + ci * 9 + 2], P[(co + 6) * 576 + ci * 9 + 2], P[(co + 7) * 576 + ci * 9 + 2], P[(co + 8) * 576 + ci * 9 + 2], P[(co + 9) * 576 + ci * 9 + 2], P[(co + 10) * 576 + ci * 9 + 2], P[(co + 11) * 576 + ci * 9 + 2], P[(co + 12) * 576 + ci * 9 + 2], P[(co + 13) * 576 + ci * 9 + 2], P[(co + 14) * 576 + ci * 9 + 2], P[(co + 15) * 576 + ci * 9 + 2]};
@@ -2898,9 +2897,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
     float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 576 + (co + 0) * 9 + 8], P[ci * 576 + (co + 1) * 9 + 8], P[ci * 576 + (co + 2) * 9 + 8], P[ci * 576 + (co + 3) * 9 + 8], P[ci * 576 + (co + 4) * 9 + 8], P[ci * 576 + (co + 5) * 9 + 8], P[ci * 576 + (co + 6) * 9 + 8], P[ci * 576 + (co + 7) * 9 + 8], P[ci * 576 + (co + 8) * 9 + 8], P[ci * 576 + (co + 9) * 9 + 8], P[ci * 576 + (co + 10) * 9 + 8], P[ci * 576 + (co + 11) * 9 + 8], P[ci * 576 + (co + 12) * 9 + 8], P[ci * 576 + (co + 13) * 9 + 8], P[ci * 576 + (co + 14) * 9 + 8], P[ci * 576 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 576 + (co + 0) * 9 + 7], P[ci * 576 + (co + 1) * 9 + 7], P[ci * 576 + (co + 2) * 9 + 7], P[ci * 576 + (co + 3) * 9 + 7], P[ci * 576 + (co + 4) * 9 + 7], P[ci * 576 + (co + 5) * 9 + 7], P[ci * 576 + (co + 6) * 9 + 7], P[ci * 576 + (co + 7) * 9 + 7], P[ci * 576 + (co + 8) * 9 + 7], P[ci * 576 + (co + 9) * 9 + 7], P[ci * 576 + (co + 10) * 9 + 7], P[ci * 576 + (co + 11) * 9 + 7], P[ci * 576 + (co + 12) * 9 + 7], P[ci * 576 + (co + 13) * 9 + 7], P[ci * 576 + (co + 14) * 9 + 7], P[ci * 576 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 576 + (co + 0) * 9 + 6], P[ci * 576 + (co + 1) * 9 + 6], P[ci * 576 + (co + 2) * 9 + 6], P[ci * 576 + (co + 3) * 9 + 6], P[ci * 576 + (co + 4) * 9 + 6], P[ci * 576 + (co + 5) * 9 + 6], P[ci * 576 + (co + 6) * 9 + 6], P[ci * 576 + (co + 7) * 9 + 6], P[ci * 576 + (co + 8) * 9 + 6], P[ci * 576 + (co + 9) * 9 + 6], P[ci * 576 + (co + 10) * 9 + 6], P[ci * 576 + (co + 11) * 9 + 6], P[ci * 576 + (co + 12) * 9 + 6], P[ci * 576 + (co + 13) * 9 + 6], P[ci * 576 + (co + 14) * 9 + 6], P[ci * 576 + (co + 15) * 9 + 6]};

@@ -1935,9 +1935,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 1; cb++) {
+    for (int co = 0; co < 16; co += 16) {
         for (int ci = 0; ci < 16; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 144 + ci * 9 + 0], P[(co + 1) * 144 + ci * 9 + 0], P[(co + 2) * 144 + ci * 9 + 0], P[(co + 3) * 144 + ci * 9 + 0], P[(co + 4) * 144 + ci * 9 + 0], P[(co + 5) * 144 + ci * 9 + 0], P[(co + 6) * 144 + ci * 9 + 0], P[(co + 7) * 144 + ci * 9 + 0], P[(co + 8) * 144 + ci * 9 + 0], P[(co + 9) * 144 + ci * 9 + 0], P[(co + 10) * 144 + ci * 9 + 0], P[(co + 11) * 144 + ci * 9 + 0], P[(co + 12) * 144 + ci * 9 + 0], P[(co + 13) * 144 + ci * 9 + 0], P[(co + 14) * 144 + ci * 9 + 0], P[(co + 15) * 144 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 144 + ci * 9 + 1], P[(co + 1) * 144 + ci * 9 + 1], P[(co + 2) * 144 + ci * 9 + 1], P[(co + 3) * 144 + ci * 9 + 1], P[(co + 4) * 144 + ci * 9 + 1], P[(co + 5) * 144 + ci * 9 + 1], P[(co + 6) * 144 + ci * 9 + 1], P[(co + 7) * 144 + ci * 9 + 1], P[(co + 8) * 144 + ci * 9 + 1], P[(co + 9) * 144 + ci * 9 + 1], P[(co + 10) * 144 + ci * 9 + 1], P[(co + 11) * 144 + ci * 9 + 1], P[(co + 12) * 144 + ci * 9 + 1], P[(co + 13) * 144 + ci * 9 + 1], P[(co + 14) * 144 + ci * 9 + 1], P[(co + 15) * 144 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 144 + ci * 9 + 2], P[(co + 1) * 144 + ci * 9 + 2], P[(co + 2) * 144 + ci * 9 + 2], P[(co + 3) * 144 + ci * 9 + 2], P[(co + 4) * 144 + ci * 9 + 2], P[(co + 5) * 144 + ci * 9 + 2], P[(co + 6) * 144 + ci * 9 + 2], P[(co + 7) * 144 + ci * 9 + 2], P[(co + 8) * 144 + ci * 9 + 2], P[(co + 9) * 144 + ci * 9 + 2], P[(co + 10) * 144 + ci * 9 + 2], P[(co + 11) * 144 + ci * 9 + 2], P[(co + 12) * 144 + ci * 9 + 2], P[(co + 13) * 144 + ci * 9 + 2], P[(co + 14) * 144 + ci * 9 + 2], P[(co + 15) * 144 + ci * 9 + 2]};
@@ -3363,9 +3362,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 1; cb++) {
+    for (int co = 0; co < 16; co += 16) {
         for (int ci = 0; ci < 16; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 144 + (co + 0) * 9 + 8], P[ci * 144 + (co + 1) * 9 + 8], P[ci * 144 + (co + 2) * 9 + 8], P[ci * 144 + (co + 3) * 9 + 8], P[ci * 144 + (co + 4) * 9 + 8], P[ci * 144 + (co + 5) * 9 + 8], P[ci * 144 + (co + 6) * 9 + 8], P[ci * 144 + (co + 7) * 9 + 8], P[ci * 144 + (co + 8) * 9 + 8], P[ci * 144 + (co + 9) * 9 + 8], P[ci * 144 + (co + 10) * 9 + 8], P[ci * 144 + (co + 11) * 9 + 8], P[ci * 144 + (co + 12) * 9 + 8], P[ci * 144 + (co + 13) * 9 + 8], P[ci * 144 + (co + 14) * 9 + 8], P[ci * 144 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 144 + (co + 0) * 9 + 7], P[ci * 144 + (co + 1) * 9 + 7], P[ci * 144 + (co + 2) * 9 + 7], P[ci * 144 + (co + 3) * 9 + 7], P[ci * 144 + (co + 4) * 9 + 7], P[ci * 144 + (co + 5) * 9 + 7], P[ci * 144 + (co + 6) * 9 + 7], P[ci * 144 + (co + 7) * 9 + 7], P[ci * 144 + (co + 8) * 9 + 7], P[ci * 144 + (co + 9) * 9 + 7], P[ci * 144 + (co + 10) * 9 + 7], P[ci * 144 + (co + 11) * 9 + 7], P[ci * 144 + (co + 12) * 9 + 7], P[ci * 144 + (co + 13) * 9 + 7], P[ci * 144 + (co + 14) * 9 + 7], P[ci * 144 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 144 + (co + 0) * 9 + 6], P[ci * 144 + (co + 1) * 9 + 6], P[ci * 144 + (co + 2) * 9 + 6], P[ci * 144 + (co + 3) * 9 + 6], P[ci * 144 + (co + 4) * 9 + 6], P[ci * 144 + (co + 5) * 9 + 6], P[ci * 144 + (co + 6) * 9 + 6], P[ci * 144 + (co + 7) * 9 + 6], P[ci * 144 + (co + 8) * 9 + 6], P[ci * 144 + (co + 9) * 9 + 6], P[ci * 144 + (co + 10) * 9 + 6], P[ci * 144 + (co + 11) * 9 + 6], P[ci * 144 + (co + 12) * 9 + 6], P[ci * 144 + (co + 13) * 9 + 6], P[ci * 144 + (co + 14) * 9 + 6], P[ci * 144 + (co + 15) * 9 + 6]};
@@ -4251,9 +4249,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 1; cb++) {
+    for (int co = 0; co < 16; co += 16) {
         for (int ci = 0; ci < 16; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 144 + (co + 0) * 9 + 8], P[ci * 144 + (co + 1) * 9 + 8], P[ci * 144 + (co + 2) * 9 + 8], P[ci * 144 + (co + 3) * 9 + 8], P[ci * 144 + (co + 4) * 9 + 8], P[ci * 144 + (co + 5) * 9 + 8], P[ci * 144 + (co + 6) * 9 + 8], P[ci * 144 + (co + 7) * 9 + 8], P[ci * 144 + (co + 8) * 9 + 8], P[ci * 144 + (co + 9) * 9 + 8], P[ci * 144 + (co + 10) * 9 + 8], P[ci * 144 + (co + 11) * 9 + 8], P[ci * 144 + (co + 12) * 9 + 8], P[ci * 144 + (co + 13) * 9 + 8], P[ci * 144 + (co + 14) * 9 + 8], P[ci * 144 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 144 + (co + 0) * 9 + 7], P[ci * 144 + (co + 1) * 9 + 7], P[ci * 144 + (co + 2) * 9 + 7], P[ci * 144 + (co + 3) * 9 + 7], P[ci * 144 + (co + 4) * 9 + 7], P[ci * 144 + (co + 5) * 9 + 7], P[ci * 144 + (co + 6) * 9 + 7], P[ci * 144 + (co + 7) * 9 + 7], P[ci * 144 + (co + 8) * 9 + 7], P[ci * 144 + (co + 9) * 9 + 7], P[ci * 144 + (co + 10) * 9 + 7], P[ci * 144 + (co + 11) * 9 + 7], P[ci * 144 + (co + 12) * 9 + 7], P[ci * 144 + (co + 13) * 9 + 7], P[ci * 144 + (co + 14) * 9 + 7], P[ci * 144 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 144 + (co + 0) * 9 + 6], P[ci * 144 + (co + 1) * 9 + 6], P[ci * 144 + (co + 2) * 9 + 6], P[ci * 144 + (co + 3) * 9 + 6], P[ci * 144 + (co + 4) * 9 + 6], P[ci * 144 + (co + 5) * 9 + 6], P[ci * 144 + (co + 6) * 9 + 6], P[ci * 144 + (co + 7) * 9 + 6], P[ci * 144 + (co + 8) * 9 + 6], P[ci * 144 + (co + 9) * 9 + 6], P[ci * 144 + (co + 10) * 9 + 6], P[ci * 144 + (co + 11) * 9 + 6], P[ci * 144 + (co + 12) * 9 + 6], P[ci * 144 + (co + 13) * 9 + 6], P[ci * 144 + (co + 14) * 9 + 6], P[ci * 144 + (co + 15) * 9 + 6]};
@@ -6787,9 +6784,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
+    for (int co = 0; co < 32; co += 16) {
         for (int ci = 0; ci < 32; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 288 + ci * 9 + 0], P[(co + 1) * 288 + ci * 9 + 0], P[(co + 2) * 288 + ci * 9 + 0], P[(co + 3) * 288 + ci * 9 + 0], P[(co + 4) * 288 + ci * 9 + 0], P[(co + 5) * 288 + ci * 9 + 0], P[(co + 6) * 288 + ci * 9 + 0], P[(co + 7) * 288 + ci * 9 + 0], P[(co + 8) * 288 + ci * 9 + 0], P[(co + 9) * 288 + ci * 9 + 0], P[(co + 10) * 288 + ci * 9 + 0], P[(co + 11) * 288 + ci * 9 + 0], P[(co + 12) * 288 + ci * 9 + 0], P[(co + 13) * 288 + ci * 9 + 0], P[(co + 14) * 288 + ci * 9 + 0], P[(co + 15) * 288 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 288 + ci * 9 + 1], P[(co + 1) * 288 + ci * 9 + 1], P[(co + 2) * 288 + ci * 9 + 1], P[(co + 3) * 288 + ci * 9 + 1], P[(co + 4) * 288 + ci * 9 + 1], P[(co + 5) * 288 + ci * 9 + 1], P[(co + 6) * 288 + ci * 9 + 1], P[(co + 7) * 288 + ci * 9 + 1], P[(co + 8) * 288 + ci * 9 + 1], P[(co + 9) * 288 + ci * 9 + 1], P[(co + 10) * 288 + ci * 9 + 1], P[(co + 11) * 288 + ci * 9 + 1], P[(co + 12) * 288 + ci * 9 + 1], P[(co + 13) * 288 + ci * 9 + 1], P[(co + 14) * 288 + ci * 9 + 1], P[(co + 15) * 288 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 288 + ci * 9 + 2], P[(co + 1) * 288 + ci * 9 + 2], P[(co + 2) * 288 + ci * 9 + 2], P[(co + 3) * 288 + ci * 9 + 2], P[(co + 4) * 288 + ci * 9 + 2], P[(co + 5) * 288 + ci * 9 + 2], P[(co + 6) * 288 + ci * 9 + 2], P[(co + 7) * 288 + ci * 9 + 2], P[(co + 8) * 288 + ci * 9 + 2], P[(co + 9) * 288 + ci * 9 + 2], P[(co + 10) * 288 + ci * 9 + 2], P[(co + 11) * 288 + ci * 9 + 2], P[(co + 12) * 288 + ci * 9 + 2], P[(co + 13) * 288 + ci * 9 + 2], P[(co + 14) * 288 + ci * 9 + 2], P[(co + 15) * 288 + ci * 9 + 2]};
@@ -8565,9 +8561,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
+    for (int co = 0; co < 32; co += 16) {
         for (int ci = 0; ci < 32; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 288 + (co + 0) * 9 + 8], P[ci * 288 + (co + 1) * 9 + 8], P[ci * 288 + (co + 2) * 9 + 8], P[ci * 288 + (co + 3) * 9 + 8], P[ci * 288 + (co + 4) * 9 + 8], P[ci * 288 + (co + 5) * 9 + 8], P[ci * 288 + (co + 6) * 9 + 8], P[ci * 288 + (co + 7) * 9 + 8], P[ci * 288 + (co + 8) * 9 + 8], P[ci * 288 + (co + 9) * 9 + 8], P[ci * 288 + (co + 10) * 9 + 8], P[ci * 288 + (co + 11) * 9 + 8], P[ci * 288 + (co + 12) * 9 + 8], P[ci * 288 + (co + 13) * 9 + 8], P[ci * 288 + (co + 14) * 9 + 8], P[ci * 288 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 288 + (co + 0) * 9 + 7], P[ci * 288 + (co + 1) * 9 + 7], P[ci * 288 + (co + 2) * 9 + 7], P[ci * 288 + (co + 3) * 9 + 7], P[ci * 288 + (co + 4) * 9 + 7], P[ci * 288 + (co + 5) * 9 + 7], P[ci * 288 + (co + 6) * 9 + 7], P[ci * 288 + (co + 7) * 9 + 7], P[ci * 288 + (co + 8) * 9 + 7], P[ci * 288 + (co + 9) * 9 + 7], P[ci * 288 + (co + 10) * 9 + 7], P[ci * 288 + (co + 11) * 9 + 7], P[ci * 288 + (co + 12) * 9 + 7], P[ci * 288 + (co + 13) * 9 + 7], P[ci * 288 + (co + 14) * 9 + 7], P[ci * 288 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 288 + (co + 0) * 9 + 6], P[ci * 288 + (co + 1) * 9 + 6], P[ci * 288 + (co + 2) * 9 + 6], P[ci * 288 + (co + 3) * 9 + 6], P[ci * 288 + (co + 4) * 9 + 6], P[ci * 288 + (co + 5) * 9 + 6], P[ci * 288 + (co + 6) * 9 + 6], P[ci * 288 + (co + 7) * 9 + 6], P[ci * 288 + (co + 8) * 9 + 6], P[ci * 288 + (co + 9) * 9 + 6], P[ci * 288 + (co + 10) * 9 + 6], P[ci * 288 + (co + 11) * 9 + 6], P[ci * 288 + (co + 12) * 9 + 6], P[ci * 288 + (co + 13) * 9 + 6], P[ci * 288 + (co + 14) * 9 + 6], P[ci * 288 + (co + 15) * 9 + 6]};
@@ -9847,9 +9842,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 2; cb++) {
+    for (int co = 0; co < 32; co += 16) {
         for (int ci = 0; ci < 32; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 288 + (co + 0) * 9 + 8], P[ci * 288 + (co + 1) * 9 + 8], P[ci * 288 + (co + 2) * 9 + 8], P[ci * 288 + (co + 3) * 9 + 8], P[ci * 288 + (co + 4) * 9 + 8], P[ci * 288 + (co + 5) * 9 + 8], P[ci * 288 + (co + 6) * 9 + 8], P[ci * 288 + (co + 7) * 9 + 8], P[ci * 288 + (co + 8) * 9 + 8], P[ci * 288 + (co + 9) * 9 + 8], P[ci * 288 + (co + 10) * 9 + 8], P[ci * 288 + (co + 11) * 9 + 8], P[ci * 288 + (co + 12) * 9 + 8], P[ci * 288 + (co + 13) * 9 + 8], P[ci * 288 + (co + 14) * 9 + 8], P[ci * 288 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 288 + (co + 0) * 9 + 7], P[ci * 288 + (co + 1) * 9 + 7], P[ci * 288 + (co + 2) * 9 + 7], P[ci * 288 + (co + 3) * 9 + 7], P[ci * 288 + (co + 4) * 9 + 7], P[ci * 288 + (co + 5) * 9 + 7], P[ci * 288 + (co + 6) * 9 + 7], P[ci * 288 + (co + 7) * 9 + 7], P[ci * 288 + (co + 8) * 9 + 7], P[ci * 288 + (co + 9) * 9 + 7], P[ci * 288 + (co + 10) * 9 + 7], P[ci * 288 + (co + 11) * 9 + 7], P[ci * 288 + (co + 12) * 9 + 7], P[ci * 288 + (co + 13) * 9 + 7], P[ci * 288 + (co + 14) * 9 + 7], P[ci * 288 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 288 + (co + 0) * 9 + 6], P[ci * 288 + (co + 1) * 9 + 6], P[ci * 288 + (co + 2) * 9 + 6], P[ci * 288 + (co + 3) * 9 + 6], P[ci * 288 + (co + 4) * 9 + 6], P[ci * 288 + (co + 5) * 9 + 6], P[ci * 288 + (co + 6) * 9 + 6], P[ci * 288 + (co + 7) * 9 + 6], P[ci * 288 + (co + 8) * 9 + 6], P[ci * 288 + (co + 9) * 9 + 6], P[ci * 288 + (co + 10) * 9 + 6], P[ci * 288 + (co + 11) * 9 + 6], P[ci * 288 + (co + 12) * 9 + 6], P[ci * 288 + (co + 13) * 9 + 6], P[ci * 288 + (co + 14) * 9 + 6], P[ci * 288 + (co + 15) * 9 + 6]};
@@ -12359,9 +12353,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 576 + ci * 9 + 0], P[(co + 1) * 576 + ci * 9 + 0], P[(co + 2) * 576 + ci * 9 + 0], P[(co + 3) * 576 + ci * 9 + 0], P[(co + 4) * 576 + ci * 9 + 0], P[(co + 5) * 576 + ci * 9 + 0], P[(co + 6) * 576 + ci * 9 + 0], P[(co + 7) * 576 + ci * 9 + 0], P[(co + 8) * 576 + ci * 9 + 0], P[(co + 9) * 576 + ci * 9 + 0], P[(co + 10) * 576 + ci * 9 + 0], P[(co + 11) * 576 + ci * 9 + 0], P[(co + 12) * 576 + ci * 9 + 0], P[(co + 13) * 576 + ci * 9 + 0], P[(co + 14) * 576 + ci * 9 + 0], P[(co + 15) * 576 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 576 + ci * 9 + 1], P[(co + 1) * 576 + ci * 9 + 1], P[(co + 2) * 576 + ci * 9 + 1], P[(co + 3) * 576 + ci * 9 + 1], P[(co + 4) * 576 + ci * 9 + 1], P[(co + 5) * 576 + ci * 9 + 1], P[(co + 6) * 576 + ci * 9 + 1], P[(co + 7) * 576 + ci * 9 + 1], P[(co + 8) * 576 + ci * 9 + 1], P[(co + 9) * 576 + ci * 9 + 1], P[(co + 10) * 576 + ci * 9 + 1], P[(co + 11) * 576 + ci * 9 + 1], P[(co + 12) * 576 + ci * 9 + 1], P[(co + 13) * 576 + ci * 9 + 1], P[(co + 14) * 576 + ci * 9 + 1], P[(co + 15) * 576 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 576 + ci * 9 + 2], P[(co + 1) * 576 + ci * 9 + 2], P[(co + 2) * 576 + ci * 9 + 2], P[(co + 3) * 576 + ci * 9 + 2], P[(co + 4) * 576 + ci * 9 + 2], P[(co + 5) * 576 + ci * 9 + 2], P[(co + 6) * 576 + ci * 9 + 2], P[(co + 7) * 576 + ci * 9 + 2], P[(co + 8) * 576 + ci * 9 + 2], P[(co + 9) * 576 + ci * 9 + 2], P[(co + 10) * 576 + ci * 9 + 2], P[(co + 11) * 576 + ci * 9 + 2], P[(co + 12) * 576 + ci * 9 + 2], P[(co + 13) * 576 + ci * 9 + 2], P[(co + 14) * 576 + ci * 9 + 2], P[(co + 15) * 576 + ci * 9 + 2]};
@@ -14113,9 +14106,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 576 + (co + 0) * 9 + 8], P[ci * 576 + (co + 1) * 9 + 8], P[ci * 576 + (co + 2) * 9 + 8], P[ci * 576 + (co + 3) * 9 + 8], P[ci * 576 + (co + 4) * 9 + 8], P[ci * 576 + (co + 5) * 9 + 8], P[ci * 576 + (co + 6) * 9 + 8], P[ci * 576 + (co + 7) * 9 + 8], P[ci * 576 + (co + 8) * 9 + 8], P[ci * 576 + (co + 9) * 9 + 8], P[ci * 576 + (co + 10) * 9 + 8], P[ci * 576 + (co + 11) * 9 + 8], P[ci * 576 + (co + 12) * 9 + 8], P[ci * 576 + (co + 13) * 9 + 8], P[ci * 576 + (co + 14) * 9 + 8], P[ci * 576 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 576 + (co + 0) * 9 + 7], P[ci * 576 + (co + 1) * 9 + 7], P[ci * 576 + (co + 2) * 9 + 7], P[ci * 576 + (co + 3) * 9 + 7], P[ci * 576 + (co + 4) * 9 + 7], P[ci * 576 + (co + 5) * 9 + 7], P[ci * 576 + (co + 6) * 9 + 7], P[ci * 576 + (co + 7) * 9 + 7], P[ci * 576 + (co + 8) * 9 + 7], P[ci * 576 + (co + 9) * 9 + 7], P[ci * 576 + (co + 10) * 9 + 7], P[ci * 576 + (co + 11) * 9 + 7], P[ci * 576 + (co + 12) * 9 + 7], P[ci * 576 + (co + 13) * 9 + 7], P[ci * 576 + (co + 14) * 9 + 7], P[ci * 576 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 576 + (co + 0) * 9 + 6], P[ci * 576 + (co + 1) * 9 + 6], P[ci * 576 + (co + 2) * 9 + 6], P[ci * 576 + (co + 3) * 9 + 6], P[ci * 576 + (co + 4) * 9 + 6], P[ci * 576 + (co + 5) * 9 + 6], P[ci * 576 + (co + 6) * 9 + 6], P[ci * 576 + (co + 7) * 9 + 6], P[ci * 576 + (co + 8) * 9 + 6], P[ci * 576 + (co + 9) * 9 + 6], P[ci * 576 + (co + 10) * 9 + 6], P[ci * 576 + (co + 11) * 9 + 6], P[ci * 576 + (co + 12) * 9 + 6], P[ci * 576 + (co + 13) * 9 + 6], P[ci * 576 + (co + 14) * 9 + 6], P[ci * 576 + (co + 15) * 9 + 6]};
@@ -15377,9 +15369,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 576 + (co + 0) * 9 + 8], P[ci * 576 + (co + 1) * 9 + 8], P[ci * 576 + (co + 2) * 9 + 8], P[ci * 576 + (co + 3) * 9 + 8], P[ci * 576 + (co + 4) * 9 + 8], P[ci * 576 + (co + 5) * 9 + 8], P[ci * 576 + (co + 6) * 9 + 8], P[ci * 576 + (co + 7) * 9 + 8], P[ci * 576 + (co + 8) * 9 + 8], P[ci * 576 + (co + 9) * 9 + 8], P[ci * 576 + (co + 10) * 9 + 8], P[ci * 576 + (co + 11) * 9 + 8], P[ci * 576 + (co + 12) * 9 + 8], P[ci * 576 + (co + 13) * 9 + 8], P[ci * 576 + (co + 14) * 9 + 8], P[ci * 576 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 576 + (co + 0) * 9 + 7], P[ci * 576 + (co + 1) * 9 + 7], P[ci * 576 + (co + 2) * 9 + 7], P[ci * 576 + (co + 3) * 9 + 7], P[ci * 576 + (co + 4) * 9 + 7], P[ci * 576 + (co + 5) * 9 + 7], P[ci * 576 + (co + 6) * 9 + 7], P[ci * 576 + (co + 7) * 9 + 7], P[ci * 576 + (co + 8) * 9 + 7], P[ci * 576 + (co + 9) * 9 + 7], P[ci * 576 + (co + 10) * 9 + 7], P[ci * 576 + (co + 11) * 9 + 7], P[ci * 576 + (co + 12) * 9 + 7], P[ci * 576 + (co + 13) * 9 + 7], P[ci * 576 + (co + 14) * 9 + 7], P[ci * 576 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 576 + (co + 0) * 9 + 6], P[ci * 576 + (co + 1) * 9 + 6], P[ci * 576 + (co + 2) * 9 + 6], P[ci * 576 + (co + 3) * 9 + 6], P[ci * 576 + (co + 4) * 9 + 6], P[ci * 576 + (co + 5) * 9 + 6], P[ci * 576 + (co + 6) * 9 + 6], P[ci * 576 + (co + 7) * 9 + 6], P[ci * 576 + (co + 8) * 9 + 6], P[ci * 576 + (co + 9) * 9 + 6], P[ci * 576 + (co + 10) * 9 + 6], P[ci * 576 + (co + 11) * 9 + 6], P[ci * 576 + (co + 12) * 9 + 6], P[ci * 576 + (co + 13) * 9 + 6], P[ci * 576 + (co + 14) * 9 + 6], P[ci * 576 + (co + 15) * 9 + 6]};

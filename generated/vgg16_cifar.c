@@ -1957,9 +1957,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 576 + ci * 9 + 0], P[(co + 1) * 576 + ci * 9 + 0], P[(co + 2) * 576 + ci * 9 + 0], P[(co + 3) * 576 + ci * 9 + 0], P[(co + 4) * 576 + ci * 9 + 0], P[(co + 5) * 576 + ci * 9 + 0], P[(co + 6) * 576 + ci * 9 + 0], P[(co + 7) * 576 + ci * 9 + 0], P[(co + 8) * 576 + ci * 9 + 0], P[(co + 9) * 576 + ci * 9 + 0], P[(co + 10) * 576 + ci * 9 + 0], P[(co + 11) * 576 + ci * 9 + 0], P[(co + 12) * 576 + ci * 9 + 0], P[(co + 13) * 576 + ci * 9 + 0], P[(co + 14) * 576 + ci * 9 + 0], P[(co + 15) * 576 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 576 + ci * 9 + 1], P[(co + 1) * 576 + ci * 9 + 1], P[(co + 2) * 576 + ci * 9 + 1], P[(co + 3) * 576 + ci * 9 + 1], P[(co + 4) * 576 + ci * 9 + 1], P[(co + 5) * 576 + ci * 9 + 1], P[(co + 6) * 576 + ci * 9 + 1], P[(co + 7) * 576 + ci * 9 + 1], P[(co + 8) * 576 + ci * 9 + 1], P[(co + 9) * 576 + ci * 9 + 1], P[(co + 10) * 576 + ci * 9 + 1], P[(co + 11) * 576 + ci * 9 + 1], P[(co + 12) * 576 + ci * 9 + 1], P[(co + 13) * 576 + ci * 9 + 1], P[(co + 14) * 576 + ci * 9 + 1], P[(co + 15) * 576 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 576 + ci * 9 + 2], P[(co + 1) * 576 + ci * 9 + 2], P[(co + 2) * 576 + ci * 9 + 2], P[(co + 3) * 576 + ci * 9 + 2], P[(co + 4) * 576 + ci * 9 + 2], P[(co + 5) * 576 + ci * 9 + 2], P[(co + 6) * 576 + ci * 9 + 2], P[(co + 7) * 576 + ci * 9 + 2], P[(co + 8) * 576 + ci * 9 + 2], P[(co + 9) * 576 + ci * 9 + 2], P[(co + 10) * 576 + ci * 9 + 2], P[(co + 11) * 576 + ci * 9 + 2], P[(co + 12) * 576 + ci * 9 + 2], P[(co + 13) * 576 + ci * 9 + 2], P[(co + 14) * 576 + ci * 9 + 2], P[(co + 15) * 576 + ci * 9 + 2]};
@@ -2956,9 +2955,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
     float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 576 + (co + 0) * 9 + 8], P[ci * 576 + (co + 1) * 9 + 8], P[ci * 576 + (co + 2) * 9 + 8], P[ci * 576 + (co + 3) * 9 + 8], P[ci * 576 + (co + 4) * 9 + 8], P[ci * 576 + (co + 5) * 9 + 8], P[ci * 576 + (co + 6) * 9 + 8], P[ci * 576 + (co + 7) * 9 + 8], P[ci * 576 + (co + 8) * 9 + 8], P[ci * 576 + (co + 9) * 9 + 8], P[ci * 576 + (co + 10) * 9 + 8], P[ci * 576 + (co + 11) * 9 + 8], P[ci * 576 + (co + 12) * 9 + 8], P[ci * 576 + (co + 13) * 9 + 8], P[ci * 576 + (co + 14) * 9 + 8], P[ci * 576 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 576 + (co + 0) * 9 + 7], P[ci * 576 + (co + 1) * 9 + 7], P[ci * 576 + (co + 2) * 9 + 7], P[ci * 576 + (co + 3) * 9 + 7], P[ci * 576 + (co + 4) * 9 + 7], P[ci * 576 + (co + 5) * 9 + 7], P[ci * 576 + (co + 6) * 9 + 7], P[ci * 576 + (co + 7) * 9 + 7], P[ci * 576 + (co + 8) * 9 + 7], P[ci * 576 + (co + 9) * 9 + 7], P[ci * 576 + (co + 10) * 9 + 7], P[ci * 576 + (co + 11) * 9 + 7], P[ci * 576 + (co + 12) * 9 + 7], P[ci * 576 + (co + 13) * 9 + 7], P[ci * 576 + (co + 14) * 9 + 7], P[ci * 576 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 576 + (co + 0) * 9 + 6], P[ci * 576 + (co + 1) * 9 + 6], P[ci * 576 + (co + 2) * 9 + 6], P[ci * 576 + (co + 3) * 9 + 6], P[ci * 576 + (co + 4) * 9 + 6], P[ci * 576 + (co + 5) * 9 + 6], P[ci * 576 + (co + 6) * 9 + 6], P[ci * 576 + (co + 7) * 9 + 6], P[ci * 576 + (co + 8) * 9 + 6], P[ci * 576 + (co + 9) * 9 + 6], P[ci * 576 + (co + 10) * 9 + 6], P[ci * 576 + (co + 11) * 9 + 6], P[ci * 576 + (co + 12) * 9 + 6], P[ci * 576 + (co + 13) * 9 + 6], P[ci * 576 + (co + 14) * 9 + 6], P[ci * 576 + (co + 15) * 9 + 6]};
@@ -3886,9 +3884,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
+    for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 576 + ci * 9 + 0], P[(co + 1) * 576 + ci * 9 + 0], P[(co + 2) * 576 + ci * 9 + 0], P[(co + 3) * 576 + ci * 9 + 0], P[(co + 4) * 576 + ci * 9 + 0], P[(co + 5) * 576 + ci * 9 + 0], P[(co + 6) * 576 + ci * 9 + 0], P[(co + 7) * 576 + ci * 9 + 0], P[(co + 8) * 576 + ci * 9 + 0], P[(co + 9) * 576 + ci * 9 + 0], P[(co + 10) * 576 + ci * 9 + 0], P[(co + 11) * 576 + ci * 9 + 0], P[(co + 12) * 576 + ci * 9 + 0], P[(co + 13) * 576 + ci * 9 + 0], P[(co + 14) * 576 + ci * 9 + 0], P[(co + 15) * 576 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 576 + ci * 9 + 1], P[(co + 1) * 576 + ci * 9 + 1], P[(co + 2) * 576 + ci * 9 + 1], P[(co + 3) * 576 + ci * 9 + 1], P[(co + 4) * 576 + ci * 9 + 1], P[(co + 5) * 576 + ci * 9 + 1], P[(co + 6) * 576 + ci * 9 + 1], P[(co + 7) * 576 + ci * 9 + 1], P[(co + 8) * 576 + ci * 9 + 1], P[(co + 9) * 576 + ci * 9 + 1], P[(co + 10) * 576 + ci * 9 + 1], P[(co + 11) * 576 + ci * 9 + 1], P[(co + 12) * 576 + ci * 9 + 1], P[(co + 13) * 576 + ci * 9 + 1], P[(co + 14) * 576 + ci * 9 + 1], P[(co + 15) * 576 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 576 + ci * 9 + 2], P[(co + 1) * 576 + ci * 9 + 2], P[(co + 2) * 576 + ci * 9 + 2], P[(co + 3) * 576 + ci * 9 + 2], P[(co + 4) * 576 + ci * 9 + 2], P[(co + 5) * 576 + ci * 9 + 2], P[(co + 6) * 576 + ci * 9 + 2], P[(co + 7) * 576 + ci * 9 + 2], P[(co + 8) * 576 + ci * 9 + 2], P[(co + 9) * 576 + ci * 9 + 2], P[(co + 10) * 576 + ci * 9 + 2], P[(co + 11) * 576 + ci * 9 + 2], P[(co + 12) * 576 + ci * 9 + 2], P[(co + 13) * 576 + ci * 9 + 2], P[(co + 14) * 576 + ci * 9 + 2], P[(co + 15) * 576 + ci * 9 + 2]};
@@ -4885,9 +4882,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 4; cb++) {
+    for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 576 + (co + 0) * 9 + 8], P[ci * 576 + (co + 1) * 9 + 8], P[ci * 576 + (co + 2) * 9 + 8], P[ci * 576 + (co + 3) * 9 + 8], P[ci * 576 + (co + 4) * 9 + 8], P[ci * 576 + (co + 5) * 9 + 8], P[ci * 576 + (co + 6) * 9 + 8], P[ci * 576 + (co + 7) * 9 + 8], P[ci * 576 + (co + 8) * 9 + 8], P[ci * 576 + (co + 9) * 9 + 8], P[ci * 576 + (co + 10) * 9 + 8], P[ci * 576 + (co + 11) * 9 + 8], P[ci * 576 + (co + 12) * 9 + 8], P[ci * 576 + (co + 13) * 9 + 8], P[ci * 576 + (co + 14) * 9 + 8], P[ci * 576 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 576 + (co + 0) * 9 + 7], P[ci * 576 + (co + 1) * 9 + 7], P[ci * 576 + (co + 2) * 9 + 7], P[ci * 576 + (co + 3) * 9 + 7], P[ci * 576 + (co + 4) * 9 + 7], P[ci * 576 + (co + 5) * 9 + 7], P[ci * 576 + (co + 6) * 9 + 7], P[ci * 576 + (co + 7) * 9 + 7], P[ci * 576 + (co + 8) * 9 + 7], P[ci * 576 + (co + 9) * 9 + 7], P[ci * 576 + (co + 10) * 9 + 7], P[ci * 576 + (co + 11) * 9 + 7], P[ci * 576 + (co + 12) * 9 + 7], P[ci * 576 + (co + 13) * 9 + 7], P[ci * 576 + (co + 14) * 9 + 7], P[ci * 576 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 576 + (co + 0) * 9 + 6], P[ci * 576 + (co + 1) * 9 + 6], P[ci * 576 + (co + 2) * 9 + 6], P[ci * 576 + (co + 3) * 9 + 6], P[ci * 576 + (co + 4) * 9 + 6], P[ci * 576 + (co + 5) * 9 + 6], P[ci * 576 + (co + 6) * 9 + 6], P[ci * 576 + (co + 7) * 9 + 6], P[ci * 576 + (co + 8) * 9 + 6], P[ci * 576 + (co + 9) * 9 + 6], P[ci * 576 + (co + 10) * 9 + 6], P[ci * 576 + (co + 11) * 9 + 6], P[ci * 576 + (co + 12) * 9 + 6], P[ci * 576 + (co + 13) * 9 + 6], P[ci * 576 + (co + 14) * 9 + 6], P[ci * 576 + (co + 15) * 9 + 6]};
@@ -5763,9 +5759,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
+    for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[(co + 0) * 1152 + ci * 9 + 0], P[(co + 1) * 1152 + ci * 9 + 0], P[(co + 2) * 1152 + ci * 9 + 0], P[(co + 3) * 1152 + ci * 9 + 0], P[(co + 4) * 1152 + ci * 9 + 0], P[(co + 5) * 1152 + ci * 9 + 0], P[(co + 6) * 1152 + ci * 9 + 0], P[(co + 7) * 1152 + ci * 9 + 0], P[(co + 8) * 1152 + ci * 9 + 0], P[(co + 9) * 1152 + ci * 9 + 0], P[(co + 10) * 1152 + ci * 9 + 0], P[(co + 11) * 1152 + ci * 9 + 0], P[(co + 12) * 1152 + ci * 9 + 0], P[(co + 13) * 1152 + ci * 9 + 0], P[(co + 14) * 1152 + ci * 9 + 0], P[(co + 15) * 1152 + ci * 9 + 0]};
             const cg_v g1 = {P[(co + 0) * 1152 + ci * 9 + 1], P[(co + 1) * 1152 + ci * 9 + 1], P[(co + 2) * 1152 + ci * 9 + 1], P[(co + 3) * 1152 + ci * 9 + 1], P[(co + 4) * 1152 + ci * 9 + 1], P[(co + 5) * 1152 + ci * 9 + 1], P[(co + 6) * 1152 + ci * 9 + 1], P[(co + 7) * 1152 + ci * 9 + 1], P[(co + 8) * 1152 + ci * 9 + 1], P[(co + 9) * 1152 + ci * 9 + 1], P[(co + 10) * 1152 + ci * 9 + 1], P[(co + 11) * 1152 + ci * 9 + 1], P[(co + 12) * 1152 + ci * 9 + 1], P[(co + 13) * 1152 + ci * 9 + 1], P[(co + 14) * 1152 + ci * 9 + 1], P[(co + 15) * 1152 + ci * 9 + 1]};
             const cg_v g2 = {P[(co + 0) * 1152 + ci * 9 + 2], P[(co + 1) * 1152 + ci * 9 + 2], P[(co + 2) * 1152 + ci * 9 + 2], P[(co + 3) * 1152 + ci * 9 + 2], P[(co + 4) * 1152 + ci * 9 + 2], P[(co + 5) * 1152 + ci * 9 + 2], P[(co + 6) * 1152 + ci * 9 + 2], P[(co + 7) * 1152 + ci * 9 + 2], P[(co + 8) * 1152 + ci * 9 + 2], P[(co + 9) * 1152 + ci * 9 + 2], P[(co + 10) * 1152 + ci * 9 + 2], P[(co + 11) * 1152 + ci * 9 + 2], P[(co + 12) * 1152 + ci * 9 + 2], P[(co + 13) * 1152 + ci * 9 + 2], P[(co + 14) * 1152 + ci * 9 + 2], P[(co + 15) * 1152 + ci * 9 + 2]};
@@ -6762,9 +6757,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
     float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 8; cb++) {
+    for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
-            const int co = cb * 16;
             const cg_v g0 = {P[ci * 1152 + (co + 0) * 9 + 8], P[ci * 1152 + (co + 1) * 9 + 8], P[ci * 1152 + (co + 2) * 9 + 8], P[ci * 1152 + (co + 3) * 9 + 8], P[ci * 1152 + (co + 4) * 9 + 8], P[ci * 1152 + (co + 5) * 9 + 8], P[ci * 1152 + (co + 6) * 9 + 8], P[ci * 1152 + (co + 7) * 9 + 8], P[ci * 1152 + (co + 8) * 9 + 8], P[ci * 1152 + (co + 9) * 9 + 8], P[ci * 1152 + (co + 10) * 9 + 8], P[ci * 1152 + (co + 11) * 9 + 8], P[ci * 1152 + (co + 12) * 9 + 8], P[ci * 1152 + (co + 13) * 9 + 8], P[ci * 1152 + (co + 14) * 9 + 8], P[ci * 1152 + (co + 15) * 9 + 8]};
             const cg_v g1 = {P[ci * 1152 + (co + 0) * 9 + 7], P[ci * 1152 + (co + 1) * 9 + 7], P[ci * 1152 + (co + 2) * 9 + 7], P[ci * 1152 + (co + 3) * 9 + 7], P[ci * 1152 + (co + 4) * 9 + 7], P[ci * 1152 + (co + 5) * 9 + 7], P[ci * 1152 + (co + 6) * 9 + 7], P[ci * 1152 + (co + 7) * 9 + 7], P[ci * 1152 + (co + 8) * 9 + 7], P[ci * 1152 + (co + 9) * 9 + 7], P[ci * 1152 + (co + 10) * 9 + 7], P[ci * 1152 + (co + 11) * 9 + 7], P[ci * 1152 + (co + 12) * 9 + 7], P[ci * 1152 + (co + 13) * 9 + 7], P[ci * 1152 + (co + 14) * 9 + 7], P[ci * 1152 + (co + 15) * 9 + 7]};
             const cg_v g2 = {P[ci * 1152 + (co + 0) * 9 + 6], P[ci * 1152 + (co + 1) * 9 + 6], P[ci * 1152 + (co + 2) * 9 + 6], P[ci * 1152 + (co + 3) * 9 + 6], P[ci * 1152 + (co + 4) * 9 + 6], P[ci * 1152 + (co + 5) * 9 + 6], P[ci * 1152 + (co + 6) * 9 + 6], P[ci * 1152 + (co + 7) * 9 + 6], P[ci * 1152 + (co + 8) * 9 + 6], P[ci * 1152 + (co + 9) * 9 + 6], P[ci * 1152 + (co + 10) * 9 + 6], P[ci * 1152 + (co + 11) * 9 + 6], P[ci * 1152 + (co + 12) * 9 + 6], P[ci * 1152 + (co + 13) * 9 + 6], P[ci * 1152 + (co + 14) * 9 + 6], P[ci * 1152 + (co + 15) * 9 + 6]};

@@ -132,18 +132,15 @@ function M.weight_transform(C, a, n, body, par, V)
   C:line("float *restrict U = S; /* [%d][%d][%d]: G g G^T per channel pair */", n * n, a.nci, a.nco)
   if par then C:line("CG_PARALLEL_FOR") end
   local vec = V and V > 1 and a.nco % V == 0
+  C:open("for (int co = 0; co < %d; %s) {", a.nco, vec and ("co += " .. V) or "co++")
+  C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
   if vec then
-    C:open("for (int cb = 0; cb < %d; cb++) {", a.nco // V)
-    C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
-    C:line("const int co = cb * %d;", V)
     for k = 0, 8 do
       local e = {}
       for l = 0, V - 1 do e[#e + 1] = a.wt(string.format("(co + %d)", l), "ci", k) end
       C:line("const cg_v g%d = {%s};", k, table.concat(e, ", "))
     end
   else
-    C:open("for (int co = 0; co < %d; co++) {", a.nco)
-    C:open("for (int ci = 0; ci < %d; ci++) {", a.nci)
     local gs = {}
     for k = 0, 8 do gs[#gs + 1] = string.format("g%d = %s", k, a.wt("co", "ci", k)) end
     C:line("const float %s;", table.concat(gs, ", "))
