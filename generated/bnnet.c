@@ -34,11 +34,15 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(dynamic)")
+#define CG_PARALLEL _Pragma("omp parallel")
+#define CG_FOR2_NOWAIT _Pragma("omp for collapse(2) schedule(dynamic) nowait")
 #define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
 #define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL
+#define CG_FOR2_NOWAIT
 #define CG_PARALLEL_SECTIONS
 #define CG_SECTION
 #endif
@@ -1936,12 +1940,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int ty = 0; ty < 7; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 4; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2219,7 +2225,13 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 6) { /* tile rows 1..5: input rows all inside */
+        }
+        /* tile rows 1..5: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 4; v0 += 1) {
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2497,7 +2509,13 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 6..6: input rows zeros at 3 */
+        }
+        /* tile rows 6..6: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 4; v0 += 1) {
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2918,12 +2936,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 4; v0 += 1) {
-        for (int ty = 0; ty < 7; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 4; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -3201,7 +3221,13 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 6) { /* tile rows 1..5: input rows all inside */
+        }
+        /* tile rows 1..5: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 4; v0 += 1) {
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -3479,7 +3505,13 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 6..6: input rows zeros at 3 */
+        }
+        /* tile rows 6..6: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 4; v0 += 1) {
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {

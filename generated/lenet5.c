@@ -33,11 +33,15 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(dynamic)")
+#define CG_PARALLEL _Pragma("omp parallel")
+#define CG_FOR2_NOWAIT _Pragma("omp for collapse(2) schedule(dynamic) nowait")
 #define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
 #define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL
+#define CG_FOR2_NOWAIT
 #define CG_PARALLEL_SECTIONS
 #define CG_SECTION
 #endif

@@ -90,11 +90,15 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(dynamic)")
+#define CG_PARALLEL _Pragma("omp parallel")
+#define CG_FOR2_NOWAIT _Pragma("omp for collapse(2) schedule(dynamic) nowait")
 #define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
 #define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL
+#define CG_FOR2_NOWAIT
 #define CG_PARALLEL_SECTIONS
 #define CG_SECTION
 #endif
@@ -1948,12 +1952,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 28; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2231,7 +2237,13 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 27) { /* tile rows 1..26: input rows all inside */
+        }
+        /* tile rows 1..26: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 27; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2509,7 +2521,13 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 27..27: input rows zeros at 3 */
+        }
+        /* tile rows 27..27: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 27; ty < 28; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2930,12 +2948,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 28; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -3213,7 +3233,13 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 27) { /* tile rows 1..26: input rows all inside */
+        }
+        /* tile rows 1..26: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 27; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -3491,7 +3517,13 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 27..27: input rows zeros at 3 */
+        }
+        /* tile rows 27..27: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 27; ty < 28; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -3902,12 +3934,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 28; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -4185,7 +4219,13 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 27) { /* tile rows 1..26: input rows all inside */
+        }
+        /* tile rows 1..26: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 27; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -4463,7 +4503,13 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 27..27: input rows zeros at 3 */
+        }
+        /* tile rows 27..27: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 27; ty < 28; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -6393,12 +6439,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 14; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -6676,7 +6724,13 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 13) { /* tile rows 1..12: input rows all inside */
+        }
+        /* tile rows 1..12: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 13; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -6954,7 +7008,13 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 13..13: input rows zeros at 3 */
+        }
+        /* tile rows 13..13: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 13; ty < 14; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -7375,12 +7435,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 14; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -7658,7 +7720,13 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 13) { /* tile rows 1..12: input rows all inside */
+        }
+        /* tile rows 1..12: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 13; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -7936,7 +8004,13 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 13..13: input rows zeros at 3 */
+        }
+        /* tile rows 13..13: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 13; ty < 14; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -8658,12 +8732,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 14; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -8941,7 +9017,13 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 13) { /* tile rows 1..12: input rows all inside */
+        }
+        /* tile rows 1..12: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 13; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -9219,7 +9301,13 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 13..13: input rows zeros at 3 */
+        }
+        /* tile rows 13..13: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 13; ty < 14; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {

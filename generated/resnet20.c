@@ -94,11 +94,15 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(dynamic)")
+#define CG_PARALLEL _Pragma("omp parallel")
+#define CG_FOR2_NOWAIT _Pragma("omp for collapse(2) schedule(dynamic) nowait")
 #define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
 #define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL
+#define CG_FOR2_NOWAIT
 #define CG_PARALLEL_SECTIONS
 #define CG_SECTION
 #endif
@@ -1956,12 +1960,14 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 3072, t30); VSTORE(u + 3328, 0.5f * (t30 + t31 + t32)); VSTORE(u + 3584, 0.5f * (t30 - t31 + t32)); VSTORE(u + 3840, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 14; ty++) {
-            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -2239,7 +2245,13 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 13) { /* tile rows 1..12: input rows all inside */
+        }
+        /* tile rows 1..12: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 13; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -2517,7 +2529,13 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 13..13: input rows zeros at 3 */
+        }
+        /* tile rows 13..13: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 13; ty < 14; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -3383,12 +3401,14 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 3072, t30); VSTORE(u + 3328, 0.5f * (t30 + t31 + t32)); VSTORE(u + 3584, 0.5f * (t30 - t31 + t32)); VSTORE(u + 3840, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 14; ty++) {
-            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -3666,7 +3686,13 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 13) { /* tile rows 1..12: input rows all inside */
+        }
+        /* tile rows 1..12: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 13; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -3944,7 +3970,13 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 13..13: input rows zeros at 3 */
+        }
+        /* tile rows 13..13: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 13; ty < 14; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -4270,12 +4302,14 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 3072, t30); VSTORE(u + 3328, 0.5f * (t30 + t31 + t32)); VSTORE(u + 3584, 0.5f * (t30 - t31 + t32)); VSTORE(u + 3840, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 14; ty++) {
-            cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
-            cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -4553,7 +4587,13 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 13) { /* tile rows 1..12: input rows all inside */
+        }
+        /* tile rows 1..12: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 13; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -4831,7 +4871,13 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 13..13: input rows zeros at 3 */
+        }
+        /* tile rows 13..13: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 13; ty < 14; ty++) {
+                cg_v vb[256]; /* [16][16][TB]: B^T d B of each input channel */
+                cg_v mb[256]; /* [16][16][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
@@ -6805,12 +6851,14 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 12288, t30); VSTORE(u + 13312, 0.5f * (t30 + t31 + t32)); VSTORE(u + 14336, 0.5f * (t30 - t31 + t32)); VSTORE(u + 15360, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 7; ty++) {
-            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -7088,7 +7136,13 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 6) { /* tile rows 1..5: input rows all inside */
+        }
+        /* tile rows 1..5: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -7366,7 +7420,13 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 6..6: input rows zeros at 3 */
+        }
+        /* tile rows 6..6: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -8582,12 +8642,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 12288, t30); VSTORE(u + 13312, 0.5f * (t30 + t31 + t32)); VSTORE(u + 14336, 0.5f * (t30 - t31 + t32)); VSTORE(u + 15360, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 7; ty++) {
-            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -8865,7 +8927,13 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 6) { /* tile rows 1..5: input rows all inside */
+        }
+        /* tile rows 1..5: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -9143,7 +9211,13 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 6..6: input rows zeros at 3 */
+        }
+        /* tile rows 6..6: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -9863,12 +9937,14 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 12288, t30); VSTORE(u + 13312, 0.5f * (t30 + t31 + t32)); VSTORE(u + 14336, 0.5f * (t30 - t31 + t32)); VSTORE(u + 15360, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 7; ty++) {
-            cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
-            cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -10146,7 +10222,13 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 6) { /* tile rows 1..5: input rows all inside */
+        }
+        /* tile rows 1..5: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -10424,7 +10506,13 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 6..6: input rows zeros at 3 */
+        }
+        /* tile rows 6..6: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[512]; /* [16][32][TB]: B^T d B of each input channel */
+                cg_v mb[512]; /* [16][32][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
@@ -12374,12 +12462,14 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 4; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -12653,7 +12743,13 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 3) { /* tile rows 1..2: input rows all inside */
+        }
+        /* tile rows 1..2: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 3; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -12927,7 +13023,13 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 3..3: input rows zeros at 2, 3, one output */
+        }
+        /* tile rows 3..3: input rows zeros at 2, 3, one output */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 3; ty < 4; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -14127,12 +14229,14 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 4; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -14406,7 +14510,13 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 3) { /* tile rows 1..2: input rows all inside */
+        }
+        /* tile rows 1..2: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 3; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -14680,7 +14790,13 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 3..3: input rows zeros at 2, 3, one output */
+        }
+        /* tile rows 3..3: input rows zeros at 2, 3, one output */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 3; ty < 4; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -15390,12 +15506,14 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 8; v0 += 1) {
-        for (int ty = 0; ty < 4; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -15669,7 +15787,13 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 3) { /* tile rows 1..2: input rows all inside */
+        }
+        /* tile rows 1..2: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 1; ty < 3; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -15943,7 +16067,13 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 3..3: input rows zeros at 2, 3, one output */
+        }
+        /* tile rows 3..3: input rows zeros at 2, 3, one output */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 8; v0 += 1) {
+            for (int ty = 3; ty < 4; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {

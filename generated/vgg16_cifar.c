@@ -58,11 +58,15 @@ typedef float cg_v __attribute__((vector_size(64), aligned(4), may_alias));
 #ifdef _OPENMP
 #define CG_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define CG_PARALLEL_FOR2 _Pragma("omp parallel for collapse(2) schedule(dynamic)")
+#define CG_PARALLEL _Pragma("omp parallel")
+#define CG_FOR2_NOWAIT _Pragma("omp for collapse(2) schedule(dynamic) nowait")
 #define CG_PARALLEL_SECTIONS _Pragma("omp parallel sections")
 #define CG_SECTION _Pragma("omp section")
 #else
 #define CG_PARALLEL_FOR
 #define CG_PARALLEL_FOR2
+#define CG_PARALLEL
+#define CG_FOR2_NOWAIT
 #define CG_PARALLEL_SECTIONS
 #define CG_SECTION
 #endif
@@ -1978,12 +1982,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 16; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2264,7 +2270,13 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 15) { /* tile rows 1..14: input rows all inside */
+        }
+        /* tile rows 1..14: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 15; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2545,7 +2557,13 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 15..15: input rows zeros at 3 */
+        }
+        /* tile rows 15..15: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 15; ty < 16; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -2976,12 +2994,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 49152, t30); VSTORE(u + 53248, 0.5f * (t30 + t31 + t32)); VSTORE(u + 57344, 0.5f * (t30 - t31 + t32)); VSTORE(u + 61440, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 16; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -3259,7 +3279,13 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 15) { /* tile rows 1..14: input rows all inside */
+        }
+        /* tile rows 1..14: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 15; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -3537,7 +3563,13 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 15..15: input rows zeros at 3 */
+        }
+        /* tile rows 15..15: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 15; ty < 16; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -3905,12 +3937,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 8; ty++) {
-            cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -4191,7 +4225,13 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+        }
+        /* tile rows 1..6: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 7; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -4472,7 +4512,13 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 7..7: input rows zeros at 3 */
+        }
+        /* tile rows 7..7: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 7; ty < 8; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
@@ -4903,12 +4949,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -5186,7 +5234,13 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+        }
+        /* tile rows 1..6: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 7; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -5464,7 +5518,13 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 7..7: input rows zeros at 3 */
+        }
+        /* tile rows 7..7: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 7; ty < 8; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -5780,12 +5840,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -6066,7 +6128,13 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+        }
+        /* tile rows 1..6: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 7; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -6347,7 +6415,13 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                     }
                 }
             }
-            else { /* tile rows 7..7: input rows zeros at 3 */
+        }
+        /* tile rows 7..7: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 7; ty < 8; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -6778,12 +6852,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             VSTORE(u + 196608, t30); VSTORE(u + 212992, 0.5f * (t30 + t31 + t32)); VSTORE(u + 229376, 0.5f * (t30 - t31 + t32)); VSTORE(u + 245760, t32);
         }
     }
-    CG_PARALLEL_FOR2
-    for (int v0 = 0; v0 < 2; v0 += 1) {
-        for (int ty = 0; ty < 8; ty++) {
-            cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
-            cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
-            if (ty < 1) { /* tile rows 0..0: input rows zeros at 0 */
+    CG_PARALLEL
+    {
+        /* tile rows 0..0: input rows zeros at 0 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 0; ty < 1; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -7061,7 +7137,13 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else if (ty < 7) { /* tile rows 1..6: input rows all inside */
+        }
+        /* tile rows 1..6: input rows all inside */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 1; ty < 7; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
@@ -7339,7 +7421,13 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                     }
                 }
             }
-            else { /* tile rows 7..7: input rows zeros at 3 */
+        }
+        /* tile rows 7..7: input rows zeros at 3 */
+        CG_FOR2_NOWAIT
+        for (int v0 = 0; v0 < 2; v0 += 1) {
+            for (int ty = 7; ty < 8; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {

@@ -924,7 +924,8 @@ end
 
 -- The SIMD vocabulary of the emitters for vectors of V floats; openmp: loops marked
 -- CG_PARALLEL_FOR (one loop) and CG_PARALLEL_FOR2 (two nested loops split together) run
--- on all threads with -fopenmp (the inference export has none).
+-- on all threads with -fopenmp, as do CG_FOR2_NOWAIT's loops inside a CG_PARALLEL
+-- region (the inference export has none).
 local function simd_prelude(O, V, openmp)
   O:line("/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */")
   O:line("#if defined(__GNUC__) && !defined(__clang__)")
@@ -949,17 +950,23 @@ local function simd_prelude(O, V, openmp)
     -- guided 0.980 of dynamic. (Dynamic for every loop, the fine-grained elementwise ones
     -- too: 0.32x; bench/RESULTS.md, session 23: 0.19x.)
     O:line("#define CG_PARALLEL_FOR2 _Pragma(\"omp parallel for collapse(2) schedule(dynamic)\")")
+    O:line("#define CG_PARALLEL _Pragma(\"omp parallel\")")
+    O:line("#define CG_FOR2_NOWAIT _Pragma(\"omp for collapse(2) schedule(dynamic) nowait\")")
     O:line("#define CG_PARALLEL_SECTIONS _Pragma(\"omp parallel sections\")")
     O:line("#define CG_SECTION _Pragma(\"omp section\")")
     O:line("#else")
     O:line("#define CG_PARALLEL_FOR")
     O:line("#define CG_PARALLEL_FOR2")
+    O:line("#define CG_PARALLEL")
+    O:line("#define CG_FOR2_NOWAIT")
     O:line("#define CG_PARALLEL_SECTIONS")
     O:line("#define CG_SECTION")
     O:line("#endif")
   else
     O:line("#define CG_PARALLEL_FOR")
     O:line("#define CG_PARALLEL_FOR2")
+    O:line("#define CG_PARALLEL")
+    O:line("#define CG_FOR2_NOWAIT")
     O:line("#define CG_PARALLEL_SECTIONS")
     O:line("#define CG_SECTION")
   end

@@ -186,31 +186,36 @@ function M.emit(C, L, R, V, a)
 end
 
 -- The tile loops of a pass with m x m output tiles: one loop nest over lane blocks and
--- tile rows (CG_PARALLEL_FOR2), the row's class chosen by a test per row, one tx loop
--- per class of tile columns, body(C, a, R, V, rc, cc) for a tile (conv_wino4.lua's
--- too). One parallel loop for all the rows (it was one per class of rows: ResNet-20's
--- boundary rows made loops of 4 to 8 iterations, each with its own barrier).
+-- tile rows per class of tile rows, one tx loop per class of tile columns, body(C, a, R,
+-- V, rc, cc) for a tile (conv_wino4.lua's too). Threaded, the nests share one parallel
+-- region (CG_PARALLEL) and each hands out its iterations without a barrier at its end
+-- (CG_FOR2_NOWAIT): a thread done with its share of one class of rows starts on the
+-- next (ResNet-20's boundary classes are nests of 4 to 8 iterations, each had its own
+-- fork and barrier), and every class is still resolved at generation time.
 function M.tiles(C, L, a, NV, m, body, R, V)
   local geo, TB, np = a.geo, a.tile.TB, (m + 2) * (m + 2)
   local rcs = classes(geo.T[1], geo.I[1], geo.lo[1], geo.O[1], m)
   local ccs = classes(geo.T[2], geo.I[2], geo.lo[2], geo.O[2], m)
-  if L.parallel then C:line("CG_PARALLEL_FOR2") end
-  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
-  C:open("for (int ty = 0; ty < %d; ty++) {", geo.T[1])
-  C:line("cg_v vb[%d]; /* [%d][%d][TB]: B^T d B of each input channel */", np * a.nci * TB, np, a.nci)
-  C:line("cg_v mb[%d]; /* [%d][%d][TB]: the products summed over the input channels */", np * a.nco * TB, np, a.nco)
-  for k, rc in ipairs(rcs) do
-    local cond = k == #rcs and "" or string.format("if (ty < %d) ", rc.hi + 1)
-    C:open("%s%s{ /* tile rows %d..%d: input rows %s */", k == 1 and "" or "else ", cond, rc.lo, rc.hi, M.describe(rc))
+  if L.parallel then
+    C:line("CG_PARALLEL")
+    C:open("{")
+  end
+  for _, rc in ipairs(rcs) do
+    C:line("/* tile rows %d..%d: input rows %s */", rc.lo, rc.hi, M.describe(rc))
+    if L.parallel then C:line("CG_FOR2_NOWAIT") end
+    C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TB)
+    C:open("for (int ty = %d; ty < %d; ty++) {", rc.lo, rc.hi + 1)
+    C:line("cg_v vb[%d]; /* [%d][%d][TB]: B^T d B of each input channel */", np * a.nci * TB, np, a.nci)
+    C:line("cg_v mb[%d]; /* [%d][%d][TB]: the products summed over the input channels */", np * a.nco * TB, np, a.nco)
     for _, cc in ipairs(ccs) do
       C:open("for (int tx = %d; tx < %d; tx++) { /* input columns %s */", cc.lo, cc.hi + 1, M.describe(cc))
       body(C, a, R, V, rc, cc)
       C:close()
     end
     C:close()
+    C:close()
   end
-  C:close()
-  C:close()
+  if L.parallel then C:close() end
 end
 
 -- "all inside", or which of the block's input rows (columns) are zeros, and how many
