@@ -22,7 +22,7 @@
 --
 -- The input (x or dy) is read where it is: the tiles fall in classes along each axis by
 -- which of their 4 input rows (columns) lie in the padding, and each class has its own
--- transform code with those loads replaced by zeros (a test per row of tiles, none per load).
+-- transform code with those loads replaced by zeros (no test in the code).
 -- The transformed weights U are recomputed each call ([16][channels in][channels out],
 -- 16 x the weights, the layer's scratch).
 local M = {}
@@ -162,9 +162,9 @@ end
 --   bias(co): the C expression of output channel co's bias, or nil
 --   tile:  {TC, TB}
 -- }
--- A block of code per class of tile rows (chosen by a test per row), and in it one tx
--- loop per class of tile columns: which loads are zeros and which outputs are stored
--- is known at generation time, and the code has no test per tile or load.
+-- One loop nest per class of tile rows, and in it one tx loop per class of tile
+-- columns: which loads are zeros and which outputs are stored is known at generation
+-- time, and the code has no test.
 function M.emit(C, L, R, V, a)
   local NV = R // V
   local nci, nco = a.nci, a.nco

@@ -16,7 +16,7 @@
 -- The transforms cost more per output than F(2x2)'s (constants other than +-1), the
 -- products ~44 % less; the code is laid out as conv_wino.lua's: tiles in classes along
 -- each axis (which of the 6 input rows are padding, how many of the 4 outputs are
--- stored), code of its own per class, a test per row of tiles and none per load.
+-- stored), one loop nest per class, no test in the code.
 local M = {}
 local wino = require("layers.conv_wino")
 
