@@ -886,29 +886,31 @@ static char *function_body(const char *sig)
     return b;
 }
 
+/* the first place at or after from where w stands in s as a word (not inside a longer
+ * identifier), or NULL */
+static const char *find_word(const char *s, const char *from, const char *w)
+{
+    size_t wl = strlen(w);
+    for (const char *p = strstr(from, w); p; p = strstr(p + 1, w)) {
+        int before = p > s && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
+        int after = isalnum((unsigned char)p[wl]) || p[wl] == '_';
+        if (!before && !after) return p;
+    }
+    return NULL;
+}
+
 static int count_word(const char *s, const char *w)
 {
     int n = 0;
-    size_t wl = strlen(w);
-    for (const char *p = strstr(s, w); p; p = strstr(p + 1, w)) {
-        int before = p > s && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
-        int after = isalnum((unsigned char)p[wl]) || p[wl] == '_';
-        if (!before && !after) n++;
-    }
+    for (const char *p = find_word(s, s, w); p; p = find_word(s, p + 1, w)) n++;
     return n;
 }
 
-/* where the word w first stands in s, 400 characters back (s if w is not there): the
- * text a failure message quotes (Check exits with status 2 on a message over 4 KiB) */
-static const char *near_word(const char *s, const char *w)
+/* the text a failure message quotes: from 400 characters before p in s (s if p is NULL);
+ * Check exits with status 2 on a message over 4 KiB, so the messages take 1000 of it */
+static const char *quote_at(const char *s, const char *p)
 {
-    size_t wl = strlen(w);
-    for (const char *p = strstr(s, w); p; p = strstr(p + 1, w)) {
-        int before = p > s && (isalnum((unsigned char)p[-1]) || p[-1] == '_');
-        int after = isalnum((unsigned char)p[wl]) || p[wl] == '_';
-        if (!before && !after) return p - s > 400 ? p - 400 : s;
-    }
-    return s;
+    return p && p - s > 400 ? p - 400 : s;
 }
 
 static int count_str(const char *s, const char *w)
@@ -997,10 +999,13 @@ static void check_pad3_no_branches(const char *form)
         ck_assert_msg(count_word(b, "for") > 1, "pad3.c (%s) %s: expected looped code (more than the batch loop):\n%.2000s",
                       what, name, b);
         ck_assert_msg(count_word(b, "if") == 0, "pad3.c (%s) %s: contains 'if' (padding not resolved at generation time):\n...%.1000s",
-                      what, name, near_word(b, "if"));
-        ck_assert_msg(strchr(b, '?') == NULL, "pad3.c (%s) %s: contains a ?: conditional:\n%.2000s", what, name, b);
-        ck_assert_msg(strchr(b, '%') == NULL, "pad3.c (%s) %s: contains a runtime %% in the code:\n%.2000s", what, name, b);
-        ck_assert_msg(strchr(b, '/') == NULL, "pad3.c (%s) %s: contains a runtime division in the code:\n%.2000s", what, name, b);
+                      what, name, quote_at(b, find_word(b, b, "if")));
+        ck_assert_msg(strchr(b, '?') == NULL, "pad3.c (%s) %s: contains a ?: conditional:\n...%.1000s", what, name,
+                      quote_at(b, strchr(b, '?')));
+        ck_assert_msg(strchr(b, '%') == NULL, "pad3.c (%s) %s: contains a runtime %% in the code:\n...%.1000s", what, name,
+                      quote_at(b, strchr(b, '%')));
+        ck_assert_msg(strchr(b, '/') == NULL, "pad3.c (%s) %s: contains a runtime division in the code:\n...%.1000s", what,
+                      name, quote_at(b, strchr(b, '/')));
         free(name);
         free(b);
         nfn++;

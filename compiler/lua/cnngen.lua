@@ -922,10 +922,25 @@ local function int_list(t, n)
   return "{" .. table.concat(r, ", ") .. "}"
 end
 
--- The SIMD vocabulary of the emitters for vectors of V floats; openmp: loops marked
--- CG_PARALLEL_FOR (one loop) and CG_PARALLEL_FOR2 (two nested loops split together) run
--- on all threads with -fopenmp, as do CG_FOR2_NOWAIT's loops inside a CG_PARALLEL
--- region (the inference export has none).
+-- The parallel-loop macros of the generated code and their OpenMP pragmas (empty
+-- without -fopenmp and in the inference export). The two-loop ones' iterations are
+-- coarse (a tile row of a lane block, a channel block of one): handed out one at a
+-- time, a thread that the VM slows for a while takes fewer of them, where the static
+-- split made the other wait at the barrier. ResNet-20 b64, 2-core Zen 3, bench/ab.py:
+-- 1.025 (1.003-1.064), 1.060 (1.019-1.089); guided 0.980 of dynamic. (Dynamic for
+-- every loop, the fine-grained elementwise ones too: 0.32x; bench/RESULTS.md, session
+-- 23: 0.19x.) CG_FOR2_NOWAIT's nests sit in a CG_PARALLEL region (conv_wino.lua).
+local PARALLEL_MACROS = {
+  {"CG_PARALLEL_FOR", "omp parallel for schedule(static)"},
+  {"CG_PARALLEL_FOR2", "omp parallel for collapse(2) schedule(dynamic)"},
+  {"CG_PARALLEL", "omp parallel"},
+  {"CG_FOR2_NOWAIT", "omp for collapse(2) schedule(dynamic) nowait"},
+  {"CG_PARALLEL_SECTIONS", "omp parallel sections"},
+  {"CG_SECTION", "omp section"},
+}
+
+-- The SIMD vocabulary of the emitters for vectors of V floats; openmp: the loops marked
+-- with PARALLEL_MACROS run on all threads with -fopenmp (the inference export has none).
 local function simd_prelude(O, V, openmp)
   O:line("/* a += b * c compiles to one FMA (gcc turns contraction off under -std=c11) */")
   O:line("#if defined(__GNUC__) && !defined(__clang__)")
@@ -942,33 +957,12 @@ local function simd_prelude(O, V, openmp)
     O:line("/* loops whose iterations write disjoint outputs run on all threads with -fopenmp (the")
     O:line(" * two-loop ones, of coarse iterations, hand them out one at a time) */")
     O:line("#ifdef _OPENMP")
-    O:line("#define CG_PARALLEL_FOR _Pragma(\"omp parallel for schedule(static)\")")
-    -- the 2-D loops' iterations are coarse (a tile row of a lane block, a channel block
-    -- of one): handed out one at a time, a thread that the VM slows for a while takes
-    -- fewer of them, where the static split made the other wait at the barrier.
-    -- ResNet-20 b64, 2-core Zen 3, bench/ab.py: 1.025 (1.003-1.064), 1.060 (1.019-1.089);
-    -- guided 0.980 of dynamic. (Dynamic for every loop, the fine-grained elementwise ones
-    -- too: 0.32x; bench/RESULTS.md, session 23: 0.19x.)
-    O:line("#define CG_PARALLEL_FOR2 _Pragma(\"omp parallel for collapse(2) schedule(dynamic)\")")
-    O:line("#define CG_PARALLEL _Pragma(\"omp parallel\")")
-    O:line("#define CG_FOR2_NOWAIT _Pragma(\"omp for collapse(2) schedule(dynamic) nowait\")")
-    O:line("#define CG_PARALLEL_SECTIONS _Pragma(\"omp parallel sections\")")
-    O:line("#define CG_SECTION _Pragma(\"omp section\")")
+    for _, m in ipairs(PARALLEL_MACROS) do O:line("#define %s _Pragma(\"%s\")", m[1], m[2]) end
     O:line("#else")
-    O:line("#define CG_PARALLEL_FOR")
-    O:line("#define CG_PARALLEL_FOR2")
-    O:line("#define CG_PARALLEL")
-    O:line("#define CG_FOR2_NOWAIT")
-    O:line("#define CG_PARALLEL_SECTIONS")
-    O:line("#define CG_SECTION")
+    for _, m in ipairs(PARALLEL_MACROS) do O:line("#define %s", m[1]) end
     O:line("#endif")
   else
-    O:line("#define CG_PARALLEL_FOR")
-    O:line("#define CG_PARALLEL_FOR2")
-    O:line("#define CG_PARALLEL")
-    O:line("#define CG_FOR2_NOWAIT")
-    O:line("#define CG_PARALLEL_SECTIONS")
-    O:line("#define CG_SECTION")
+    for _, m in ipairs(PARALLEL_MACROS) do O:line("#define %s", m[1]) end
   end
   O:line("typedef int cg_vi __attribute__((vector_size(%d)));", V * 4)
   O:line("#define VSEL(u, a, b) ((cg_v)(((cg_vi)(a) & (u)) | ((cg_vi)(b) & ~(u))))")
