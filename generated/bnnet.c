@@ -1913,7 +1913,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x14x14 -> 128x14x14 (specs/bnnet.yaml:17:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
 static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
@@ -1968,7 +1968,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -1985,8 +1985,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2004,39 +2010,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2060,7 +2145,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2077,8 +2162,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2096,39 +2187,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2152,7 +2322,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2169,8 +2339,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2188,39 +2364,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2252,7 +2507,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2269,8 +2524,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2288,39 +2549,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2344,7 +2684,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2361,8 +2701,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2380,39 +2726,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2436,7 +2861,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2453,8 +2878,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2472,39 +2903,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2536,7 +3046,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2553,8 +3063,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2572,39 +3088,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2628,7 +3223,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2645,8 +3240,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2664,39 +3265,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2720,7 +3400,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2737,8 +3417,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2756,39 +3442,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 64, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 960, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -2964,7 +3729,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2981,8 +3746,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3000,39 +3771,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3056,7 +3906,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3073,8 +3923,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3092,39 +3948,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3148,7 +4083,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3165,8 +4100,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3184,39 +4125,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3248,7 +4268,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3265,8 +4285,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3284,39 +4310,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3340,7 +4445,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3357,8 +4462,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3376,39 +4487,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3432,7 +4622,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3449,8 +4639,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3468,39 +4664,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3532,7 +4807,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3549,8 +4824,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3568,39 +4849,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3624,7 +4984,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3641,8 +5001,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3660,39 +5026,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -3716,7 +5161,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3733,8 +5178,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3752,39 +5203,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 64, y01);
-                                VSTORE(dx + o + 896, y10);
-                                VSTORE(dx + o + 960, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -4480,7 +6010,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 12544, .out_size = 25088, .act_offset = 7275520, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},

@@ -1925,7 +1925,7 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
 static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
@@ -1980,7 +1980,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -1997,8 +1997,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2016,39 +2022,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2072,7 +2157,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2089,8 +2174,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2108,39 +2199,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2164,7 +2334,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2181,8 +2351,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2200,39 +2376,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2264,7 +2519,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2281,8 +2536,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2300,39 +2561,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2356,7 +2696,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2373,8 +2713,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2392,39 +2738,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2448,7 +2873,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2465,8 +2890,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2484,39 +2915,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2548,7 +3058,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2565,8 +3075,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2584,39 +3100,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2640,7 +3235,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2657,8 +3252,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2676,39 +3277,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2732,7 +3412,7 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2749,8 +3429,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2768,39 +3454,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1824, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1824, y11);
                         }
                     }
                 }
@@ -2976,7 +3741,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2993,8 +3758,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3012,39 +3783,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3068,7 +3918,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3085,8 +3935,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3104,39 +3960,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3160,7 +4095,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3177,8 +4112,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3196,39 +4137,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3260,7 +4280,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3277,8 +4297,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3296,39 +4322,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3352,7 +4457,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3369,8 +4474,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3388,39 +4499,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3444,7 +4634,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3461,8 +4651,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3480,39 +4676,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3544,7 +4819,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3561,8 +4836,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3580,39 +4861,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3636,7 +4996,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3653,8 +5013,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3672,39 +5038,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3728,7 +5173,7 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3745,8 +5190,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3764,39 +5215,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1824, VLOAD(dx + o + 1824) + y11);
                         }
                     }
                 }
@@ -3903,7 +5433,7 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:15:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
 /* l07_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l07_conv2d_backward: the code of l04_conv2d_backward */
@@ -3962,7 +5492,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3979,8 +5509,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3998,39 +5534,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4054,7 +5669,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4071,8 +5686,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4090,39 +5711,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4146,7 +5846,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4163,8 +5863,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4182,39 +5888,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4246,7 +6031,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4263,8 +6048,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4282,39 +6073,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4338,7 +6208,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4355,8 +6225,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4374,39 +6250,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4430,7 +6385,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4447,8 +6402,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4466,39 +6427,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4530,7 +6570,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4547,8 +6587,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4566,39 +6612,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4622,7 +6747,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4639,8 +6764,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4658,39 +6789,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4714,7 +6924,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4731,8 +6941,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4750,39 +6966,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 56 + 2 * ty) * 56 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1824, vdrelu(VLOAD(x + o + 1824), y11));
                         }
                     }
                 }
@@ -4870,7 +7165,7 @@ static void l09_add_backward(const float *restrict y, const float *restrict dy, 
 /* l10_relu_backward: none, layer 9 masks the dy it reads with the relu's derivative */
 
 /* layer 11: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:19:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
 /* l11_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l11_conv2d_backward: the code of l04_conv2d_backward */
@@ -4890,7 +7185,7 @@ static void l09_add_backward(const float *restrict y, const float *restrict dy, 
 /* l13_relu_backward: none, layer 14 masks its dx stores with the relu's derivative */
 
 /* layer 14: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:22:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
 /* l14_conv2d_forward: the code of l04_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l04_conv2d_backward */
@@ -6412,7 +8707,7 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l20_relu_backward: none, layer 21 masks its dx stores with the relu's derivative */
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
 static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
@@ -6467,7 +8762,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6484,8 +8779,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6503,39 +8804,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -6559,7 +8939,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6576,8 +8956,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6595,39 +8981,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -6651,7 +9116,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6668,8 +9133,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6687,39 +9158,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -6751,7 +9301,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6768,8 +9318,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6787,39 +9343,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -6843,7 +9478,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6860,8 +9495,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6879,39 +9520,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -6935,7 +9655,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6952,8 +9672,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6971,39 +9697,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -7035,7 +9840,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7052,8 +9857,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7071,39 +9882,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -7127,7 +10017,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7144,8 +10034,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7163,39 +10059,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -7219,7 +10194,7 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7236,8 +10211,14 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7255,39 +10236,118 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 32, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 928, y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 32, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 928, y11);
                         }
                     }
                 }
@@ -7463,7 +10523,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7480,8 +10540,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7499,39 +10565,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -7555,7 +10700,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7572,8 +10717,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7591,39 +10742,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -7647,7 +10877,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7664,8 +10894,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7683,39 +10919,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -7747,7 +11062,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7764,8 +11079,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7783,39 +11104,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -7839,7 +11239,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7856,8 +11256,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7875,39 +11281,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -7931,7 +11416,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7948,8 +11433,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7967,39 +11458,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -8031,7 +11601,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -8048,8 +11618,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -8067,39 +11643,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -8123,7 +11778,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -8140,8 +11795,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -8159,39 +11820,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -8215,7 +11955,7 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -8232,8 +11972,14 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -8251,39 +11997,118 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 928, vdrelu(VLOAD(x + o + 928), y11));
                         }
                     }
                 }
@@ -8701,7 +12526,7 @@ static void l25_add_backward(const float *restrict y, const float *restrict dy, 
 /* l26_relu_backward: none, layer 25 masks the dy it reads with the relu's derivative */
 
 /* layer 27: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:35:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
 /* l27_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l27_conv2d_backward: the code of l21_conv2d_backward */
@@ -8760,7 +12585,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -8777,8 +12602,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -8796,39 +12627,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -8852,7 +12762,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -8869,8 +12779,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -8888,39 +12804,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -8944,7 +12939,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -8961,8 +12956,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -8980,39 +12981,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9044,7 +13124,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -9061,8 +13141,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -9080,39 +13166,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9136,7 +13301,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -9153,8 +13318,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -9172,39 +13343,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9228,7 +13478,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -9245,8 +13495,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -9264,39 +13520,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9328,7 +13663,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -9345,8 +13680,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -9364,39 +13705,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9420,7 +13840,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -9437,8 +13857,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -9456,39 +13882,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9512,7 +14017,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -9529,8 +14034,14 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -9548,39 +14059,118 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 32, VLOAD(dx + o + 32) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 928, VLOAD(dx + o + 928) + y11);
                         }
                     }
                 }
@@ -9602,7 +14192,7 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l29_relu_backward: none, layer 30 masks its dx stores with the relu's derivative */
 
 /* layer 30: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:38:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
 /* l30_conv2d_forward: the code of l21_conv2d_forward */
 
 /* l30_conv2d_backward: the code of l21_conv2d_backward */
@@ -22474,7 +27064,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 62619648, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 4, .name = "layer1_0_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -22487,7 +27077,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 75464704, .lanes = 32, .line = 15, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 7, .name = "layer1_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -22504,7 +27094,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 88309760, .lanes = 32, .line = 19, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 12, .name = "layer1_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -22517,7 +27107,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
      .in_size = 200704, .out_size = 200704, .act_offset = 101154816, .lanes = 32, .line = 22, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 15, .name = "layer1_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 56, 56}, .ndim_out = 3, .out_shape = {64, 56, 56},
@@ -22547,7 +27137,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 120422400, .lanes = 32, .line = 29, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 23, .name = "layer2_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -22573,7 +27163,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 133267456, .lanes = 32, .line = 35, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded", .n_inputs = 1, .inputs = resnet18_inputs + 30, .name = "layer2_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
@@ -22586,7 +27176,7 @@ static const cg_layer resnet18_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},
      .in_size = 100352, .out_size = 100352, .act_offset = 139689984, .lanes = 32, .line = 38, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded", .n_inputs = 1, .inputs = resnet18_inputs + 33, .name = "layer2_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 28, 28}, .ndim_out = 3, .out_shape = {128, 28, 28},

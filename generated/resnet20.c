@@ -1988,7 +1988,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2006,7 +2006,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2025,38 +2025,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2080,7 +2078,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2098,7 +2096,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2117,38 +2115,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2172,7 +2168,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2190,7 +2186,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2209,38 +2205,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2272,7 +2266,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2290,7 +2284,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2309,38 +2303,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2364,7 +2356,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2382,7 +2374,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2401,38 +2393,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2456,7 +2446,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2474,7 +2464,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2493,38 +2483,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2556,7 +2544,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2574,7 +2562,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2593,38 +2581,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2648,7 +2634,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2666,7 +2652,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2685,38 +2671,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -2740,7 +2724,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2758,7 +2742,7 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2777,38 +2761,36 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 3584, y10);
-                                VSTORE(y + o + 3712, y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 3584, y10);
+                            VSTORE(y + o + 3712, y11);
                         }
                     }
                 }
@@ -3429,7 +3411,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3447,7 +3429,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3466,38 +3448,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3521,7 +3501,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3539,7 +3519,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3558,38 +3538,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3613,7 +3591,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3631,7 +3609,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3650,38 +3628,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3713,7 +3689,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3731,7 +3707,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3750,38 +3726,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3805,7 +3779,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3823,7 +3797,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3842,38 +3816,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3897,7 +3869,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3915,7 +3887,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3934,38 +3906,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -3997,7 +3967,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4015,7 +3985,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4034,38 +4004,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4089,7 +4057,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4107,7 +4075,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4126,38 +4094,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4181,7 +4147,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4199,7 +4165,7 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4218,38 +4184,36 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
-                                VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 3584, VLOAD(dx + o + 3584) + y10);
+                            VSTORE(dx + o + 3712, VLOAD(dx + o + 3712) + y11);
                         }
                     }
                 }
@@ -4330,7 +4294,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4348,7 +4312,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4367,38 +4331,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4422,7 +4384,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4440,7 +4402,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4459,38 +4421,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4514,7 +4474,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4532,7 +4492,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4551,38 +4511,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4614,7 +4572,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4632,7 +4590,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4651,38 +4609,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4706,7 +4662,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4724,7 +4680,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4743,38 +4699,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4798,7 +4752,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4816,7 +4770,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4835,38 +4789,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4898,7 +4850,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4916,7 +4868,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4935,38 +4887,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -4990,7 +4940,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5008,7 +4958,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5027,38 +4977,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -5082,7 +5030,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 1; cb++) {
+                        { /* output channels 0..15 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5100,7 +5048,7 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 16; ci++) {
-                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 16 + ci) * 16 + 0;
                                 cg_v e0 = vb[(p * 16 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5119,38 +5067,36 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
                             }
-                            mb[(p * 16 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 16 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 16 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 16 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 16 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 16 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 16 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 16 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 16 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 16 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 16 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 16 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 16 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 16 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 16 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 16 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 16 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 16 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 16 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 16 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 16 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 16 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 16 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 16 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 16 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 16 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 16 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 16 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 16 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 16 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 16 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 16 + 0 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 1; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 16 + cb * 16 + t) * 1 + b] + mb[(4 * 16 + cb * 16 + t) * 1 + b] + mb[(8 * 16 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 16 + cb * 16 + t) * 1 + b] - mb[(8 * 16 + cb * 16 + t) * 1 + b] - mb[(12 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 16 + cb * 16 + t) * 1 + b] + mb[(5 * 16 + cb * 16 + t) * 1 + b] + mb[(9 * 16 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 16 + cb * 16 + t) * 1 + b] - mb[(9 * 16 + cb * 16 + t) * 1 + b] - mb[(13 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 16 + cb * 16 + t) * 1 + b] + mb[(6 * 16 + cb * 16 + t) * 1 + b] + mb[(10 * 16 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 16 + cb * 16 + t) * 1 + b] - mb[(10 * 16 + cb * 16 + t) * 1 + b] - mb[(14 * 16 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 16 + cb * 16 + t) * 1 + b] + mb[(7 * 16 + cb * 16 + t) * 1 + b] + mb[(11 * 16 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 16 + cb * 16 + t) * 1 + b] - mb[(11 * 16 + cb * 16 + t) * 1 + b] - mb[(15 * 16 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
-                                VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
-                            }
+                    for (int co = 0; co < 16; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 16 + co) * 1 + b] + mb[(4 * 16 + co) * 1 + b] + mb[(8 * 16 + co) * 1 + b], r10 = mb[(4 * 16 + co) * 1 + b] - mb[(8 * 16 + co) * 1 + b] - mb[(12 * 16 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 16 + co) * 1 + b] + mb[(5 * 16 + co) * 1 + b] + mb[(9 * 16 + co) * 1 + b], r11 = mb[(5 * 16 + co) * 1 + b] - mb[(9 * 16 + co) * 1 + b] - mb[(13 * 16 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 16 + co) * 1 + b] + mb[(6 * 16 + co) * 1 + b] + mb[(10 * 16 + co) * 1 + b], r12 = mb[(6 * 16 + co) * 1 + b] - mb[(10 * 16 + co) * 1 + b] - mb[(14 * 16 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 16 + co) * 1 + b] + mb[(7 * 16 + co) * 1 + b] + mb[(11 * 16 + co) * 1 + b], r13 = mb[(7 * 16 + co) * 1 + b] - mb[(11 * 16 + co) * 1 + b] - mb[(15 * 16 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 28 + 2 * ty) * 28 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 3584, vdrelu(VLOAD(x + o + 3584), y10));
+                            VSTORE(dx + o + 3712, vdrelu(VLOAD(x + o + 3712), y11));
                         }
                     }
                 }
@@ -6934,20 +6880,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7026,20 +6970,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7118,20 +7060,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7218,20 +7158,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7310,20 +7248,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7402,20 +7338,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7502,20 +7436,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7594,20 +7526,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -7686,20 +7616,18 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 1792, y10);
-                                VSTORE(y + o + 1920, y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 1792, y10);
+                            VSTORE(y + o + 1920, y11);
                         }
                     }
                 }
@@ -8725,20 +8653,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -8817,20 +8743,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -8909,20 +8833,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -9009,20 +8931,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -9101,20 +9021,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -9193,20 +9111,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -9293,20 +9209,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -9385,20 +9299,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -9477,20 +9389,18 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
-                                VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 1792, vdrelu(VLOAD(x + o + 1792), y10));
+                            VSTORE(dx + o + 1920, vdrelu(VLOAD(x + o + 1920), y11));
                         }
                     }
                 }
@@ -10020,20 +9930,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10112,20 +10020,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10204,20 +10110,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10304,20 +10208,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10396,20 +10298,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10488,20 +10388,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10588,20 +10486,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10680,20 +10576,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -10772,20 +10666,18 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 32 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 2; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 32 + cb * 16 + t) * 1 + b] + mb[(4 * 32 + cb * 16 + t) * 1 + b] + mb[(8 * 32 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 32 + cb * 16 + t) * 1 + b] - mb[(8 * 32 + cb * 16 + t) * 1 + b] - mb[(12 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 32 + cb * 16 + t) * 1 + b] + mb[(5 * 32 + cb * 16 + t) * 1 + b] + mb[(9 * 32 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 32 + cb * 16 + t) * 1 + b] - mb[(9 * 32 + cb * 16 + t) * 1 + b] - mb[(13 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 32 + cb * 16 + t) * 1 + b] + mb[(6 * 32 + cb * 16 + t) * 1 + b] + mb[(10 * 32 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 32 + cb * 16 + t) * 1 + b] - mb[(10 * 32 + cb * 16 + t) * 1 + b] - mb[(14 * 32 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 32 + cb * 16 + t) * 1 + b] + mb[(7 * 32 + cb * 16 + t) * 1 + b] + mb[(11 * 32 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 32 + cb * 16 + t) * 1 + b] - mb[(11 * 32 + cb * 16 + t) * 1 + b] - mb[(15 * 32 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
-                                VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
-                            }
+                    for (int co = 0; co < 32; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 32 + co) * 1 + b] + mb[(4 * 32 + co) * 1 + b] + mb[(8 * 32 + co) * 1 + b], r10 = mb[(4 * 32 + co) * 1 + b] - mb[(8 * 32 + co) * 1 + b] - mb[(12 * 32 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 32 + co) * 1 + b] + mb[(5 * 32 + co) * 1 + b] + mb[(9 * 32 + co) * 1 + b], r11 = mb[(5 * 32 + co) * 1 + b] - mb[(9 * 32 + co) * 1 + b] - mb[(13 * 32 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 32 + co) * 1 + b] + mb[(6 * 32 + co) * 1 + b] + mb[(10 * 32 + co) * 1 + b], r12 = mb[(6 * 32 + co) * 1 + b] - mb[(10 * 32 + co) * 1 + b] - mb[(14 * 32 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 32 + co) * 1 + b] + mb[(7 * 32 + co) * 1 + b] + mb[(11 * 32 + co) * 1 + b], r13 = mb[(7 * 32 + co) * 1 + b] - mb[(11 * 32 + co) * 1 + b] - mb[(15 * 32 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 1792, VLOAD(dx + o + 1792) + y10);
+                            VSTORE(dx + o + 1920, VLOAD(dx + o + 1920) + y11);
                         }
                     }
                 }
@@ -12435,7 +12327,7 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 /* l49_relu_backward: none, layer 50 masks its dx stores with the relu's derivative */
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
@@ -12545,20 +12437,18 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 1024, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
                         }
                     }
                 }
@@ -12637,20 +12527,18 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 1024, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
                         }
                     }
                 }
@@ -12728,17 +12616,15 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 896, y10);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 896, y10);
                         }
                     }
                 }
@@ -12825,20 +12711,18 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 1024, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
                         }
                     }
                 }
@@ -12917,20 +12801,18 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                                VSTORE(y + o + 896, y10);
-                                VSTORE(y + o + 1024, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 1024, y11);
                         }
                     }
                 }
@@ -13008,17 +12890,15 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 896, y10);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 896, y10);
                         }
                     }
                 }
@@ -13104,18 +12984,16 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
                         }
                     }
                 }
@@ -13193,18 +13071,16 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                                VSTORE(y + o + 128, y01);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 128, y01);
                         }
                     }
                 }
@@ -13281,16 +13157,14 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, y00);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
                         }
                     }
                 }
@@ -14312,20 +14186,18 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
                         }
                     }
                 }
@@ -14404,20 +14276,18 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
                         }
                     }
                 }
@@ -14495,17 +14365,15 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
                         }
                     }
                 }
@@ -14592,20 +14460,18 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
                         }
                     }
                 }
@@ -14684,20 +14550,18 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y11));
                         }
                     }
                 }
@@ -14775,17 +14639,15 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 896, vdrelu(VLOAD(x + o + 896), y10));
                         }
                     }
                 }
@@ -14871,18 +14733,16 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                         }
                     }
                 }
@@ -14960,18 +14820,16 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 128, vdrelu(VLOAD(x + o + 128), y01));
                         }
                     }
                 }
@@ -15048,16 +14906,14 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
                         }
                     }
                 }
@@ -15475,7 +15331,7 @@ static void l54_add_backward(const float *restrict y, const float *restrict dy, 
 /* l55_relu_backward: none, layer 54 masks the dy it reads with the relu's derivative */
 
 /* layer 56: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:65:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l56_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
@@ -15589,20 +15445,18 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -15681,20 +15535,18 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -15772,17 +15624,15 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
                         }
                     }
                 }
@@ -15869,20 +15719,18 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -15961,20 +15809,18 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                                VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
+                            VSTORE(dx + o + 1024, VLOAD(dx + o + 1024) + y11);
                         }
                     }
                 }
@@ -16052,17 +15898,15 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y10 = r10 + r11 + r12;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 896, VLOAD(dx + o + 896) + y10);
                         }
                     }
                 }
@@ -16148,18 +15992,16 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                         }
                     }
                 }
@@ -16237,18 +16079,16 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                                VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
+                            VSTORE(dx + o + 128, VLOAD(dx + o + 128) + y01);
                         }
                     }
                 }
@@ -16325,16 +16165,14 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02;
-                                const size_t o = ((size_t)((cb * 16 + t) * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02;
+                            const size_t o = ((size_t)(co * 7 + 2 * ty) * 7 + 2 * tx) * 128 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, VLOAD(dx + o + 0) + y00);
                         }
                     }
                 }
@@ -16356,7 +16194,7 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l58_relu_backward: none, layer 59 masks its dx stores with the relu's derivative */
 
 /* layer 59: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:68:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l59_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l59_conv2d_backward: the code of l50_conv2d_backward */
@@ -16442,7 +16280,7 @@ static void l61_add_backward(const float *restrict y, const float *restrict dy, 
 /* l62_relu_backward: none, layer 61 masks the dy it reads with the relu's derivative */
 
 /* layer 63: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:72:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
 /* l63_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l63_conv2d_backward: the code of l50_conv2d_backward */
@@ -16462,7 +16300,7 @@ static void l61_add_backward(const float *restrict y, const float *restrict dy, 
 /* l65_relu_backward: none, layer 66 masks its dx stores with the relu's derivative */
 
 /* layer 66: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:75:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
 /* l66_conv2d_forward: the code of l50_conv2d_forward */
 
 /* l66_conv2d_backward: the code of l50_conv2d_backward */
@@ -17417,7 +17255,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 34621440, .lanes = 128, .line = 59, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
+     .schedule = "lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 56, .name = "layer3_0_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17443,7 +17281,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 36227072, .lanes = 128, .line = 65, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
+     .schedule = "lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 63, .name = "layer3_1_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17456,7 +17294,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37029888, .lanes = 128, .line = 68, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
+     .schedule = "lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 66, .name = "layer3_1_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17473,7 +17311,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 37832704, .lanes = 128, .line = 72, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
+     .schedule = "lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = resnet20_inputs + 71, .name = "layer3_2_conv1", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
@@ -17486,7 +17324,7 @@ static const cg_layer resnet20_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},
      .in_size = 3136, .out_size = 3136, .act_offset = 38635520, .lanes = 128, .line = 75, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
+     .schedule = "lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = resnet20_inputs + 74, .name = "layer3_2_conv2", .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {64, 7, 7}, .ndim_out = 3, .out_shape = {64, 7, 7},

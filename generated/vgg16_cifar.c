@@ -1955,7 +1955,7 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 /* l01_relu_backward: none, layer 2 masks its dx stores with the relu's derivative */
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
@@ -2010,7 +2010,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2027,8 +2027,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2046,40 +2052,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2103,7 +2188,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2120,8 +2205,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2139,40 +2230,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2196,7 +2366,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2213,8 +2383,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2232,40 +2408,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2297,7 +2552,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2314,8 +2569,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2333,40 +2594,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2390,7 +2730,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2407,8 +2747,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2426,40 +2772,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2483,7 +2908,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2500,8 +2925,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2519,40 +2950,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2584,7 +3094,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2601,8 +3111,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2620,40 +3136,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2677,7 +3272,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2694,8 +3289,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2713,40 +3314,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -2770,7 +3450,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2787,8 +3467,14 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2806,40 +3492,119 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 36864)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 1024, vrelu(y10));
-                                VSTORE(y + o + 1056, vrelu(y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 36864)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 1024, vrelu(y10));
+                            VSTORE(y + o + 1056, vrelu(y11));
                         }
                     }
                 }
@@ -3022,7 +3787,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3039,8 +3804,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3058,39 +3829,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3114,7 +3964,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3131,8 +3981,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3150,39 +4006,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3206,7 +4141,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3223,8 +4158,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3242,39 +4183,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3306,7 +4326,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3323,8 +4343,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3342,39 +4368,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3398,7 +4503,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3415,8 +4520,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3434,39 +4545,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3490,7 +4680,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3507,8 +4697,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3526,39 +4722,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3590,7 +4865,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3607,8 +4882,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3626,39 +4907,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3682,7 +5042,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3699,8 +5059,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3718,39 +5084,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3774,7 +5219,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3791,8 +5236,14 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3810,39 +5261,118 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
-                                VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 32 + 2 * ty) * 32 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 1024, vdrelu(VLOAD(x + o + 1024), y10));
+                            VSTORE(dx + o + 1056, vdrelu(VLOAD(x + o + 1056), y11));
                         }
                     }
                 }
@@ -3910,7 +5440,7 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 5: conv2d 64x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:16:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
@@ -3965,7 +5495,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3982,8 +5512,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4001,40 +5537,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4058,7 +5673,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4075,8 +5690,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4094,40 +5715,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4151,7 +5851,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4168,8 +5868,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4187,40 +5893,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4252,7 +6037,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4269,8 +6054,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4288,40 +6079,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4345,7 +6215,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4362,8 +6232,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4381,40 +6257,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4438,7 +6393,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4455,8 +6410,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4474,40 +6435,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4539,7 +6579,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4556,8 +6596,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4575,40 +6621,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4632,7 +6757,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4649,8 +6774,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4668,40 +6799,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4725,7 +6935,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4742,8 +6952,14 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4761,40 +6977,119 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 73728)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 73728)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -4977,7 +7272,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4994,8 +7289,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5013,39 +7314,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5069,7 +7449,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5086,8 +7466,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5105,39 +7491,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5161,7 +7626,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5178,8 +7643,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5197,39 +7668,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5261,7 +7811,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5278,8 +7828,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5297,39 +7853,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5353,7 +7988,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5370,8 +8005,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5389,39 +8030,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5445,7 +8165,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5462,8 +8182,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5481,39 +8207,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5545,7 +8350,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5562,8 +8367,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5581,39 +8392,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5637,7 +8527,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5654,8 +8544,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5673,39 +8569,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5729,7 +8704,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5746,8 +8721,14 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5765,39 +8746,118 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 0 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 0 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 0 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 0 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 0 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 0 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 0 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 0 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 0 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 0 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 0 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 0 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 0 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 0 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 0 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 0 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 0 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 0 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 0 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 0 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 22 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + 22 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 22 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 22 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 22 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 22 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 22 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 22 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 22 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 22 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 22 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 22 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 22 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 22 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 22 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 22 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 22 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 22 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 22 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 22 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 22 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 22 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 4; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 64 + cb * 16 + t) * 1 + b] + mb[(4 * 64 + cb * 16 + t) * 1 + b] + mb[(8 * 64 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 64 + cb * 16 + t) * 1 + b] - mb[(8 * 64 + cb * 16 + t) * 1 + b] - mb[(12 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 64 + cb * 16 + t) * 1 + b] + mb[(5 * 64 + cb * 16 + t) * 1 + b] + mb[(9 * 64 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 64 + cb * 16 + t) * 1 + b] - mb[(9 * 64 + cb * 16 + t) * 1 + b] - mb[(13 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 64 + cb * 16 + t) * 1 + b] + mb[(6 * 64 + cb * 16 + t) * 1 + b] + mb[(10 * 64 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 64 + cb * 16 + t) * 1 + b] - mb[(10 * 64 + cb * 16 + t) * 1 + b] - mb[(14 * 64 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 64 + cb * 16 + t) * 1 + b] + mb[(7 * 64 + cb * 16 + t) * 1 + b] + mb[(11 * 64 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 64 + cb * 16 + t) * 1 + b] - mb[(11 * 64 + cb * 16 + t) * 1 + b] - mb[(15 * 64 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, y00);
-                                VSTORE(dx + o + 32, y01);
-                                VSTORE(dx + o + 512, y10);
-                                VSTORE(dx + o + 544, y11);
-                            }
+                    for (int co = 0; co < 64; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 32, y01);
+                            VSTORE(dx + o + 512, y10);
+                            VSTORE(dx + o + 544, y11);
                         }
                     }
                 }
@@ -5813,7 +8873,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l06_relu_backward: none, layer 7 masks its dx stores with the relu's derivative */
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
- * schedule lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
@@ -5868,7 +8928,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5885,8 +8945,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5904,40 +8970,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -5961,7 +9106,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5978,8 +9123,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5997,40 +9148,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6054,7 +9284,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6071,8 +9301,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6090,40 +9326,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6155,7 +9470,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6172,8 +9487,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6191,40 +9512,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6248,7 +9648,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6265,8 +9665,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6284,40 +9690,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6341,7 +9826,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6358,8 +9843,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6377,40 +9868,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6442,7 +10012,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6459,8 +10029,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6478,40 +10054,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6535,7 +10190,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6552,8 +10207,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6571,40 +10232,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6628,7 +10368,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6645,8 +10385,14 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6664,40 +10410,119 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                { const cg_v bv = vsplat((P + 147456)[cb * 16 + t]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(y + o + 0, vrelu(y00));
-                                VSTORE(y + o + 32, vrelu(y01));
-                                VSTORE(y + o + 512, vrelu(y10));
-                                VSTORE(y + o + 544, vrelu(y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            { const cg_v bv = vsplat((P + 147456)[co]); y00 += bv; y01 += bv; y10 += bv; y11 += bv; }
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, vrelu(y00));
+                            VSTORE(y + o + 32, vrelu(y01));
+                            VSTORE(y + o + 512, vrelu(y10));
+                            VSTORE(y + o + 544, vrelu(y11));
                         }
                     }
                 }
@@ -6880,7 +10705,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6897,8 +10722,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -6916,39 +10747,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -6972,7 +10882,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -6989,8 +10899,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7008,39 +10924,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7064,7 +11059,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7081,8 +11076,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7100,39 +11101,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7164,7 +11244,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7181,8 +11261,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7200,39 +11286,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7256,7 +11421,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7273,8 +11438,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7292,39 +11463,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7348,7 +11598,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7365,8 +11615,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7384,39 +11640,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7448,7 +11783,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7465,8 +11800,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7484,39 +11825,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7540,7 +11960,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7557,8 +11977,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7576,39 +12002,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -7632,7 +12137,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                         }
                     }
                     for (int p = 0; p < 16; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -7649,8 +12154,14 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + cb * 22;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -7668,39 +12179,118 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb * 16 + 0) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb * 16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb * 16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb * 16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb * 16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb * 16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb * 16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb * 16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb * 16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb * 16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb * 16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb * 16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb * 16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb * 16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb * 16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb * 16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb * 22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb * 22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb * 22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb * 22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb * 22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb * 22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb * 22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb * 22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb * 22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb * 22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb * 22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb * 22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb * 22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb * 22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb * 22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb * 22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb * 22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb * 22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb * 22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb * 22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb * 22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 128 + 44 + cb * 21;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + 44 + cb * 21 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 128 + 44 + cb * 21 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + 44 + cb * 21 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + 44 + cb * 21 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + 44 + cb * 21 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + 44 + cb * 21 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + 44 + cb * 21 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + 44 + cb * 21 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + 44 + cb * 21 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + 44 + cb * 21 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + 44 + cb * 21 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + 44 + cb * 21 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + 44 + cb * 21 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + 44 + cb * 21 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + 44 + cb * 21 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + 44 + cb * 21 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + 44 + cb * 21 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + 44 + cb * 21 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + 44 + cb * 21 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + 44 + cb * 21 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + 44 + cb * 21 + 20) * 1 + 0] = a20_0;
                         }
                     }
-                    for (int cb = 0; cb < 8; cb++) {
-                        for (int t = 0; t < 16; t++) {
-                            for (int b = 0; b < 1; b++) {
-                                const cg_v r00 = mb[(0 * 128 + cb * 16 + t) * 1 + b] + mb[(4 * 128 + cb * 16 + t) * 1 + b] + mb[(8 * 128 + cb * 16 + t) * 1 + b], r10 = mb[(4 * 128 + cb * 16 + t) * 1 + b] - mb[(8 * 128 + cb * 16 + t) * 1 + b] - mb[(12 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r01 = mb[(1 * 128 + cb * 16 + t) * 1 + b] + mb[(5 * 128 + cb * 16 + t) * 1 + b] + mb[(9 * 128 + cb * 16 + t) * 1 + b], r11 = mb[(5 * 128 + cb * 16 + t) * 1 + b] - mb[(9 * 128 + cb * 16 + t) * 1 + b] - mb[(13 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r02 = mb[(2 * 128 + cb * 16 + t) * 1 + b] + mb[(6 * 128 + cb * 16 + t) * 1 + b] + mb[(10 * 128 + cb * 16 + t) * 1 + b], r12 = mb[(6 * 128 + cb * 16 + t) * 1 + b] - mb[(10 * 128 + cb * 16 + t) * 1 + b] - mb[(14 * 128 + cb * 16 + t) * 1 + b];
-                                const cg_v r03 = mb[(3 * 128 + cb * 16 + t) * 1 + b] + mb[(7 * 128 + cb * 16 + t) * 1 + b] + mb[(11 * 128 + cb * 16 + t) * 1 + b], r13 = mb[(7 * 128 + cb * 16 + t) * 1 + b] - mb[(11 * 128 + cb * 16 + t) * 1 + b] - mb[(15 * 128 + cb * 16 + t) * 1 + b];
-                                cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
-                                const size_t o = ((size_t)((cb * 16 + t) * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
-                                VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
-                                VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
-                                VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
-                                VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
-                            }
+                    for (int co = 0; co < 128; co++) {
+                        for (int b = 0; b < 1; b++) {
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 16 + 2 * ty) * 16 + 2 * tx) * 32 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, vdrelu(VLOAD(x + o + 0), y00));
+                            VSTORE(dx + o + 32, vdrelu(VLOAD(x + o + 32), y01));
+                            VSTORE(dx + o + 512, vdrelu(VLOAD(x + o + 512), y10));
+                            VSTORE(dx + o + 544, vdrelu(VLOAD(x + o + 544), y11));
                         }
                     }
                 }
@@ -21071,7 +25661,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
      .in_size = 65536, .out_size = 65536, .act_offset = 2195456, .lanes = 32, .line = 12, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 32, 32}, .ndim_out = 3, .out_shape = {64, 32, 32},
@@ -21085,7 +25675,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 16384, .out_size = 32768, .act_offset = 4816896, .lanes = 32, .line = 16, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
@@ -21094,7 +25684,7 @@ static const cg_layer vgg16_cifar_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},
      .in_size = 32768, .out_size = 32768, .act_offset = 5865472, .lanes = 32, .line = 18, .col = 5,
-     .schedule = "lanes+wino: fwd wino[TB=1,TC=16]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=16]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded", .n_inputs = 1, .inputs = vgg16_cifar_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 16, 16}, .ndim_out = 3, .out_shape = {128, 16, 16},

@@ -233,7 +233,16 @@ function M.candidates(L, T)
       local wdw = dwt and {form = "wino", tile = dwt} or {form = "lanes", tile = t.dw}
       local wdx = {form = "wino", tile = wino.tile(L, T, L.cin), apart = true}
       local wfwd = {form = "wino", tile = wino.tile(L, T, L.cout)}
-      table.insert(c, wino.preferred(L) and 1 or #c + 1, {name = "lanes+wino", layout = "lanes", fwd = wfwd, dw = wdw, dx = wdx})
+      local at = wino.preferred(L) and 1 or #c + 1
+      table.insert(c, at, {name = "lanes+wino", layout = "lanes", fwd = wfwd, dw = wdw, dx = wdx})
+      -- the products' channels in blocks of a divisor of them (wino.tile): next, for
+      -- when the even blocks' code is over the budget (AVX-512's 64 channels), and for
+      -- the tuner
+      local dfwd = {form = "wino", tile = wino.tile(L, T, L.cout, nil, true)}
+      local ddx = {form = "wino", tile = wino.tile(L, T, L.cin, nil, true), apart = true}
+      if dfwd.tile.TC ~= wfwd.tile.TC or ddx.tile.TC ~= wdx.tile.TC then
+        table.insert(c, at + 1, {name = "lanes+wino+tcd", layout = "lanes", fwd = dfwd, dw = wdw, dx = ddx, variants = false})
+      end
       -- for the tuner, on cores whose L2 holds more: dW with the transformed rows of
       -- every lane vector at once (up to 1 MiB); the CBI forward with Winograd's dx
       -- and dW (either tile)

@@ -71,12 +71,26 @@ function M.tb(L, np)
   return ld(L.lanes_R // L.vec, fits and 2 or 1)
 end
 
--- The tile: TB lane vectors (tb, or M.tb's) x TC output channels, 2/3 of the target's
--- accumulator budget (8 of AVX2's 12, 16 of AVX-512's 24): the rest hold the loaded
--- vectors and a broadcast weight.
-function M.tile(L, T, nco, tb)
+-- The tile: TB lane vectors (tb, or M.tb's) x TC output channels. With 2 lane vectors,
+-- 2/3 of the accumulator budget (8 of AVX2's 12, 16 of AVX-512's 24) in a divisor of
+-- the channels: the rest hold the loaded vectors and a broadcast weight. With 1, a
+-- broadcast weight and the loaded vector beside the accumulators, so the whole budget
+-- (12 of AVX2's 16 registers, 24 of AVX-512's 32) in the fewest blocks, as even as
+-- they go (M.products): 64 channels on AVX2 in blocks of 11 and 10 where the largest
+-- divisor within the budget gave 8. ResNet-20 b64, 2-core Zen 3 (its 32- and
+-- 64-channel layers take TB = 1), the whole step against blocks of 8 (bench/ab.py,
+-- heuristic schedules): 1.022 (1.010-1.039), 1.025 (1.015-1.038); padding the channels
+-- to 6 blocks of 11 (one body of code) instead: 0.988 (0.979-1.005) against the two
+-- block sizes. The largest block is TC. divisor: the divisor rule for one lane vector
+-- too (the "+tcd" candidates: the even blocks' code is twice the size, over the budget
+-- for AVX-512's 64 channels).
+function M.tile(L, T, nco, tb, divisor)
   local ld = require("util").largest_divisor
   local TB = ld(L.lanes_R // L.vec, tb or M.tb(L, 16))
+  if TB == 1 and not divisor then
+    local nb = (nco + T.acc - 1) // T.acc
+    return {TC = (nco + nb - 1) // nb, TB = 1}
+  end
   return {TC = ld(nco, math.max(1, T.acc * 2 // 3 // TB)), TB = TB}
 end
 
@@ -233,50 +247,70 @@ end
 -- outermost: a position's transformed inputs (nci x TB vectors) and weights (nci x nco)
 -- stay in L1 across the channel blocks, where blocks outermost swept all of vb and U
 -- (past L1 from 16 channels) once per block: +6-7 % a 3x3 layer's training step at 16,
--- 32 and 64 channels (ResNet-20 b64, one thread, 2-core Zen 3). Returns inside a cb loop
--- for the output transform, which the caller closes (conv_wino4.lua's too).
-function M.mb_at(a, q, t, b)
-  return string.format("mb[(%s * %d + cb * %d + %s) * %d + %s]", q, a.nco, a.tile.TC, t, a.tile.TB, b)
+-- 32 and 64 channels (ResNet-20 b64, one thread, 2-core Zen 3). Returns inside a loop
+-- over the output channels co for the output transform, which the caller closes
+-- (conv_wino4.lua's too).
+function M.mb_at(a, q, co, b)
+  return string.format("mb[(%s * %d + %s) * %d + %s]", q, a.nco, co, a.tile.TB, b)
 end
 
+-- The products of the np positions: for each, the output channels in the fewest blocks
+-- of at most TC, as even as they go (64 channels, TC 11: 4 blocks of 11 and 2 of 10),
+-- each a register tile of its channels x TB lane vectors summed over the input
+-- channels. Every block's size is known here: no test in the code.
 function M.products(C, a, np)
   local TC, TB = a.tile.TC, a.tile.TB
   local nci, nco = a.nci, a.nco
+  local function block(n, co0)
+    for t = 0, n - 1 do
+      local z = {}
+      for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
+      C:line("cg_v %s;", table.concat(z, ", "))
+    end
+    C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+    C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + %s;", nci, nco, co0)
+    local le, keep = {}, {}
+    for b = 0, TB - 1 do
+      le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
+      keep[#keep + 1] = string.format("VKEEP(e%d);", b)
+    end
+    C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(keep, " "))
+    for t = 0, n - 1 do
+      local f = {}
+      for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
+      C:line(table.concat(f, " "))
+    end
+    C:close()
+    for t = 0, n - 1 do
+      local st = {}
+      for b = 0, TB - 1 do st[#st + 1] = string.format("%s = a%d_%d;", M.mb_at(a, "p", co0 .. " + " .. t, b), t, b) end
+      C:line(table.concat(st, " "))
+    end
+  end
+  local nb = (nco + TC - 1) // TC
+  local q, r = nco // nb, nco % nb
   C:open("for (int p = 0; p < %d; p++) {", np)
-  C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
-  for t = 0, TC - 1 do
-    local z = {}
-    for b = 0, TB - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, b) end
-    C:line("cg_v %s;", table.concat(z, ", "))
-  end
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + cb * %d;", nci, nco, TC)
-  local le, keep = {}, {}
-  for b = 0, TB - 1 do
-    le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
-    keep[#keep + 1] = string.format("VKEEP(e%d);", b)
-  end
-  C:line("cg_v %s; %s", table.concat(le, ", "), table.concat(keep, " "))
-  for t = 0, TC - 1 do
-    local f = {}
-    for b = 0, TB - 1 do f[#f + 1] = string.format("a%d_%d += u[%d] * e%d;", t, b, t, b) end
-    C:line(table.concat(f, " "))
+  -- r blocks of q + 1 channels, then nb - r of q
+  for _, run in ipairs({{r, q + 1, 0}, {nb - r, q, r * (q + 1)}}) do
+    local n, size, at = run[1], run[2], run[3]
+    if n == 1 then
+      C:open("{ /* output channels %d..%d */", at, at + size - 1)
+      block(size, tostring(at))
+      C:close()
+    elseif n > 1 then
+      C:open("for (int cb = 0; cb < %d; cb++) {", n)
+      block(size, (at > 0 and at .. " + " or "") .. "cb * " .. size)
+      C:close()
+    end
   end
   C:close()
-  for t = 0, TC - 1 do
-    local s = {}
-    for b = 0, TB - 1 do s[#s + 1] = string.format("%s = a%d_%d;", M.mb_at(a, "p", t, b), t, b) end
-    C:line(table.concat(s, " "))
-  end
-  C:close()
-  C:close()
-  C:open("for (int cb = 0; cb < %d; cb++) {", nco // TC)
+  C:open("for (int co = 0; co < %d; co++) {", nco)
 end
 
 -- One tile (ty, tx) of row class rc and column class cc: input transform, the 16
 -- products, output transform.
 function M.tile_body(C, a, R, V, rc, cc)
-  local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
+  local geo, TB = a.geo, a.tile.TB
   local nci, nco = a.nci, a.nco
   local Ih, Iw = geo.I[1], geo.I[2]
   local Oh, Ow = geo.O[1], geo.O[2]
@@ -313,9 +347,8 @@ function M.tile_body(C, a, R, V, rc, cc)
   M.products(C, a, 16)
   -- output transform: Y = A^T m A, 2x2 outputs (one row or column of them in the
   -- class of an odd extent's last tile)
-  C:open("for (int t = 0; t < %d; t++) {", TC)
   C:open("for (int b = 0; b < %d; b++) {", TB)
-  local m = function(i, j) return M.mb_at(a, i * 4 + j, "t", "b") end
+  local m = function(i, j) return M.mb_at(a, i * 4 + j, "co", "b") end
   -- r = A^T m: row 1 only when the class stores a second output row, column 3 (read by
   -- the second output column alone) only when it stores a second column
   for j = 0, cc.two and 3 or 2 do
@@ -340,14 +373,13 @@ function M.tile_body(C, a, R, V, rc, cc)
   end
   C:line("cg_v %s;", table.concat(def, ", "))
   if a.bias then
-    C:line("{ const cg_v bv = vsplat(%s); %s }", a.bias(string.format("cb * %d + t", TC)), table.concat(add, " "))
+    C:line("{ const cg_v bv = vsplat(%s); %s }", a.bias("co"), table.concat(add, " "))
   end
-  C:line("const size_t o = ((size_t)((cb * %d + t) * %d + 2 * ty) * %d + 2 * tx) * %d + (v0 + b) * %d;", TC, Oh, Ow, R, V)
+  C:line("const size_t o = ((size_t)(co * %d + 2 * ty) * %d + 2 * tx) * %d + (v0 + b) * %d;", Oh, Ow, R, V)
   for _, y in ipairs(ys) do
     local i, j = y[1], y[2]
     C:line(a.store(string.format("o + %d", (i * Ow + j) * R), string.format("y%d%d", i, j)))
   end
-  C:close()
   C:close()
   C:close()
 end

@@ -86,7 +86,7 @@ end
 
 -- One tile (ty, tx) of row class rc and column class cc
 function M.tile_body(C, a, R, V, rc, cc)
-  local geo, TC, TB = a.geo, a.tile.TC, a.tile.TB
+  local geo, TB = a.geo, a.tile.TB
   local nci = a.nci
   local Ih, Iw = geo.I[1], geo.I[2]
   local Oh, Ow = geo.O[1], geo.O[2]
@@ -128,7 +128,6 @@ function M.tile_body(C, a, R, V, rc, cc)
   C:close()
   wino.products(C, a, 36)
   -- output transform: Y = A^T m A on the rows and columns this class stores
-  C:open("for (int t = 0; t < %d; t++) {", TC)
   C:open("for (int b = 0; b < %d; b++) {", TB)
   -- the columns of m the stored output columns read
   local need = {}
@@ -138,14 +137,14 @@ function M.tile_body(C, a, R, V, rc, cc)
     for k = 0, 5 do
       if need[k + 1] then
         local m = {}
-        for q = 0, 5 do m[q + 1] = wino.mb_at(a, q * 6 + k, "t", "b") end
+        for q = 0, 5 do m[q + 1] = wino.mb_at(a, q * 6 + k, "co", "b") end
         r[#r + 1] = string.format("r%d%d = %s", i, k, lin(AT[i + 1], m, "vsplat(0.0f)"))
       end
     end
     C:line("const cg_v %s;", table.concat(r, ", "))
   end
-  C:line("const size_t o = ((size_t)((cb * %d + t) * %d + 4 * ty) * %d + 4 * tx) * %d + (v0 + b) * %d;", TC, Oh, Ow, R, V)
-  if a.bias then C:line("const cg_v bv = vsplat(%s);", a.bias(string.format("cb * %d + t", TC))) end
+  C:line("const size_t o = ((size_t)(co * %d + 4 * ty) * %d + 4 * tx) * %d + (v0 + b) * %d;", Oh, Ow, R, V)
+  if a.bias then C:line("const cg_v bv = vsplat(%s);", a.bias("co")) end
   for i = 0, rc.n - 1 do
     for j = 0, cc.n - 1 do
       local r = {}
@@ -155,7 +154,6 @@ function M.tile_body(C, a, R, V, rc, cc)
       C:line("{ const cg_v yv = %s; %s }", e, a.store(string.format("o + %d", (i * Ow + j) * R), "yv"))
     end
   end
-  C:close()
   C:close()
   C:close()
 end
