@@ -261,6 +261,8 @@ end
 function M.products(C, a, np)
   local TC, TB = a.tile.TC, a.tile.TB
   local nci, nco = a.nci, a.nco
+  local util = require("util")
+  -- a block of n channels from co0 (an affine expression of the loop variable cb)
   local function block(n, co0)
     for t = 0, n - 1 do
       local z = {}
@@ -268,7 +270,7 @@ function M.products(C, a, np)
       C:line("cg_v %s;", table.concat(z, ", "))
     end
     C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-    C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + %s;", nci, nco, co0)
+    C:line("const float *restrict u = U + (size_t)(p * %d + ci) * %d + %s;", nci, nco, tostring(co0))
     local le, keep = {}, {}
     for b = 0, TB - 1 do
       le[#le + 1] = string.format("e%d = vb[(p * %d + ci) * %d + %d]", b, nci, TB, b)
@@ -283,25 +285,23 @@ function M.products(C, a, np)
     C:close()
     for t = 0, n - 1 do
       local st = {}
-      for b = 0, TB - 1 do st[#st + 1] = string.format("%s = a%d_%d;", M.mb_at(a, "p", co0 .. " + " .. t, b), t, b) end
+      for b = 0, TB - 1 do st[#st + 1] = string.format("%s = a%d_%d;", M.mb_at(a, "p", tostring(co0:add(t)), b), t, b) end
       C:line(table.concat(st, " "))
     end
   end
   local nb = (nco + TC - 1) // TC
   local q, r = nco // nb, nco % nb
   C:open("for (int p = 0; p < %d; p++) {", np)
-  -- r blocks of q + 1 channels, then nb - r of q
+  -- r blocks of q + 1 channels, then nb - r of q (util.loop: a run of one block is
+  -- written with its channels constant, in braces of its own)
   for _, run in ipairs({{r, q + 1, 0}, {nb - r, q, r * (q + 1)}}) do
     local n, size, at = run[1], run[2], run[3]
-    if n == 1 then
-      C:open("{ /* output channels %d..%d */", at, at + size - 1)
-      block(size, tostring(at))
-      C:close()
-    elseif n > 1 then
-      C:open("for (int cb = 0; cb < %d; cb++) {", n)
-      block(size, (at > 0 and at .. " + " or "") .. "cb * " .. size)
-      C:close()
-    end
+    util.loop(C, "cb", 0, n - 1, false, function(cb)
+      local co0 = util.aff(at):term(cb, size)
+      if co0:is_const() then C:open("{ /* output channels %d..%d */", co0.c, co0.c + size - 1) end
+      block(size, co0)
+      if co0:is_const() then C:close() end
+    end)
   end
   C:close()
   C:open("for (int co = 0; co < %d; co++) {", nco)
