@@ -1951,6 +1951,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
@@ -2128,6 +2131,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
@@ -2305,6 +2311,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
@@ -2490,6 +2499,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
@@ -2667,6 +2679,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
@@ -2844,6 +2859,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
@@ -3029,6 +3047,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
@@ -3206,6 +3227,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
@@ -3383,6 +3407,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
@@ -3712,6 +3738,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
@@ -3889,6 +3918,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
@@ -4066,6 +4098,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
@@ -4251,6 +4286,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
@@ -4428,6 +4466,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
@@ -4605,6 +4646,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
@@ -4790,6 +4834,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
@@ -4967,6 +5014,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
@@ -5144,6 +5194,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));

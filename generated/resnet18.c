@@ -1963,6 +1963,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616));
@@ -2140,6 +2143,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -2317,6 +2323,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584));
@@ -2502,6 +2511,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
@@ -2679,6 +2691,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -2856,6 +2871,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
@@ -3041,6 +3059,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
@@ -3218,6 +3239,9 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -3395,6 +3419,8 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
@@ -3724,6 +3750,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616));
@@ -3901,6 +3930,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -4078,6 +4110,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584));
@@ -4263,6 +4298,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
@@ -4440,6 +4478,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -4617,6 +4658,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
@@ -4802,6 +4846,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
@@ -4979,6 +5026,9 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -5156,6 +5206,8 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
@@ -5475,6 +5527,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888)), d21 = VLOAD(xc + (xo + 3616));
@@ -5652,6 +5707,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d13 = VLOAD(xc + (xo + 1888));
@@ -5829,6 +5887,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1824)), d12 = VLOAD(xc + (xo + 1856)), d20 = VLOAD(xc + (xo + 3584));
@@ -6014,6 +6075,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
@@ -6191,6 +6255,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -6368,6 +6435,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2); __builtin_prefetch(xq + (xo + 5504), 0, 2); __builtin_prefetch(xq + (xo + 5536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
@@ -6553,6 +6623,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2); __builtin_prefetch(xq + (xo + 3744), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1824));
@@ -6730,6 +6803,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 27; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3712), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -6907,6 +6983,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 27; tx < 28; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 56 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1792));
@@ -8745,6 +8823,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824));
@@ -8922,6 +9003,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -9099,6 +9183,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792));
@@ -9284,6 +9371,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
@@ -9461,6 +9551,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -9638,6 +9731,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
@@ -9823,6 +9919,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
@@ -10000,6 +10099,9 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -10177,6 +10279,8 @@ static void l21_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
@@ -10506,6 +10610,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824));
@@ -10683,6 +10790,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -10860,6 +10970,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792));
@@ -11045,6 +11158,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
@@ -11222,6 +11338,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -11399,6 +11518,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
@@ -11584,6 +11706,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
@@ -11761,6 +11886,9 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -11938,6 +12066,8 @@ static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
@@ -12568,6 +12698,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992)), d21 = VLOAD(xc + (xo + 1824));
@@ -12745,6 +12878,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d13 = VLOAD(xc + (xo + 992));
@@ -12922,6 +13058,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2); __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 928)), d12 = VLOAD(xc + (xo + 960)), d20 = VLOAD(xc + (xo + 1792));
@@ -13107,6 +13246,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
@@ -13284,6 +13426,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -13461,6 +13606,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2); __builtin_prefetch(xq + (xo + 2816), 0, 2); __builtin_prefetch(xq + (xo + 2848), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));
@@ -13646,6 +13794,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2); __builtin_prefetch(xq + (xo + 1952), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 928));
@@ -13823,6 +13974,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1920), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -14000,6 +14154,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1024), 0, 2); __builtin_prefetch(xq + (xo + 1056), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 896));

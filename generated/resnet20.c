@@ -1971,6 +1971,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
@@ -2061,6 +2064,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -2151,6 +2157,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
@@ -2249,6 +2258,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
@@ -2339,6 +2351,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -2429,6 +2444,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
@@ -2527,6 +2545,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
@@ -2617,6 +2638,9 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -2707,6 +2731,8 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
@@ -3394,6 +3420,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
@@ -3484,6 +3513,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -3574,6 +3606,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
@@ -3672,6 +3707,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
@@ -3762,6 +3800,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -3852,6 +3893,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
@@ -3950,6 +3994,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
@@ -4040,6 +4087,9 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -4130,6 +4180,8 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
@@ -4277,6 +4329,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968)), d21 = VLOAD(xc + (xo + 7296));
@@ -4367,6 +4422,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d13 = VLOAD(xc + (xo + 3968));
@@ -4457,6 +4515,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
+                        __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 3584)), d11 = VLOAD(xc + (xo + 3712)), d12 = VLOAD(xc + (xo + 3840)), d20 = VLOAD(xc + (xo + 7168));
@@ -4555,6 +4616,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
@@ -4645,6 +4709,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -4735,6 +4802,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2); __builtin_prefetch(xq + (xo + 11264), 0, 2); __builtin_prefetch(xq + (xo + 11392), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
@@ -4833,6 +4903,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2); __builtin_prefetch(xq + (xo + 7808), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 3712));
@@ -4923,6 +4996,9 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 13; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 7680), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -5013,6 +5089,8 @@ static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 13; tx < 14; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 28 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 16; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 100352; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 100352 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 3584));
@@ -6808,6 +6886,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
@@ -6898,6 +6979,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -6988,6 +7072,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
@@ -7086,6 +7173,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
@@ -7176,6 +7266,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -7266,6 +7359,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
@@ -7364,6 +7460,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
@@ -7454,6 +7553,9 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -7544,6 +7646,8 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
@@ -8581,6 +8685,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
@@ -8671,6 +8778,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -8761,6 +8871,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
@@ -8859,6 +8972,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
@@ -8949,6 +9065,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -9039,6 +9158,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
@@ -9137,6 +9259,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
@@ -9227,6 +9352,9 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -9317,6 +9445,8 @@ static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
@@ -9858,6 +9988,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176)), d21 = VLOAD(xc + (xo + 3712));
@@ -9948,6 +10081,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d13 = VLOAD(xc + (xo + 2176));
@@ -10038,6 +10174,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
+                        __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1792)), d11 = VLOAD(xc + (xo + 1920)), d12 = VLOAD(xc + (xo + 2048)), d20 = VLOAD(xc + (xo + 3584));
@@ -10136,6 +10275,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
@@ -10226,6 +10368,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -10316,6 +10461,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2); __builtin_prefetch(xq + (xo + 5888), 0, 2); __builtin_prefetch(xq + (xo + 6016), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
@@ -10414,6 +10562,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2); __builtin_prefetch(xq + (xo + 4224), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1920));
@@ -10504,6 +10655,9 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 4096), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -10594,6 +10748,8 @@ static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 32; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 25088; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 25088 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d10 = VLOAD(xc + (xo + 1792));
@@ -12365,6 +12521,9 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
@@ -12455,6 +12614,9 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -12545,6 +12707,9 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
@@ -12639,6 +12804,9 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
@@ -12729,6 +12897,9 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -12819,6 +12990,9 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
@@ -12913,6 +13087,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
@@ -13000,6 +13176,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -13087,6 +13265,8 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
@@ -14114,6 +14294,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
@@ -14204,6 +14387,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -14294,6 +14480,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
@@ -14388,6 +14577,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
@@ -14478,6 +14670,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -14568,6 +14763,9 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
@@ -14662,6 +14860,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
@@ -14749,6 +14949,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -14836,6 +15038,8 @@ static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
@@ -15373,6 +15577,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280)), d21 = VLOAD(xc + (xo + 1920));
@@ -15463,6 +15670,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d12 = VLOAD(xc + (xo + 1152)), d13 = VLOAD(xc + (xo + 1280));
@@ -15553,6 +15763,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2); __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1920));
@@ -15647,6 +15860,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3328), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
@@ -15737,6 +15953,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -15827,6 +16046,9 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2304), 0, 2); __builtin_prefetch(xq + (xo + 2432), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));
@@ -15921,6 +16143,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 1408), 0, 2); __builtin_prefetch(xq + (xo + 1536), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384)), d11 = VLOAD(xc + (xo + 1024));
@@ -16008,6 +16232,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d02 = VLOAD(xc + (xo + 256)), d03 = VLOAD(xc + (xo + 384));
@@ -16095,6 +16321,8 @@ static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 2, 3, one output */
                     const long xo = ((long)(2 * ty - 1) * 7 + 2 * tx - 1) * 128 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 6272; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 512), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 6272 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 1024));

@@ -1993,6 +1993,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
@@ -2171,6 +2174,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
@@ -2349,6 +2355,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
@@ -2535,6 +2544,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
@@ -2713,6 +2725,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -2891,6 +2906,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
@@ -3077,6 +3095,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
@@ -3255,6 +3276,9 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -3433,6 +3457,8 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
@@ -3770,6 +3796,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120)), d21 = VLOAD(xc + (xo + 2080));
@@ -3947,6 +3976,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d13 = VLOAD(xc + (xo + 1120));
@@ -4124,6 +4156,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
+                        __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 1024)), d11 = VLOAD(xc + (xo + 1056)), d12 = VLOAD(xc + (xo + 1088)), d20 = VLOAD(xc + (xo + 2048));
@@ -4309,6 +4344,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
@@ -4486,6 +4524,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -4663,6 +4704,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2); __builtin_prefetch(xq + (xo + 3200), 0, 2); __builtin_prefetch(xq + (xo + 3232), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
@@ -4848,6 +4892,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2); __builtin_prefetch(xq + (xo + 2208), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 1056));
@@ -5025,6 +5072,9 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 15; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2176), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -5202,6 +5252,8 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 15; tx < 16; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 32 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 32768; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 32768 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 1024));
@@ -5478,6 +5530,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
@@ -5656,6 +5711,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -5834,6 +5892,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
@@ -6020,6 +6081,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -6198,6 +6262,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -6376,6 +6443,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -6562,6 +6632,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -6740,6 +6813,9 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -6918,6 +6994,8 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -7255,6 +7333,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
@@ -7432,6 +7513,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -7609,6 +7693,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
@@ -7794,6 +7881,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -7971,6 +8061,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -8148,6 +8241,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -8333,6 +8429,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -8510,6 +8609,9 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -8687,6 +8789,8 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -8911,6 +9015,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
@@ -9089,6 +9196,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -9267,6 +9377,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
@@ -9453,6 +9566,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -9631,6 +9747,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -9809,6 +9928,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -9995,6 +10117,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -10173,6 +10298,9 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -10351,6 +10479,8 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -10688,6 +10818,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608)), d21 = VLOAD(xc + (xo + 1056));
@@ -10865,6 +10998,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d13 = VLOAD(xc + (xo + 608));
@@ -11042,6 +11178,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d10 = VLOAD(xc + (xo + 512)), d11 = VLOAD(xc + (xo + 544)), d12 = VLOAD(xc + (xo + 576)), d20 = VLOAD(xc + (xo + 1024));
@@ -11227,6 +11366,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -11404,6 +11546,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -11581,6 +11726,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2); __builtin_prefetch(xq + (xo + 1664), 0, 2); __builtin_prefetch(xq + (xo + 1696), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));
@@ -11766,6 +11914,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1184), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96)), d11 = VLOAD(xc + (xo + 544));
@@ -11943,6 +12094,9 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 1; tx < 7; tx++) { /* input columns all inside */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d03 = VLOAD(xc + (xo + 96));
@@ -12120,6 +12274,8 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
                 for (int tx = 7; tx < 8; tx++) { /* input columns zeros at 3 */
                     const long xo = ((long)(2 * ty - 1) * 16 + 2 * tx - 1) * 32 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 8192; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 128), 0, 2); __builtin_prefetch(xq + (xo + 160), 0, 2); __builtin_prefetch(xq + (xo + 640), 0, 2); __builtin_prefetch(xq + (xo + 672), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 8192 + bb * 16;
                             const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 32)), d02 = VLOAD(xc + (xo + 64)), d10 = VLOAD(xc + (xo + 512));

@@ -307,6 +307,33 @@ function M.products(C, a, np)
   C:open("for (int co = 0; co < %d; co++) {", nco)
 end
 
+-- Prefetch into L2 the input columns that the next tile along the row reads and this
+-- one does not (m of them, each row the class has inside the input), for the input
+-- channel ci. The tiles read their blocks a channel at a time, a stream of cache lines
+-- per (row, channel): 64 at 16 channels, more than the hardware prefetchers follow.
+-- A position is prefetched only when it lies in ci's plane for every tile of the classes
+-- (a column past a row's end is the next row's first, in the plane). ResNet-20 b64 on
+-- 2-core Zen 3, F(2x2): the network 1.026x (bench/ab.py; into L1 1.012x, one column
+-- 1.014x).
+function M.prefetch_next(C, a, R, V, rc, cc, m)
+  local geo = a.geo
+  local Ih, Iw = geo.I[1], geo.I[2]
+  local pf = {}
+  for i = 0, m + 1 do
+    for j = m + 2, 2 * m + 1 do
+      local last = (m * rc.hi - geo.lo[1] + i) * Iw + m * cc.hi - geo.lo[2] + j
+      if rc.v[i + 1] and last < Ih * Iw then
+        for l = 0, math.max(1, a.tile.TB * V // 16) - 1 do
+          pf[#pf + 1] = string.format("__builtin_prefetch(xq + (xo + %d), 0, 2);", (i * Iw + j) * R + l * 16)
+        end
+      end
+    end
+  end
+  if #pf == 0 then return end
+  C:line("const float *restrict xq = %s + (size_t)ci * %d; /* the next tile's new columns */", a.src, Ih * Iw * R)
+  for k = 1, #pf, 4 do C:line(table.concat(pf, " ", k, math.min(#pf, k + 3))) end
+end
+
 -- One tile (ty, tx) of row class rc and column class cc: input transform, the 16
 -- products, output transform.
 function M.tile_body(C, a, R, V, rc, cc)
@@ -318,6 +345,7 @@ function M.tile_body(C, a, R, V, rc, cc)
   C:line("const long xo = ((long)(2 * ty - %d) * %d + 2 * tx - %d) * %d + v0 * %d; /* the block's first input, maybe outside */",
     geo.lo[1], Iw, geo.lo[2], R, V)
   C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+  M.prefetch_next(C, a, R, V, rc, cc, 2)
   C:open("for (int bb = 0; bb < %d; bb++) {", TB)
   C:line("const float *restrict xc = %s + (size_t)ci * %d + bb * %d;", a.src, Ih * Iw * R, V)
   local ld, zero = {}, {}
