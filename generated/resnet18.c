@@ -7944,10 +7944,10 @@ static void l18_conv2d_backward(float *restrict G, const float *restrict x, cons
     /* x [64x56x56][lanes], y [128x28x28][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 64; cb++) {
-        const float *restrict dyb = dy + cb*50176;
-        for (int ci = 0; ci < 64; ci++) {
-            const float *restrict xc = x + ci*100352;
+    for (int ci = 0; ci < 64; ci++) {
+        const float *restrict xc = x + ci*100352;
+        for (int cb = 0; cb < 64; cb++) {
+            const float *restrict dyb = dy + cb*50176;
             float *restrict gwc = gw + cb*1152 + ci*9;
             { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
@@ -15089,10 +15089,10 @@ static void l34_conv2d_backward(float *restrict G, const float *restrict x, cons
     /* x [128x28x28][lanes], y [256x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 128; cb++) {
-        const float *restrict dyb = dy + cb*12544;
-        for (int ci = 0; ci < 128; ci++) {
-            const float *restrict xc = x + ci*25088;
+    for (int ci = 0; ci < 128; ci++) {
+        const float *restrict xc = x + ci*25088;
+        for (int cb = 0; cb < 128; cb++) {
+            const float *restrict dyb = dy + cb*12544;
             float *restrict gwc = gw + cb*2304 + ci*9;
             { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
@@ -21110,10 +21110,10 @@ static void l50_conv2d_backward(float *restrict G, const float *restrict x, cons
     /* x [256x14x14][lanes], y [512x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 256; cb++) {
-        const float *restrict dyb = dy + cb*3136;
-        for (int ci = 0; ci < 256; ci++) {
-            const float *restrict xc = x + ci*6272;
+    for (int ci = 0; ci < 256; ci++) {
+        const float *restrict xc = x + ci*6272;
+        for (int cb = 0; cb < 256; cb++) {
+            const float *restrict dyb = dy + cb*3136;
             float *restrict gwc = gw + cb*4608 + ci*9;
             { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);

@@ -6009,10 +6009,10 @@ static void l24_conv2d_backward(float *restrict G, const float *restrict x, cons
     /* x [16x28x28][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 16; cb++) {
-        const float *restrict dyb = dy + cb*50176;
-        for (int ci = 0; ci < 16; ci++) {
-            const float *restrict xc = x + ci*100352;
+    for (int ci = 0; ci < 16; ci++) {
+        const float *restrict xc = x + ci*100352;
+        for (int cb = 0; cb < 16; cb++) {
+            const float *restrict dyb = dy + cb*50176;
             float *restrict gwc = gw + cb*288 + ci*9;
             { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
@@ -11642,10 +11642,10 @@ static void l47_conv2d_backward(float *restrict G, const float *restrict x, cons
     /* x [32x14x14][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
     CG_PARALLEL_FOR
-    for (int cb = 0; cb < 32; cb++) {
-        const float *restrict dyb = dy + cb*12544;
-        for (int ci = 0; ci < 32; ci++) {
-            const float *restrict xc = x + ci*25088;
+    for (int ci = 0; ci < 32; ci++) {
+        const float *restrict xc = x + ci*25088;
+        for (int cb = 0; cb < 32; cb++) {
+            const float *restrict dyb = dy + cb*12544;
             float *restrict gwc = gw + cb*576 + ci*9;
             { /* every tap */
                 cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
