@@ -1052,7 +1052,7 @@ function M.backward_lanes(L, C, ctx)
   local X, DY = L.cin_g * IHW * R, L.cout_g * d.OHW * R
   local ci_out = L.groups == 1 and not unroll and L.cin_g >= 8 and nblocks > 1
     and L.cin_g * DY + X < nblocks * X + DY
-  local function channel_loops(body)
+  local function pair_loops(body)
     if not ci_out then
       ploop("g", L.groups - 1, L.groups > 1 and L.parallel, function(gg)
       ploop("cb", nblocks - 1, L.groups == 1 and L.parallel, function(cb)
@@ -1076,7 +1076,7 @@ function M.backward_lanes(L, C, ctx)
     C:close()
     C:close()
   end
-  channel_loops(function(gg, co0, ci)
+  pair_loops(function(gg, co0, ci)
     if not any_tap(geo) then C:line("(void)dyb; (void)xc; /* no tap meets the input */") end
     C:line("float *restrict gwc = gw + %s;", tostring(co0:scale(WK):term(ci, d.KHW)))
     local pass = function(label, ntaps, slot, keep, k_of)

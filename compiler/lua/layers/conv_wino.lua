@@ -315,7 +315,7 @@ end
 -- (a column past a row's end is the next row's first, in the plane). ResNet-20 b64 on
 -- 2-core Zen 3, F(2x2): the network 1.026x (bench/ab.py; into L1 1.012x, one column
 -- 1.014x).
-function M.prefetch_next(C, a, R, V, rc, cc, m)
+local function prefetch_next(C, a, R, V, rc, cc, m)
   local geo = a.geo
   local Ih, Iw = geo.I[1], geo.I[2]
   local pf = {}
@@ -345,7 +345,7 @@ function M.tile_body(C, a, R, V, rc, cc)
   C:line("const long xo = ((long)(2 * ty - %d) * %d + 2 * tx - %d) * %d + v0 * %d; /* the block's first input, maybe outside */",
     geo.lo[1], Iw, geo.lo[2], R, V)
   C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  M.prefetch_next(C, a, R, V, rc, cc, 2)
+  prefetch_next(C, a, R, V, rc, cc, 2)
   C:open("for (int bb = 0; bb < %d; bb++) {", TB)
   C:line("const float *restrict xc = %s + (size_t)ci * %d + bb * %d;", a.src, Ih * Iw * R, V)
   local ld, zero = {}, {}
