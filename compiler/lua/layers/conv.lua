@@ -1052,29 +1052,32 @@ function M.backward_lanes(L, C, ctx)
   local X, DY = L.cin_g * IHW * R, L.cout_g * d.OHW * R
   local ci_out = L.groups == 1 and not unroll and L.cin_g >= 8 and nblocks > 1
     and L.cin_g * DY + X < nblocks * X + DY
+  local function dy_base(co0) C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R))) end
+  local function x_base(gg, ci)
+    C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
+  end
   local function pair_loops(body)
-    if not ci_out then
-      ploop("g", L.groups - 1, L.groups > 1 and L.parallel, function(gg)
-      ploop("cb", nblocks - 1, L.groups == 1 and L.parallel, function(cb)
-        local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
-        C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
-        util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
-          C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term(gg, L.cin_g * IHW * R):term(ci, IHW * R)))
-          body(gg, co0, ci)
-        end))
-      end)
+    if ci_out then
+      ploop("ci", L.cin_g - 1, L.parallel, function(ci)
+        x_base(0, ci)
+        util.loop(C, "cb", 0, nblocks - 1, false, function(cb)
+          local co0 = util.aff(0):term(cb, TCW)
+          dy_base(co0)
+          body(0, co0, ci)
+        end)
       end)
       return
     end
-    util.par(C, L)
-    C:open("for (int ci = 0; ci < %d; ci++) {", L.cin_g)
-    C:line("const float *restrict xc = %s + %s;", xsrc, tostring(util.aff(0):term("ci", IHW * R)))
-    C:open("for (int cb = 0; cb < %d; cb++) {", nblocks)
-    local co0 = util.aff(0):term("cb", TCW)
-    C:line("const float *restrict dyb = dy + %s;", tostring(co0:scale(d.OHW * R)))
-    body(0, co0, "ci")
-    C:close()
-    C:close()
+    ploop("g", L.groups - 1, L.groups > 1 and L.parallel, function(gg)
+    ploop("cb", nblocks - 1, L.groups == 1 and L.parallel, function(cb)
+      local co0 = util.aff(0):term(gg, L.cout_g):term(cb, TCW)
+      dy_base(co0)
+      util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
+        x_base(gg, ci)
+        body(gg, co0, ci)
+      end))
+    end)
+    end)
   end
   pair_loops(function(gg, co0, ci)
     if not any_tap(geo) then C:line("(void)dyb; (void)xc; /* no tap meets the input */") end

@@ -313,8 +313,8 @@ end
 -- per (row, channel): 64 at 16 channels, more than the hardware prefetchers follow.
 -- A position is prefetched only when it lies in ci's plane for every tile of the classes
 -- (a column past a row's end is the next row's first, in the plane). ResNet-20 b64 on
--- 2-core Zen 3, F(2x2): the network 1.026x (bench/ab.py; into L1 1.012x, one column
--- 1.014x).
+-- 2-core Zen 3, the step (bench/ab.py): 1.003-1.014 (written by hand: 1.023-1.026;
+-- into L1 1.012, one column 1.014).
 local function prefetch_next(C, a, R, V, rc, cc, m)
   local geo = a.geo
   local Ih, Iw = geo.I[1], geo.I[2]
