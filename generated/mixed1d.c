@@ -157,6 +157,7 @@ static void l00_conv1d_forward(const float *restrict P, const float *restrict x,
             for (int ci = 0; ci < 4; ci++) {
                 const float *restrict xc = xg + ci*1024;
                 const float *restrict wc = wb + ci*5;
+                __builtin_prefetch(xc + ox*32 + 16 + 256);
                 __builtin_prefetch(xc + ox*32 + 32 + 256);
                 {
                     const cg_v x0 = VLOAD(xc + ox*32 - 32 + 0);

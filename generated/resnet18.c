@@ -181,6 +181,9 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
                     for (int ci = 0; ci < 3; ci++) {
                         const float *restrict xc = xg + ci*1692800;
                         const float *restrict wc = wb + ci*49;
+                        __builtin_prefetch(xc + oy*14720 + ox*64 + 36960 + 256);
+                        __builtin_prefetch(xc + oy*14720 + ox*64 + 36992 + 256);
+                        __builtin_prefetch(xc + oy*14720 + ox*64 + 44320 + 256);
                         __builtin_prefetch(xc + oy*14720 + ox*64 + 44352 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*14720 + ox*64 + 0);
@@ -7744,6 +7747,9 @@ static void l18_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 64; ci++) {
                         const float *restrict xc = xg + ci*100352;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*3584 + ox*64 + 256);
+                        __builtin_prefetch(xc + oy*3584 + ox*64 + 32 + 256);
+                        __builtin_prefetch(xc + oy*3584 + ox*64 + 1792 + 256);
                         __builtin_prefetch(xc + oy*3584 + ox*64 + 1824 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*3584 + ox*64 - 1824 + 0);
@@ -14889,6 +14895,9 @@ static void l34_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 128; ci++) {
                         const float *restrict xc = xg + ci*25088;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*1792 + ox*64 + 256);
+                        __builtin_prefetch(xc + oy*1792 + ox*64 + 32 + 256);
+                        __builtin_prefetch(xc + oy*1792 + ox*64 + 896 + 256);
                         __builtin_prefetch(xc + oy*1792 + ox*64 + 928 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*1792 + ox*64 - 928 + 0);
@@ -20910,6 +20919,9 @@ static void l50_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 256; ci++) {
                         const float *restrict xc = xg + ci*6272;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*896 + ox*64 + 256);
+                        __builtin_prefetch(xc + oy*896 + ox*64 + 32 + 256);
+                        __builtin_prefetch(xc + oy*896 + ox*64 + 448 + 256);
                         __builtin_prefetch(xc + oy*896 + ox*64 + 480 + 256);
                         {
                             const cg_v x0 = VLOAD(xc + oy*896 + ox*64 - 480 + 0);

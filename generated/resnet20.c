@@ -5809,6 +5809,9 @@ static void l24_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 16; ci++) {
                         const float *restrict xc = xg + ci*100352;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*7168 + ox*256 + 1024);
+                        __builtin_prefetch(xc + oy*7168 + ox*256 + 128 + 1024);
+                        __builtin_prefetch(xc + oy*7168 + ox*256 + 3584 + 1024);
                         __builtin_prefetch(xc + oy*7168 + ox*256 + 3712 + 1024);
                         {
                             const cg_v x0 = VLOAD(xc + oy*7168 + ox*256 - 3712 + 0);
@@ -11442,6 +11445,9 @@ static void l47_conv2d_forward(const float *restrict P, const float *restrict x,
                     for (int ci = 0; ci < 32; ci++) {
                         const float *restrict xc = xg + ci*25088;
                         const float *restrict wc = wb + ci*9;
+                        __builtin_prefetch(xc + oy*3584 + ox*256 + 1024);
+                        __builtin_prefetch(xc + oy*3584 + ox*256 + 128 + 1024);
+                        __builtin_prefetch(xc + oy*3584 + ox*256 + 1792 + 1024);
                         __builtin_prefetch(xc + oy*3584 + ox*256 + 1920 + 1024);
                         {
                             const cg_v x0 = VLOAD(xc + oy*3584 + ox*256 - 1920 + 0);
