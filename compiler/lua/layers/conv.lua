@@ -710,7 +710,7 @@ local function fresh(ax, k, dir)
   return true
 end
 
-local function prefetch_far(C, geo, taps, base, R, V, TB, step, rel, dir)
+local function prefetch_fresh(C, geo, taps, base, R, V, TB, step, rel, dir)
   if #taps ~= geo.h.K * geo.w.K then return end
   local ahead = math.max(4 * step * R, 256)
   for _, tp in ipairs(taps) do
@@ -810,7 +810,7 @@ function M.forward_lanes(L, C, ctx)
       if #taps > 0 then util.loop(C, "ci", 0, L.cin_g - 1, unroll, braced(C, unroll, function(ci)
         C:line("const float *restrict xc = %s + %s;", xbase, tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
-        prefetch_far(C, geo, taps, "xc", R, V, TB, geo.w.S, xbase == "xq", 1)
+        prefetch_fresh(C, geo, taps, "xc", R, V, TB, geo.w.S, xbase == "xq", 1)
         for _, tp in ipairs(taps) do
           local loads = {}
           if xbase == "xq" then
@@ -980,7 +980,7 @@ function M.backward_dx_lanes(L, C, ctx)
         util.loop(C, "co", 0, L.cout_g - 1, unroll, braced(C, unroll, function(co)
           C:line("const float *restrict dyc = %s + %s;", dybase, tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
-          prefetch_far(C, geo, taps, "dyc", R, V, TB, 1, dybase == "dq", -1)
+          prefetch_fresh(C, geo, taps, "dyc", R, V, TB, 1, dybase == "dq", -1)
           for _, tp in ipairs(taps) do
             local loads = {}
             if dybase == "dq" then
