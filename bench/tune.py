@@ -30,7 +30,9 @@ this one, both in one binary (bench/ab.py) that times them alternately, 20 x --r
 pairs of ~0.1 s blocks, half in a process that allocates A's memory first and half in
 one that allocates B's first; the choice is kept when the 95 % interval of the
 pairs' median ratio and each process's median lie above 1 (bench/ab.py's verdict), else
-the heuristic's schedule is recorded for it. `cnngen --wisdom FILE` (or `make trainer`,
+the heuristic's schedule is recorded for it. Choices that promise less than the check
+resolves (RESOLVE, 2 % of the step) are checked in groups that promise that much, kept
+or discarded together. `cnngen --wisdom FILE` (or `make trainer`,
 which passes build/wisdom.tsv when it exists) then emits those schedules; without a line for a layer, the built-in heuristic
 decides. Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
@@ -51,6 +53,11 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 import ab  # noqa: E402
 import layer_profile  # noqa: E402
 from ab import CNNGEN, sh  # noqa: E402
+
+
+# the share of a step below which the whole-network check (bench/ab.py, 40 pairs) cannot
+# tell a choice from noise: smaller promises are checked in groups (main)
+RESOLVE = 0.02
 
 
 def native_isa(spec):
@@ -196,7 +203,7 @@ def main():
     listing = sh([CNNGEN, "--schedules", a.spec])
     lines = read_wisdom(a.wisdom)
     done = set()
-    chosen, heur_of, gain_of = {}, {}, {}
+    chosen, heur_of, gain_of, rate_of = {}, {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="cnngen-tune-") as work:
         for row in listing.splitlines():
             index, sig, cands = row.split("\t")
@@ -253,6 +260,7 @@ def main():
             heur = res[0]
             inc_r = next((r for r in res if r[2] == inc and r is not heur), None)
             gain = best[0] / heur[0]
+            heur_rate = heur[0]  # img/s of the layer-alone step with the heuristic's choice
             if (best is not heur or inc_r) and a.runoff > 0:
                 # a run-off against noise (a shared machine moves rates by 10-30 % from one
                 # minute to the next, and one slow minute can sink the true winner in the
@@ -274,6 +282,7 @@ def main():
                 print(f"tune: layer {index} run-off, medians of {a.runoff + 1}: " +
                       ", ".join(f"{r[2]} {med[r[2]]:.1f}" for r in fin) + " img/s", flush=True)
                 gain = med[best[2]] / med[heur[2]]
+                heur_rate = med[heur[2]]
                 if gain <= 1.0:
                     best = heur
                     gain = 1.0
@@ -281,16 +290,17 @@ def main():
             chosen[sig] = best[2]
             heur_of[sig] = heur[2]
             gain_of[sig] = gain
+            rate_of[sig] = heur_rate
         changed = [sig for sig in chosen if chosen[sig] != heur_of[sig]]
         if changed and a.runoff > 0:
-            # Each changed signature checked in the whole network, one at a time (greedy):
-            # the network with the choices accepted so far (A) against the same plus this
-            # signature's (B), both in one process (bench/ab.py, bench/abstep.c: 20 x
+            # Each changed signature checked in the whole network, greedily (alone, or in a
+            # group of small ones: below): the network with the choices accepted so far (A)
+            # against the same plus this signature's or group's (B), both in one process (bench/ab.py, bench/abstep.c: 20 x
             # runoff pairs of ~0.1 s blocks, the order swapped every pair, half in a process
             # that allocates A first, half in one that allocates B first); accepted when
             # the 95 % interval of the pairs' median ratio and both processes' medians lie
             # above 1 (ab.verdict). Signatures in the order of the time they promise
-            # (layers x the gain timed alone). A layer timed
+            # (layers x the time a step the layer alone saves). A layer timed
             # alone does not see its neighbours' caches, and one choice that loses in the
             # network no longer sinks the others with it, as the single all-or-nothing
             # check did (session 28's run a: 0.92x, every choice discarded). Two builds
@@ -301,21 +311,44 @@ def main():
             for row in listing.splitlines():
                 g = row.split("\t")[1]
                 count[g] = count.get(g, 0) + 1
-            order = sorted(changed, key=lambda g: -count[g] * (1 - 1 / gain_of[g]))
-            accepted = {}
+            order = sorted(changed, key=lambda g: -count[g] * (1 - 1 / gain_of[g]) / rate_of[g])
+            # A choice that promises less of the step than the check resolves (RESOLVE:
+            # the pairs' interval is about +-1 %) goes in a group with the next ones until
+            # the group promises that much, and the group is checked as one (kept or
+            # recorded as the heuristic's together): one at a time, a layer that saves
+            # 0.5 % of the step could never show it (session 36: four such, each above 1,
+            # all thrown away).
+            # The promise: count x the time the layer alone saves a step, over the
+            # network's step in the last check (the first choice is checked alone).
+            accepted, pending, net_ips = {}, [], None
             cur = ab.source(a.spec, "-", os.path.join(work, "net_0"))  # the network of the accepted choices
-            for k, sig in enumerate(order, 1):
+
+            def promise(g):
+                return count[g] * (1 - 1 / gain_of[g]) / rate_of[g] * net_ips if net_ips else 1.0
+
+            k = 0
+            for j, sig in enumerate(order):
+                pending.append(sig)
+                if sum(promise(g) for g in pending) < RESOLVE and j + 1 < len(order):
+                    continue
+                k += 1
+                group, pending = pending, []
                 wb = os.path.join(work, f"net_{k}.tsv")
                 with open(wb, "w") as f:
-                    f.write("".join(f"{isa}\t{g}\t{chosen[g]}\n" for g in list(accepted) + [sig]))
+                    f.write("".join(f"{isa}\t{g}\t{chosen[g]}\n" for g in list(accepted) + group))
                 src = ab.source(a.spec, wb, os.path.join(work, f"net_{k}"))
                 r = ab.run(ab.build(cur, src, a, os.path.join(work, f"ab{k}")), a.threads, pairs=max(8, 20 * a.runoff))
                 ok = ab.verdict(r) == "B faster"
+                what = ", ".join(f"{g} {heur_of[g]} -> {chosen[g]} ({count[g]} layer(s)"
+                                 + (f", promised {100 * promise(g):.1f} %" if net_ips else "") + ")" for g in group)
+                net_ips = r["b_img_per_s"] if ok else r["a_img_per_s"]
                 if ok:
-                    accepted[sig], cur = chosen[sig], src
+                    cur = src
+                    for g in group:
+                        accepted[g] = chosen[g]
                 lo, hi = r["ci95"]
-                print(f"tune: whole network, {sig} {heur_of[sig]} -> {chosen[sig]} ({count[sig]} layer(s)) on top of "
-                      f"{len(accepted) - ok} accepted: {r['b_img_per_s']:.1f} vs {r['a_img_per_s']:.1f} img/s in one process, "
+                print(f"tune: whole network, {what} on top of "
+                      f"{len(accepted) - (len(group) if ok else 0)} accepted: {r['b_img_per_s']:.1f} vs {r['a_img_per_s']:.1f} img/s in one process, "
                       f"median ratio of {r['pairs']} pairs {r['ratio']:.3f}x (95 % interval {lo:.3f}-{hi:.3f}; by process "
                       f"{', '.join(f'{x:.3f}' for x in r['process_ratios'])}): "
                       f"{'kept' if ok else 'the heuristic recorded'}", flush=True)
