@@ -12,6 +12,8 @@ $(B)/bench:
 	mkdir -p $@
 $(B)/bench/fma_peak: bench/fma_peak.c | $(B)/bench
 	$(CC) $(OPT) -std=c11 $< -o $@
+$(B)/bench/xcore: bench/xcore.c | $(B)/bench
+	$(CC) -O2 -std=c11 -pthread $< -o $@
 bench-deps:
 	@dpkg-query -W -f='$${Status}' libopenblas0-pthread 2>/dev/null | grep -q 'install ok installed' || \
 	 { echo "bench: installing libopenblas0-pthread (the system BLAS Debian's python3-torch calls)"; \
@@ -20,8 +22,9 @@ bench-deps:
 	     -o DPkg::Lock::Timeout=600 libopenblas0-pthread || \
 	   echo "bench: could not install libopenblas0-pthread; Debian's torch keeps the BLAS it has"; }
 	@bench/pypi_torch.sh $(BENCH_VENV) $(PYTHON)
-bench: all $(B)/bench/fma_peak bench-deps
+bench: all $(B)/bench/fma_peak $(B)/bench/xcore bench-deps
 	$(PYTHON) bench/run.py --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --fma-peak $(B)/bench/fma_peak \
+	  --xcore $(B)/bench/xcore \
 	  --venv $(BENCH_VENV) $(BENCH_ARGS)
 	@$(MAKE) --no-print-directory bench-mpi
 

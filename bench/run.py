@@ -308,6 +308,7 @@ def merge_runs(runs):
     pooled, the worst foreign load and the largest peak memory."""
     m = dict(runs[-1])
     m["round_img_per_s"] = [r["img_per_s"] for r in runs]
+    m["round_xcore_ns"] = [r.get("xcore_ns") for r in runs]
     m["img_per_s"] = round(statistics.median(m["round_img_per_s"]), 1)
     for k in ("runs", "cpu_per_wall"):
         if all(k in r for r in runs):
@@ -318,16 +319,23 @@ def merge_runs(runs):
     return m
 
 
-def sweep(jobs, rounds):
+def sweep(jobs, rounds, probe=lambda: None):
     """Run every job (name, fn) once a round for `rounds` rounds, the order reversed every
     other round, so that cnngen's and PyTorch's configurations all meet the shared
     machine's slow and fast minutes (its speed moves up to 1.7x between minutes,
     bench/RESULTS.md session 23) instead of each side being timed in its own minutes.
-    Returns {name: [result of each round]}."""
+    probe() runs before every job; its value is kept in the job's result (and each of its
+    configs) as xcore_ns. Returns {name: [result of each round]}."""
     out = {name: [] for name, _ in jobs}
     for i in range(rounds):
         for name, fn in (jobs if i % 2 == 0 else jobs[::-1]):
-            out[name].append(fn())
+            # the cores' distance just before the job (bench/xcore.c): on a 2-vCPU VM
+            # near and far placements differ 1.6x for a 2-thread step (session 37)
+            ns = probe()
+            r = fn()
+            for k in (r.get("configs") or [r]):
+                k["xcore_ns"] = ns
+            out[name].append(r)
         if rounds > 1:
             log(f"  sweep round {i + 1} of {rounds} done")
     return out
@@ -366,6 +374,17 @@ def fma_peak(a):
     r = json.loads(out)
     r["foreign_cores"] = round(foreign, 3)
     return r
+
+
+def xcore(a):
+    """The first two CPUs' distance now: a cache line's round trip in ns (bench/xcore.c),
+    None when not measurable. Never fails the bench."""
+    try:
+        out = subprocess.run([a.xcore], check=True, stdout=subprocess.PIPE, text=True,
+                             cwd=ROOT, timeout=30).stdout
+        return json.loads(out).get("round_trip_ns")
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def machine_info(a):
@@ -498,11 +517,15 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
         jobs += [(("h", t), (lambda t=t: run_cnngen(exe_h, mode, t, a))) for t in (1, 2)]
     if not a.no_torch:
         jobs += [(("torch", i), f) for i, f in enumerate(torch_jobs)]
-    res = sweep(jobs, rounds)
+    res = sweep(jobs, rounds, lambda: xcore(a))
     cg = {t: merge_runs(res[("cg", t)]) for t in (1, 2)}
     best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
     c = cg[best_t]
-    rtext = (lambda r: f" (rounds {', '.join(f'{v:,.1f}' for v in r['round_img_per_s'])})" if rounds > 1 else "")
+    def ns_text(v):
+        return f" @{v:.0f} ns" if isinstance(v, (int, float)) else ""
+    rtext = (lambda r: " (rounds " + ", ".join(f"{v:,.1f}{ns_text(n)}" for v, n in
+                                                zip(r["round_img_per_s"], r["round_xcore_ns"])) + ")"
+             if rounds > 1 else "")
     log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)"
         + ("  tuned" if exe_h else "") + rtext(cg[best_t]))
     heur = None
@@ -562,13 +585,17 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
         # 10-70 % from one minute to the next (bench/RESULTS.md, session 19): the two
         # again, alternately, so that both meet the same phases; for the record (the
         # result above stays the sequential ratio)
-        cs, ts = [], []
+        cs, ts, cn, tn = [], [], [], []
         for _ in range(a.rounds):
+            tn.append(xcore(a))
             ts.append(rerun(tb))
+            cn.append(xcore(a))
             cs.append(run_cnngen(exe, mode, best_t, a)["img_per_s"])
-        row["rounds"] = {"cnngen": cs, "torch": ts, "ratio": statistics.median(cs) / statistics.median(ts)}
-        log(f"  in {a.rounds} alternating rounds: cnngen {', '.join(f'{v:.1f}' for v in cs)}, "
-            f"pytorch {', '.join(f'{v:.1f}' for v in ts)} img/s: ratio of medians {row['rounds']['ratio']:.2f}x")
+        row["rounds"] = {"cnngen": cs, "torch": ts, "ratio": statistics.median(cs) / statistics.median(ts),
+                         "cnngen_xcore_ns": cn, "torch_xcore_ns": tn}
+        log(f"  in {a.rounds} alternating rounds: cnngen {', '.join(f'{v:.1f}{ns_text(n)}' for v, n in zip(cs, cn))}, "
+            f"pytorch {', '.join(f'{v:.1f}{ns_text(n)}' for v, n in zip(ts, tn))} img/s: "
+            f"ratio of medians {row['rounds']['ratio']:.2f}x")
     return row
 
 
@@ -579,6 +606,8 @@ def main():
     p.add_argument("--libs", default="-lzip -lz -lm")
     p.add_argument("--build", default=os.path.join(ROOT, "build", "bench"))
     p.add_argument("--fma-peak", default=os.path.join(ROOT, "build", "bench", "fma_peak"))
+    p.add_argument("--xcore", default=os.path.join(ROOT, "build", "bench", "xcore"),
+                   help="bench/xcore.c's binary: the two CPUs' distance before every timed job")
     p.add_argument("--venv", default=os.path.join(ROOT, "build", "bench-venv"),
                    help="virtual environment with PyPI's torch (bench/pypi_torch.sh)")
     p.add_argument("--reps", type=int, default=5)
@@ -755,6 +784,27 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
                "is the sweep's ratio (its best configurations' medians over the sweep's rounds). " + "; ".join(
                    f"{r['workload']}: cnngen {', '.join(fmt_int(v) for v in r['rounds']['cnngen'])}, PyTorch "
                    f"{', '.join(fmt_int(v) for v in r['rounds']['torch'])} img/s" for r in rows if r.get("rounds")) + ".", ""]
+    def ns_list(v):
+        return ", ".join("—" if n is None else f"{n:.0f}" for n in v)
+    xl = []
+    for r in rows:
+        if r.get("sweep_rounds", 1) < 2:
+            continue
+        c = r["cnngen_runs"][r["cnngen"]["threads"]]
+        tb = [k for k in r["torch_runs"] if k["img_per_s"] == r["torch"]["img_per_s"]]
+        if not any(n is not None for n in c.get("round_xcore_ns", [])):
+            continue
+        t = f"{r['workload']}: the sweep's rounds, cnngen {ns_list(c['round_xcore_ns'])}"
+        if tb and tb[0].get("round_xcore_ns"):
+            t += f", PyTorch's best {ns_list(tb[0]['round_xcore_ns'])}"
+        if r.get("rounds") and "cnngen_xcore_ns" in r["rounds"]:
+            t += (f"; alternating rounds, cnngen {ns_list(r['rounds']['cnngen_xcore_ns'])}, PyTorch "
+                  f"{ns_list(r['rounds']['torch_xcore_ns'])}")
+        xl.append(t)
+    if xl:
+        md += ["The two CPUs' distance before each timed run (bench/xcore.c: a cache line's round trip between "
+               "threads pinned to them, ns; on a 2-vCPU Zen 4 VM ~55 on one CCX and ~340 across CCDs, where a "
+               "2-thread cnngen step ran 1.6x slower: bench/RESULTS.md, session 37): " + "; ".join(xl) + ".", ""]
     if any(r.get("target_gflops") for r in rows):
         md += ["\"target needs\" is the target times PyTorch's effective GFLOP/s: above 100 % of the FMA peak, no "
                "schedule of the same multiply-adds can reach it on this machine (only fewer multiplies could: "
