@@ -14,6 +14,8 @@
  *               steps before timing
  *   --ieee-subnormals  keep IEEE subnormal floats; default: flush-to-zero and
  *               denormals-are-zero (cg_flush_subnormals), as the trainer's commands do
+ *   --team T    T replicas on T threads split the batch (a network generated with
+ *               cnngen --team; bench_net.h's bench_team_step); batch default T x the spec's
  *
  * A step = zero grads, forward (training), loss, backward, SGD momentum update
  * (cg_net_sgd_update, the runtime's update kernel on the net's threads; lr 0.001, momentum 0.9, weight decay from
@@ -78,10 +80,19 @@ static long maxrss_kb(void)
 }
 
 static bench_net bn;
-static int fwd_only;
+static int fwd_only, team_size;
+#ifdef _OPENMP
+static bench_team bt;
+#endif
 
 static void step(void)
 {
+#ifdef _OPENMP
+    if (team_size) {
+        bench_team_step(&bt);
+        return;
+    }
+#endif
     if (fwd_only)
         bn.net->forward(bn.params, bn.buffers, bn.x, bn.ws, bn.n, 1);
     else
@@ -105,25 +116,44 @@ int main(int argc, char **argv)
             warmup_s = atof(argv[++i]);
         else if (!strcmp(argv[i], "--rep-s") && i + 1 < argc)
             rep_s = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--team") && i + 1 < argc)
+            team_size = atoi(argv[++i]);
         else if (argv[i][0] != '-' && npos < 3)
             pos[npos++] = atoi(argv[i]);
         else
             npos = 99;
     }
     int steps = pos[0], reps = pos[1];
-    int n = pos[2];
-    if (npos > 3 || steps < 0 || reps < 1 || n < 1 || n > net->batch || rep_s <= 0) {
+    int n = pos[2], maxn = net->batch;
+    if (team_size > 0) {
+        maxn = team_size * net->batch;
+        if (npos < 3)
+            n = maxn;
+    }
+    if (npos > 3 || steps < 0 || reps < 1 || n < 1 || n > maxn || rep_s <= 0 || team_size < 0 ||
+        (team_size && (fwd_only || want_dx))) {
         fprintf(stderr,
                 "usage: %s [steps|0=auto] [reps] [batch<=%d] [--fwd] [--dx] [--warmup-s S] [--rep-s S] "
-                "[--ieee-subnormals]\n",
-                argv[0], net->batch);
+                "[--ieee-subnormals] [--team T (not with --fwd, --dx)]\n",
+                argv[0], maxn);
         return 2;
     }
     if (reps > 64)
         reps = 64;
     /* before the first OpenMP region, so that the worker threads inherit it */
     int flushed = ieee ? 0 : cg_flush_subnormals(1);
-    bench_net_init(&bn, net, n, want_dx);
+    if (team_size) {
+#ifdef _OPENMP
+        const char *err = bench_team_init(&bt, net, n, team_size);
+#else
+        const char *err = "--team needs a build with -fopenmp";
+#endif
+        if (err) {
+            fprintf(stderr, "%s: --team %d: %s\n", argv[0], team_size, err);
+            return 2;
+        }
+    } else
+        bench_net_init(&bn, net, n, want_dx);
     /* planned minimum, bytes: what this process must hold (the generated header's macros) */
     double planned = 4.0 * (3.0 * (double)net->n_params + (double)net->n_buffers + (double)net->workspace +
                             (double)n * (double)net->in_size * (want_dx ? 2 : 1) + (double)n * (double)net->out_size) +
@@ -158,7 +188,7 @@ int main(int argc, char **argv)
     long minflt[64], majflt[64];
     int threads = 1;
 #ifdef _OPENMP
-    threads = omp_get_max_threads();
+    threads = team_size ? team_size : omp_get_max_threads();
 #endif
     for (int r = 0; r < reps; r++) {
         sample a = snap();
@@ -173,9 +203,9 @@ int main(int argc, char **argv)
     double sorted[64];
     memcpy(sorted, runs, sizeof(double) * (size_t)reps);
     qsort(sorted, (size_t)reps, sizeof(double), bench_cmp_double);
-    printf("{\"net\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"threads\": %d, \"steps\": %d, \"img_per_s\": %.1f, "
-           "\"flush_subnormals\": %s, \"runs\": [",
-           net->name, fwd_only ? "fwd" : want_dx ? "train_dx" : "train", n, threads, steps, sorted[reps / 2],
+    printf("{\"net\": \"%s\", \"mode\": \"%s\", \"batch\": %d, \"threads\": %d, \"team\": %d, \"steps\": %d, "
+           "\"img_per_s\": %.1f, \"flush_subnormals\": %s, \"runs\": [",
+           net->name, fwd_only ? "fwd" : want_dx ? "train_dx" : "train", n, threads, team_size, steps, sorted[reps / 2],
            flushed ? "true" : "false");
     for (int r = 0; r < reps; r++)
         printf("%s%.1f", r ? ", " : "", runs[r]);
@@ -193,6 +223,11 @@ int main(int argc, char **argv)
            warm_steps, w1.wall - w0.wall, t_first, (w1.wall - w0.wall) / (double)warm_steps, w1.minflt - w0.minflt,
            (w1.cpu - w0.cpu) / (w1.wall - w0.wall));
     printf(", \"rss_start_kb\": %ld, \"maxrss_kb\": %ld, \"planned_bytes\": %.0f}\n", rss0, maxrss_kb(), planned);
-    bench_net_free(&bn);
+#ifdef _OPENMP
+    if (team_size)
+        bench_team_free(&bt);
+    else
+#endif
+        bench_net_free(&bn);
     return 0;
 }

@@ -23,9 +23,10 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 6 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+#define CG_ABI_VERSION 7 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
                             gained optimizer, betas, eps, warmup, augment; 5: cg_layer.inplace;
-                            6: cg_net.parallel_for */
+                            6: cg_net.parallel_for; 7: cg_net.forward_team, backward_team,
+                            team_slot */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -110,6 +111,8 @@ typedef struct cg_train_defaults {
     int aug_flip;         /* training batches: horizontal flip with probability 1/2 */
 } cg_train_defaults;
 
+struct cg_team;
+
 typedef struct cg_net {
     int abi;               /* CG_ABI_VERSION */
     const char *name;
@@ -145,7 +148,45 @@ typedef struct cg_net {
      * without OpenMP, runs its loops over independent pieces (the loss) on it. NULL: the
      * runtime runs them in order on the calling thread. */
     void (*parallel_for)(int n, void (*body)(void *ctx, int i), void *ctx);
+    /* Team entry points (the generator's --team; NULL without it): forward and backward
+     * of one replica of a team of threads that split a batch between them, each replica
+     * with its own buffers and ws and its own slice of the batch (n of its samples).
+     * Batch norm's training statistics are those of the whole team's batch: the replicas
+     * meet at a cg_team_sync in every batch norm layer, so every member of the team must
+     * make the same calls. team = NULL: the plain forward / backward. backward's grads
+     * are the replica's part (its samples' sum); the caller adds the parts. */
+    void (*forward_team)(const float *params, float *buffers, const float *x, float *ws,
+                         int n, int training, struct cg_team *team);
+    void (*backward_team)(const float *params, float *grads, const float *x, float *dx,
+                          float *ws, int n, struct cg_team *team);
+    size_t team_slot;      /* doubles one replica posts per cg_team_sync (cg_team_new) */
+    int team;              /* replicas the code was generated for (--team T; 0 without):
+                              batch is ceil(train.batch / team) */
 } cg_net;
+
+/* ---- teams: threads that each run a replica of the network on part of a batch ----
+ * (runtime/team.c). A team of `size` members shares two exchange buffers of
+ * [size][slot] doubles; member `rank` writes its row of the current one, cg_team_sync
+ * waits until every member has arrived, after which each reads every row. The next sync
+ * uses the other buffer, so a member may write again while a slower one still reads the
+ * last. The members are threads the caller creates (an OpenMP parallel region of `size`
+ * threads, or pthreads); every member must reach every sync. */
+typedef struct cg_team_shared cg_team_shared;
+typedef struct cg_team {
+    int rank, size;
+    size_t slot;    /* doubles a row */
+    unsigned phase; /* syncs this member has passed: picks the buffer */
+    cg_team_shared *sh;
+} cg_team;
+
+/* a team of size members with rows of slot doubles: members[0..size) filled in (rank r
+ * in members[r]); NULL when out of memory or size < 1 */
+cg_team_shared *cg_team_new(int size, size_t slot, cg_team *members);
+void cg_team_free(cg_team_shared *sh);
+/* the current exchange buffer, [size][slot] doubles: write row t->rank, sync, read */
+double *cg_team_xch(const cg_team *t);
+/* the team's barrier: returns when all members have called it (spins, then yields) */
+void cg_team_sync(cg_team *t);
 
 /* ---- runtime API (libcnngen) ---- */
 

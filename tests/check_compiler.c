@@ -435,6 +435,29 @@ START_TEST(test_cli_two_specs)
 }
 END_TEST
 
+/* --team T: a count from 1 to 64; a replica's batch, ceil(batch / T), must reach the
+ * batch-innermost layout (16), else an error at the spec naming --team and the numbers */
+START_TEST(test_cli_team)
+{
+    run_result r;
+    RUN(r, "--team", "0", "tests/nets/t_team_resbn_ln.yaml", "--check");
+    expect_status("cnngen --team 0", &r, 2);
+    ck_assert_msg(strstr(r.err, "--team") != NULL, "cnngen --team 0: stderr does not name the option:\n%s", r.err);
+    free_result(&r);
+    RUN(r, "--team", "x2", "tests/nets/t_team_resbn_ln.yaml", "--check");
+    expect_status("cnngen --team x2", &r, 2);
+    free_result(&r);
+    RUN(r, "--team", "3", "tests/nets/t_team_resbn_ln.yaml", "--check");
+    expect_status("cnngen --team 3 (batch 34: 12 a replica)", &r, 1);
+    ck_assert_msg(strstr(r.err, "t_team_resbn_ln.yaml:") && strstr(r.err, "ceil(train.batch 34 / 3) = 12"),
+                  "cnngen --team 3: stderr does not name the spec and the replica batch:\n%s", r.err);
+    free_result(&r);
+    RUN(r, "--team", "2", "tests/nets/t_team_resbn_ln.yaml", "--check");
+    expect_status("cnngen --team 2 (batch 34: 17 a replica)", &r, 0);
+    free_result(&r);
+}
+END_TEST
+
 START_TEST(test_cli_o_without_dir)
 {
     run_result r;
@@ -1200,6 +1223,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(cli, test_cli_no_args);
     tcase_add_test(cli, test_cli_unknown_option);
     tcase_add_test(cli, test_cli_two_specs);
+    tcase_add_test(cli, test_cli_team);
     tcase_add_test(cli, test_cli_o_without_dir);
     tcase_add_test(cli, test_cli_missing_file);
     tcase_add_test(cli, test_cli_bad_outdir);

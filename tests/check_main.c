@@ -8,6 +8,7 @@ Suite *make_compiler_suite(void);
 Suite *make_train_suite(void);
 Suite *make_faults_suite(void);
 Suite *make_comm_suite(void);
+Suite *make_team_suite(void);
 
 int main(void)
 {
@@ -17,6 +18,7 @@ int main(void)
     srunner_add_suite(sr, make_train_suite());
     srunner_add_suite(sr, make_faults_suite());
     srunner_add_suite(sr, make_comm_suite());
+    srunner_add_suite(sr, make_team_suite());
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -171,6 +171,105 @@ local function over_channel_vec(C, L, R, V, NV, body)
   C:close()
 end
 
+-- A team's replica (the generator's --team, cnngen.h's cg_team): each posts its
+-- channels' count, mean and sum of squared deviations (3 doubles a channel), and after the
+-- sync every replica combines the rows in rank order (Chan et al.'s pairwise update, the
+-- same bits on every replica), sets S and the running statistics, and normalises. Opens
+-- `if (team) {` ... `} else {`: the caller's single-replica code follows, and closes it.
+local function team_forward_stats(C, L, R, V, NV, normalize)
+  local c = L.channels
+  C:open("if (team) {")
+  C:line("double *xch = cg_team_xch(team); /* [team->size][team->slot]: other threads write it, not restrict */")
+  C:line("double *mine = xch + (size_t)team->rank * team->slot;")
+  util.par(C, L)
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+  C:line("const float k = xc[0];")
+  C:line("cg_v acc[%d], acc2[%d];", NV, NV)
+  C:line("for (int v = 0; v < %d; v++) acc[v] = acc2[v] = vsplat(0.0f);", NV)
+  over_channel_vec(C, L, R, V, NV, function(at)
+    C:line("const cg_v dv = (VLOAD(xc + %s) - k) * VLOAD(mask + v * %d);", at, V)
+    C:line("acc[v] += dv; acc2[v] += dv * dv;")
+  end)
+  C:line("double s1 = 0.0, s2 = 0.0;")
+  C:line("for (int v = 0; v < %d; v++) { s1 += vsum(acc[v]); s2 += vsum(acc2[v]); }", NV)
+  C:line("mine[3 * c] = m;")
+  C:line("mine[3 * c + 1] = m > 0 ? k + s1 / m : 0.0;")
+  C:line("mine[3 * c + 2] = m > 0 ? fmax(s2 - s1 * s1 / m, 0.0) : 0.0;")
+  C:close()
+  C:line("cg_team_sync(team);")
+  util.par(C, L)
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+  C:line("double n = 0.0, tmean = 0.0, m2 = 0.0;")
+  C:open("for (int t = 0; t < team->size; t++) {")
+  C:line("const double *row = xch + (size_t)t * team->slot + 3 * c;")
+  C:line("if (row[0] <= 0.0) continue;")
+  C:line("const double nn = n + row[0], d = row[1] - tmean;")
+  C:line("tmean += d * row[0] / nn;")
+  C:line("m2 += row[2] + d * d * n * row[0] / nn;")
+  C:line("n = nn;")
+  C:close()
+  C:line("const double var = n > 0 ? m2 / n : 0.0;")
+  C:line("const float fmean = (float)tmean;")
+  C:line("S[c] = fmean;")
+  C:line("S[%d + c] = (float)(1.0 / sqrt(var + %s));", c, string.format("%.17g", L.opt.eps))
+  C:line("rmean[c] = (1.0f - f) * rmean[c] + f * fmean;")
+  C:line("rvar[c] = (1.0f - f) * rvar[c] + f * (float)(n > 1 ? var * n / (n - 1) : var);")
+  normalize()
+  C:close()
+  C:close()
+  C:open("else {")
+end
+
+-- A team's replica: its own sums go into its gamma/beta gradients (the caller adds the
+-- replicas' parts), and dx takes the team's sums and count (3 doubles a channel).
+local function team_backward(C, L, R, V, NV)
+  local c = L.channels
+  C:open("if (team) {")
+  C:line("double *xch = cg_team_xch(team); /* [team->size][team->slot]: other threads write it, not restrict */")
+  C:line("double *mine = xch + (size_t)team->rank * team->slot;")
+  util.par(C, L)
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float mean = S[c], rstd = S[%d + c];", c)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+  C:line("const float *restrict dyc = dy + (size_t)c * %d;", L.spatial * R)
+  C:line("cg_v ady[%d], adyx[%d];", NV, NV)
+  C:line("for (int v = 0; v < %d; v++) ady[v] = adyx[v] = vsplat(0.0f);", NV)
+  over_channel_vec(C, L, R, V, NV, function(at)
+    C:line("const cg_v d = VLOAD(dyc + %s);", at)
+    C:line("ady[v] += d;")
+    C:line("adyx[v] += d * ((VLOAD(xc + %s) - mean) * rstd);", at)
+  end)
+  C:line("double sdy = 0.0, sdyx = 0.0;")
+  C:line("for (int v = 0; v < %d; v++) { sdy += vsum(ady[v]); sdyx += vsum(adyx[v]); }", NV)
+  C:line("ggamma[c] += (float)sdyx;")
+  C:line("gbeta[c] += (float)sdy;")
+  C:line("mine[3 * c] = m;")
+  C:line("mine[3 * c + 1] = sdy;")
+  C:line("mine[3 * c + 2] = sdyx;")
+  C:close()
+  C:line("cg_team_sync(team);")
+  util.par(C, L)
+  C:open("for (int c = 0; c < %d; c++) {", c)
+  C:line("const float mean = S[c], rstd = S[%d + c];", c)
+  C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
+  C:line("const float *restrict dyc = dy + (size_t)c * %d;", L.spatial * R)
+  C:line("float *restrict dxc = dx + (size_t)c * %d;", L.spatial * R)
+  C:line("double n = 0.0, sdy = 0.0, sdyx = 0.0;")
+  C:open("for (int t = 0; t < team->size; t++) {")
+  C:line("const double *row = xch + (size_t)t * team->slot + 3 * c;")
+  C:line("n += row[0], sdy += row[1], sdyx += row[2];")
+  C:close()
+  C:line("const float k = n > 0 ? (float)(gamma[c] * rstd / n) : 0.0f, fm = (float)n, fsdy = (float)sdy, fsdyx = (float)sdyx;")
+  over_channel_vec(C, L, R, V, NV, function(at)
+    C:line("VSTORE(dxc + %s, k * (fm * VLOAD(dyc + %s) - fsdy - (VLOAD(xc + %s) - mean) * rstd * fsdyx) * VLOAD(mask + v * %d));", at, at, at, V)
+  end)
+  C:close()
+  C:close()
+  C:open("else {")
+end
+
 -- Training normalises channel c right after its statistics, while the channel (spatial x
 -- lanes floats: 200 KB for ResNet-20's 16x28x28 at batch 64) is still in the core's cache.
 function M.forward_lanes(L, C, ctx)
@@ -196,6 +295,7 @@ function M.forward_lanes(L, C, ctx)
   else
     C:line("const float f = %s;", util.flt(L.opt.momentum))
   end
+  if ctx.team then team_forward_stats(C, L, R, V, NV, normalize) end
   util.par(C, L)
   C:open("for (int c = 0; c < %d; c++) {", c)
   C:line("const float *restrict xc = x + (size_t)c * %d;", L.spatial * R)
@@ -219,6 +319,7 @@ function M.forward_lanes(L, C, ctx)
   C:line("rvar[c] = (1.0f - f) * rvar[c] + f * (float)(m > 1 ? var * m / (m - 1) : var);")
   normalize()
   C:close()
+  if ctx.team then C:close() end
   C:close()
   C:open("else {")
   util.par(C, L)
@@ -229,7 +330,9 @@ function M.forward_lanes(L, C, ctx)
   normalize()
   C:close()
   C:close()
-  return fwd_args(L)
+  local a = fwd_args(L)
+  if ctx.team then a[#a + 1] = "team" end
+  return a
 end
 
 function M.backward_lanes(L, C, ctx)
@@ -239,6 +342,7 @@ function M.backward_lanes(L, C, ctx)
   C:line("float *restrict ggamma = %s, *restrict gbeta = %s;", L.t_grad.weight, L.t_grad.bias)
   C:line("const int m = nb * %d;", L.spatial)
   mask_decl(C, NV, V)
+  if ctx.team then team_backward(C, L, R, V, NV) end
   util.par(C, L)
   C:open("for (int c = 0; c < %d; c++) {", c)
   C:line("const float mean = S[c], rstd = S[%d + c];", c)
@@ -262,6 +366,10 @@ function M.backward_lanes(L, C, ctx)
     C:line("VSTORE(dxc + %s, k * (fm * VLOAD(dyc + %s) - fsdy - (VLOAD(xc + %s) - mean) * rstd * fsdyx) * VLOAD(mask + v * %d));", at, at, at, V)
   end)
   C:close()
+  if ctx.team then
+    C:close()
+    return {"P", "G", "S", "x", "dy", "dx", "nb", "team"}
+  end
   return {"P", "G", "S", "x", "dy", "dx", "nb"}
 end
 

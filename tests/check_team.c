@@ -1,0 +1,220 @@
+/* Teams (cnngen --team, cnngen.h's cg_team): the barrier and exchange buffers on their
+ * own, and a team's replicas against one call of the plain entry points on the same
+ * batch: outputs, every parameter gradient (the replicas' parts added), dLoss/dx, and the
+ * batch-norm running statistics each replica keeps. The t_team_* test nets are generated
+ * with --team (tests/tests.mk). */
+#include <check.h>
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cnngen.h"
+#include "sgd.h"
+#include "util.h"
+
+extern const cg_net *const cg_test_nets[];
+
+static const cg_net *team_net(const char *name)
+{
+    for (int i = 0; cg_test_nets[i]; i++)
+        if (!strcmp(cg_test_nets[i]->name, name))
+            return cg_test_nets[i];
+    ck_abort_msg("test net %s not in the registry", name);
+    return NULL;
+}
+
+/* T threads, many rounds: each writes its row of the exchange buffer with values of its
+ * rank and the round, syncs, and checks every row; a missing or late write is counted */
+static long sync_round_errors(int T, int rounds)
+{
+    cg_team m[8];
+    cg_team_shared *sh = cg_team_new(T, 5, m);
+    ck_assert_ptr_nonnull(sh);
+    long bad = 0;
+    omp_set_dynamic(0);
+#pragma omp parallel num_threads(T) reduction(+ : bad)
+    {
+        int r = omp_get_thread_num();
+        if (omp_get_num_threads() != T)
+            bad += 1000000;
+        else
+            for (int k = 0; k < rounds; k++) {
+                double *x = cg_team_xch(&m[r]);
+                for (int j = 0; j < 5; j++)
+                    x[(size_t)r * 5 + (size_t)j] = 1000.0 * k + 10.0 * r + j;
+                cg_team_sync(&m[r]);
+                for (int t = 0; t < T; t++)
+                    for (int j = 0; j < 5; j++)
+                        bad += x[(size_t)t * 5 + (size_t)j] != 1000.0 * k + 10.0 * t + j;
+            }
+    }
+    cg_team_free(sh);
+    return bad;
+}
+
+START_TEST(test_team_sync)
+{
+    for (int T = 1; T <= 4; T++)
+        ck_assert_msg(sync_round_errors(T, 3000) == 0, "team of %d: rows read before their sync", T);
+}
+END_TEST
+
+START_TEST(test_team_new_rejects)
+{
+    cg_team m[1];
+    ck_assert_ptr_null(cg_team_new(0, 4, m));
+}
+END_TEST
+
+/* |a - b| <= atol + rtol |b| for all n; the worst index in *at */
+static int close_all(const float *a, const float *b, size_t n, double rtol, double atol, size_t *at)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(fabs((double)a[i] - (double)b[i]) <= atol + rtol * fabs((double)b[i]))) {
+            *at = i;
+            return 0;
+        }
+    return 1;
+}
+
+static void fill(float *x, size_t n, uint64_t seed, float lo, float hi)
+{
+    cg_rng r;
+    cg_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++)
+        x[i] = lo + (hi - lo) * cg_rng_uniform(&r);
+}
+
+/* one training step's forward, loss and backward: the plain entry points on nb samples,
+ * then a team of T replicas on the same samples; compared */
+static void team_vs_single(const char *name, int nb, int T)
+{
+    const cg_net *net = team_net(name);
+    ck_assert_ptr_nonnull(net->forward_team);
+    ck_assert_int_gt(net->team_slot, 0);
+    size_t P = net->n_params, NB = net->n_buffers + 1, in = net->in_size, out = net->out_size;
+    float *params = calloc(P + 1, 4), *x = calloc((size_t)nb * in, 4);
+    float *g1 = calloc(P + 1, 4), *b1 = calloc(NB, 4), *ws1 = calloc(net->workspace, 4);
+    float *dx1 = calloc((size_t)nb * in, 4), *dxT = calloc((size_t)nb * in, 4), *yT = calloc((size_t)nb * out, 4);
+    float *targets = calloc((size_t)nb * out, 4), *gsum = calloc(P + 1, 4);
+    int64_t *labels = calloc((size_t)nb, sizeof(int64_t));
+    float *gT[4], *bT[4], *wsT[4];
+    cg_init_params(net, params, b1, 7);
+    /* gamma and beta away from 1 and 0, so their gradients and uses are tested */
+    for (int t = 0; t < net->n_tensors; t++) {
+        const cg_tensor *tt = &net->tensors[t];
+        if (tt->kind == CG_PARAM && !strcmp(net->layers[tt->layer].kind, "batchnorm"))
+            fill(params + tt->offset, tt->size, 100 + (uint64_t)t, 0.5f, 1.5f);
+    }
+    fill(x, (size_t)nb * in, 3, -1.0f, 2.0f);
+    fill(targets, (size_t)nb * out, 4, -1.0f, 1.0f);
+    for (int i = 0; i < nb; i++)
+        labels[i] = (i * 7) % (int)out;
+    const void *tgt = net->loss == CG_LOSS_MSE ? (const void *)targets : (const void *)labels;
+    for (int r = 0; r < T; r++) {
+        gT[r] = calloc(P + 1, 4), bT[r] = calloc(NB, 4), wsT[r] = calloc(net->workspace, 4);
+        memcpy(bT[r], b1, NB * 4);
+    }
+
+    net->forward(params, b1, x, ws1, nb, 1);
+    cg_loss(net->loss, ws1 + net->out_offset, tgt, ws1 + net->dout_offset, nb, out);
+    net->backward(params, g1, x, dx1, ws1, nb);
+
+    cg_team m[4];
+    cg_team_shared *sh = cg_team_new(T, net->team_slot, m);
+    ck_assert_ptr_nonnull(sh);
+    int got = 0;
+    omp_set_dynamic(0);
+#pragma omp parallel num_threads(T)
+    {
+        int r = omp_get_thread_num();
+#pragma omp single
+        got = omp_get_num_threads();
+        if (got == T) {
+            int lo = nb * r / T, nr = nb * (r + 1) / T - lo;
+            const float *xr = x + (size_t)lo * in;
+            const void *tr = net->loss == CG_LOSS_MSE ? (const void *)(targets + (size_t)lo * out)
+                                                      : (const void *)(labels + lo);
+            float *dout = wsT[r] + net->dout_offset;
+            net->forward_team(params, bT[r], xr, wsT[r], nr, 1, &m[r]);
+            memcpy(yT + (size_t)lo * out, wsT[r] + net->out_offset, (size_t)nr * out * 4);
+            cg_loss(net->loss, wsT[r] + net->out_offset, tr, dout, nr, out);
+            cg_scale(dout, (size_t)nr * out, (float)nr / (float)nb);
+            net->backward_team(params, gT[r], xr, dxT + (size_t)lo * in, wsT[r], nr, &m[r]);
+        }
+    }
+    cg_team_free(sh);
+    ck_assert_int_eq(got, T);
+    for (int r = 0; r < T; r++)
+        for (size_t i = 0; i < P; i++)
+            gsum[i] += gT[r][i];
+
+    size_t at = 0;
+    ck_assert_msg(close_all(yT, ws1 + net->out_offset, (size_t)nb * out, 1e-4, 1e-5, &at),
+                  "%s, team of %d: output %zu: %g, one call %g", name, T, at, yT[at], ws1[net->out_offset + at]);
+    ck_assert_msg(close_all(gsum, g1, P, 1e-3, 1e-5, &at), "%s, team of %d: gradient %zu: %g, one call %g", name, T,
+                  at, gsum[at], g1[at]);
+    ck_assert_msg(close_all(dxT, dx1, (size_t)nb * in, 1e-3, 1e-6, &at), "%s, team of %d: dx %zu: %g, one call %g",
+                  name, T, at, dxT[at], dx1[at]);
+    for (int r = 0; r < T; r++)
+        ck_assert_msg(close_all(bT[r], b1, NB - 1, 1e-5, 1e-6, &at),
+                      "%s, team of %d: replica %d's buffer %zu: %g, one call %g", name, T, r, at, bT[r][at], b1[at]);
+    /* the parameter gradients are not all zero (a test that can fail) */
+    double gn = 0;
+    for (size_t i = 0; i < P; i++)
+        gn += fabs(g1[i]);
+    ck_assert(gn > 1e-3);
+    for (int r = 0; r < T; r++)
+        free(gT[r]), free(bT[r]), free(wsT[r]);
+    free(params), free(x), free(g1), free(b1), free(ws1), free(dx1), free(dxT), free(yT), free(targets), free(gsum);
+    free(labels);
+}
+
+START_TEST(test_team_resbn)
+{
+    team_vs_single("t_team_resbn_ln", 17, 2);
+    team_vs_single("t_team_resbn_ln", 17, 3);
+    team_vs_single("t_team_resbn_ln", 9, 2);
+}
+END_TEST
+
+START_TEST(test_team_bn_cl)
+{
+    team_vs_single("t_team_bn_cl_ln", 20, 2);
+    team_vs_single("t_team_bn_cl_ln", 20, 4);
+}
+END_TEST
+
+/* with team NULL the team entry points are the plain ones, bit for bit */
+START_TEST(test_team_null_is_plain)
+{
+    const cg_net *net = team_net("t_team_resbn_ln");
+    int nb = 17;
+    size_t P = net->n_params, NB = net->n_buffers + 1;
+    float *params = calloc(P, 4), *b1 = calloc(NB, 4), *b2 = calloc(NB, 4), *x = calloc((size_t)nb * net->in_size, 4);
+    float *w1 = calloc(net->workspace, 4), *w2 = calloc(net->workspace, 4);
+    cg_init_params(net, params, b1, 5);
+    memcpy(b2, b1, NB * 4);
+    fill(x, (size_t)nb * net->in_size, 9, 0.0f, 1.0f);
+    net->forward(params, b1, x, w1, nb, 1);
+    net->forward_team(params, b2, x, w2, nb, 1, NULL);
+    ck_assert(!memcmp(w1 + net->out_offset, w2 + net->out_offset, (size_t)nb * net->out_size * 4));
+    ck_assert(!memcmp(b1, b2, NB * 4));
+    free(params), free(b1), free(b2), free(x), free(w1), free(w2);
+}
+END_TEST
+
+Suite *make_team_suite(void)
+{
+    Suite *s = suite_create("team");
+    TCase *tc = tcase_create("team");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_team_sync);
+    tcase_add_test(tc, test_team_new_rejects);
+    tcase_add_test(tc, test_team_resbn);
+    tcase_add_test(tc, test_team_bn_cl);
+    tcase_add_test(tc, test_team_null_is_plain);
+    suite_add_tcase(s, tc);
+    return s;
+}
