@@ -160,9 +160,9 @@ endif
 WISDOM ?= $(B)/wisdom.tsv
 WISDOM_OPT = $(if $(wildcard $(WISDOM)),--wisdom $(WISDOM))
 trainer: $(B)/cnngen $(B)/libcnngen.a $(TRAINER_DEPS)
-	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir [MPI=1]"; exit 2; }
+	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir [MPI=1] [TEAM=T]"; exit 2; }
 	@mkdir -p $(OUT)
-	@c=$$($(B)/cnngen $(WISDOM_OPT) $(SPEC) -o $(OUT)) && \
+	@c=$$($(B)/cnngen $(WISDOM_OPT) $(if $(TEAM),--team $(TEAM)) $(SPEC) -o $(OUT)) && \
 	 echo "$(TRAINER_CC) $(OPT) -std=c11 -Iruntime $$c $(TRAINER_MPI) $(B)/libcnngen.a -o $${c%.c}" && \
 	 $(TRAINER_CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(TRAINER_MPI) $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
 

@@ -15,7 +15,8 @@
  *   --ieee-subnormals  keep IEEE subnormal floats; default: flush-to-zero and
  *               denormals-are-zero (cg_flush_subnormals), as the trainer's commands do
  *   --team T    T replicas on T threads split the batch (a network generated with
- *               cnngen --team; bench_net.h's bench_team_step); batch default T x the spec's
+ *               cnngen --team T; runtime/team.c's cg_net_team_step); batch default T x
+ *               the compiled (replica's) batch, the spec's train.batch
  *
  * A step = zero grads, forward (training), loss, backward, SGD momentum update
  * (cg_net_sgd_update, the runtime's update kernel on the net's threads; lr 0.001, momentum 0.9, weight decay from
@@ -81,18 +82,17 @@ static long maxrss_kb(void)
 
 static bench_net bn;
 static int fwd_only, team_size;
-#ifdef _OPENMP
 static bench_team bt;
-#endif
 
 static void step(void)
 {
-#ifdef _OPENMP
     if (team_size) {
-        bench_team_step(&bt);
+        if (bench_team_step(&bt)) {
+            fprintf(stderr, "step: the team of %d could not have its threads (OMP_NUM_THREADS?)\n", team_size);
+            exit(1);
+        }
         return;
     }
-#endif
     if (fwd_only)
         bn.net->forward(bn.params, bn.buffers, bn.x, bn.ws, bn.n, 1);
     else
@@ -143,11 +143,8 @@ int main(int argc, char **argv)
     /* before the first OpenMP region, so that the worker threads inherit it */
     int flushed = ieee ? 0 : cg_flush_subnormals(1);
     if (team_size) {
-#ifdef _OPENMP
-        const char *err = bench_team_init(&bt, net, n, team_size);
-#else
-        const char *err = "--team needs a build with -fopenmp";
-#endif
+        const char *err = team_size != net->team ? "the network was generated for another team (cnngen --team T)"
+                                                 : bench_team_init(&bt, net, n);
         if (err) {
             fprintf(stderr, "%s: --team %d: %s\n", argv[0], team_size, err);
             return 2;
@@ -223,11 +220,9 @@ int main(int argc, char **argv)
            warm_steps, w1.wall - w0.wall, t_first, (w1.wall - w0.wall) / (double)warm_steps, w1.minflt - w0.minflt,
            (w1.cpu - w0.cpu) / (w1.wall - w0.wall));
     printf(", \"rss_start_kb\": %ld, \"maxrss_kb\": %ld, \"planned_bytes\": %.0f}\n", rss0, maxrss_kb(), planned);
-#ifdef _OPENMP
     if (team_size)
         bench_team_free(&bt);
     else
-#endif
         bench_net_free(&bn);
     return 0;
 }

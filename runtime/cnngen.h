@@ -159,6 +159,9 @@ typedef struct cg_net {
                          int n, int training, struct cg_team *team);
     void (*backward_team)(const float *params, float *grads, const float *x, float *dx,
                           float *ws, int n, struct cg_team *team);
+    /* body(ctx, rank) for rank 0..T-1 at once, each on its own thread of the generated
+     * code's (OpenMP); 0, having run nothing, when T threads cannot be had */
+    int (*team_run)(int T, void (*body)(void *ctx, int rank), void *ctx);
     size_t team_slot;      /* doubles one replica posts per cg_team_sync (cg_team_new) */
     int team;              /* replicas the code was generated for (--team T; 0 without):
                               batch is ceil(train.batch / team) */
@@ -187,6 +190,35 @@ void cg_team_free(cg_team_shared *sh);
 double *cg_team_xch(const cg_team *t);
 /* the team's barrier: returns when all members have called it (spins, then yields) */
 void cg_team_sync(cg_team *t);
+
+/* A network generated with --team T (net->team = T >= 2): the replicas' workspaces, and
+ * the gradients and running statistics of replicas 1..T-1 (replica 0 uses the caller's). */
+enum { CG_TEAM_MAX = 64 };
+typedef struct cg_net_team {
+    const struct cg_net *net;
+    int size;
+    cg_team members[CG_TEAM_MAX];
+    cg_team_shared *sh;
+    float *ws[CG_TEAM_MAX], *grads[CG_TEAM_MAX], *buffers[CG_TEAM_MAX];
+} cg_net_team;
+/* NULL, or why the team cannot be made (the net has none; out of memory exits) */
+const char *cg_net_team_init(cg_net_team *t, const struct cg_net *net);
+void cg_net_team_free(cg_net_team *t);
+/* One training step's forward, loss and backward over x [n][in_size] (n <= size x
+ * net->batch), the replicas splitting the samples in order: grads += the batch's
+ * gradients, the mean loss's dLoss/dout scaled by dscale (a rank's share of a larger
+ * batch, else 1); buffers: the running statistics, updated once; *loss_sum = the loss
+ * summed over the n samples. Returns 0, or -1 when n is out of range or the generated
+ * code could not have size threads (OMP_NUM_THREADS below the team, or no -fopenmp). */
+int cg_net_team_step(cg_net_team *t, const float *params, float *grads, float *buffers, const float *x,
+                     const void *target, int n, int training, float dscale, double *loss_sum);
+
+/* The most samples a training step takes: the compiled batch, or a team's (--team T:
+ * T replicas of net->batch each). */
+static inline int cg_net_step_batch(const cg_net *net)
+{
+    return net->team > 1 ? net->team * net->batch : net->batch;
+}
 
 /* ---- runtime API (libcnngen) ---- */
 

@@ -384,7 +384,7 @@ static void usage(const cg_net *net, FILE *f)
             "%s: cnngen-generated trainer (input %s, output %zu, %zu parameters, %s loss, "
             "max batch %d)\nusage:\n",
             net->name, shape, net->out_size, cg_param_count(net),
-            net->loss == CG_LOSS_SOFTMAX_CE ? "softmax cross-entropy" : "mse", net->batch);
+            net->loss == CG_LOSS_SOFTMAX_CE ? "softmax cross-entropy" : "mse", cg_net_step_batch(net));
     for (int c = 0; c < N_COMMANDS; c++)
         print_synopsis(f, net, &commands[c]);
     fprintf(f, "  %s --help\n", net->name);
@@ -834,14 +834,14 @@ static int load_norm(const cg_net *net, const opts *o, float **mean, float **std
 static int cmd_train(const cg_net *net, const opts *o)
 {
     cg_train_opts t = o->t;
-    if (t.h.mode != CG_MODE_SGD && t.h.batch > net->batch) {
+    if (t.h.mode != CG_MODE_SGD && t.h.batch > cg_net_step_batch(net)) {
         if (o->has_batch) {
             char b1[32];
-            snprintf(b1, sizeof b1, "%d", net->batch);
+            snprintf(b1, sizeof b1, "%d", cg_net_step_batch(net));
             return usage_error(net, "--batch must be at most %s (the batch '%s' was compiled for)",
                                b1, net->name);
         }
-        t.h.batch = net->batch;
+        t.h.batch = cg_net_step_batch(net);
     }
     t.out = o->out;
     t.init_weights = o->weights;

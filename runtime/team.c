@@ -6,6 +6,9 @@
  * nanoseconds when the members are balanced) and yielding the CPU after a while, so a
  * team larger than the machine's free cores still makes progress. */
 #include "cnngen.h"
+#include "comm.h"
+#include "sgd.h"
+#include "util.h"
 
 #include <sched.h>
 #include <stdatomic.h>
@@ -84,4 +87,117 @@ void cg_team_sync(cg_team *t)
         else
             sched_yield();
     }
+}
+
+/* ---- a network's team (cnngen.h: cg_net_team) ---- */
+
+typedef struct {
+    cg_net_team *t;
+    const float *params, *x;
+    float *grads, *buffers;
+    const void *target;
+    int n, training;
+    float dscale;
+    double loss[CG_TEAM_MAX];
+} team_job;
+
+static void team_body(void *ctx, int r)
+{
+    team_job *j = ctx;
+    cg_net_team *t = j->t;
+    const cg_net *net = t->net;
+    const int T = t->size;
+    size_t lo, hi;
+    cg_comm_shard((size_t)j->n, r, T, &lo, &hi);
+    int nr = (int)(hi - lo);
+    float *ws = t->ws[r], *dout = ws + net->dout_offset;
+    float *g = r ? t->grads[r] : j->grads;
+    const float *x = j->x + lo * net->in_size;
+    const void *tg = net->loss == CG_LOSS_MSE ? (const void *)((const float *)j->target + lo * net->out_size)
+                                              : (const void *)((const int64_t *)j->target + lo);
+    if (r)
+        memset(g, 0, net->n_params * sizeof(float));
+    /* training: nonzero, and for dropout's masks a different seed a replica (replica 0's is
+     * the caller's: a team's masks differ from one process's, as an MPI job's do not) */
+    int tr = j->training;
+    if (tr && r) {
+        tr = (int)(((unsigned)tr * 2654435761u + (unsigned)r) & 0x7fffffffu);
+        tr = tr ? tr : 1;
+    }
+    net->forward_team(j->params, r ? t->buffers[r] : j->buffers, x, ws, nr, tr, &t->members[r]);
+    j->loss[r] = (double)cg_loss(net->loss, ws + net->out_offset, tg, dout, nr, net->out_size) * nr;
+    cg_scale(dout, (size_t)nr * net->out_size, (float)((double)nr / (double)j->n * (double)j->dscale));
+    net->backward_team(j->params, g, x, NULL, ws, nr, &t->members[r]);
+    cg_team_sync(&t->members[r]);
+    /* this replica's slice of the parameters: the other replicas' parts added, in rank order */
+    size_t plo, phi;
+    cg_comm_shard(net->n_params, r, T, &plo, &phi);
+    for (int k = 1; k < T; k++) {
+        const float *gk = t->grads[k];
+        for (size_t i = plo; i < phi; i++)
+            j->grads[i] += gk[i];
+    }
+}
+
+const char *cg_net_team_init(cg_net_team *t, const cg_net *net)
+{
+    memset(t, 0, sizeof *t);
+    t->net = net;
+    if (!net->forward_team || !net->backward_team || !net->team_run || net->team < 2)
+        return "the network was not generated for a team (cnngen --team T, T >= 2)";
+    if (net->team > CG_TEAM_MAX)
+        return "the network's team is larger than the runtime's CG_TEAM_MAX";
+    t->sh = cg_team_new(net->team, net->team_slot, t->members);
+    if (!t->sh)
+        return "out of memory for the team";
+    t->size = net->team;
+    for (int r = 0; r < t->size; r++) {
+        t->ws[r] = cg_xcalloc(net->workspace, sizeof(float), "a replica's workspace");
+        if (r) {
+            t->grads[r] = cg_xcalloc(net->n_params + 1, sizeof(float), "a replica's gradients");
+            t->buffers[r] = cg_xcalloc(net->n_buffers + 1, sizeof(float), "a replica's buffers");
+        }
+    }
+    return NULL;
+}
+
+void cg_net_team_free(cg_net_team *t)
+{
+    for (int r = 0; r < t->size; r++) {
+        free(t->ws[r]);
+        free(t->grads[r]);
+        free(t->buffers[r]);
+    }
+    cg_team_free(t->sh);
+    memset(t, 0, sizeof *t);
+}
+
+int cg_net_team_step(cg_net_team *t, const float *params, float *grads, float *buffers, const float *x,
+                     const void *target, int n, int training, float dscale, double *loss_sum)
+{
+    const cg_net *net = t->net;
+    if (t->size < 2 || n < 1 || n > t->size * net->batch)
+        return -1;
+    if (n < t->size) {
+        /* fewer samples than replicas: the plain entry points on replica 0's workspace */
+        net->forward(params, buffers, x, t->ws[0], n, training);
+        float *dout = t->ws[0] + net->dout_offset;
+        *loss_sum = (double)cg_loss(net->loss, t->ws[0] + net->out_offset, target, dout, n, net->out_size) * n;
+        if (dscale != 1.0f)
+            cg_scale(dout, (size_t)n * net->out_size, dscale);
+        net->backward(params, grads, x, NULL, t->ws[0], n);
+        return 0;
+    }
+    /* the replicas' running statistics start from the caller's (a loaded checkpoint) */
+    for (int r = 1; r < t->size; r++)
+        memcpy(t->buffers[r], buffers, net->n_buffers * sizeof(float));
+    team_job j = {.t = t, .params = params, .x = x, .grads = grads, .buffers = buffers, .target = target,
+                  .n = n, .training = training, .dscale = dscale};
+    if (!net->team_run(t->size, team_body, &j))
+        return -1;
+    double s = 0;
+    for (int r = 0; r < t->size; r++)
+        s += j.loss[r];
+    *loss_sum = s;
+    return 0;
 }

@@ -42,7 +42,7 @@ void cg_train_opts_init(cg_train_opts *o, const cg_net *net)
     memset(o, 0, sizeof *o);
     o->h = net->train;
     if (o->h.epochs <= 0) { /* a hand-written net without a train section: compiler defaults */
-        cg_train_defaults d = {.batch = net->batch, .epochs = 10, .lr = 0.01f, .momentum = 0.0f,
+        cg_train_defaults d = {.batch = cg_net_step_batch(net), .epochs = 10, .lr = 0.01f, .momentum = 0.0f,
                                .mode = CG_MODE_MINIBATCH, .order = CG_ORDER_SHUFFLE,
                                .schedule = CG_SCHED_CONSTANT, .step_size = 10, .gamma = 0.1f,
                                .patience = 5, .eval_every = 0, .val = -1,
@@ -50,8 +50,8 @@ void cg_train_opts_init(cg_train_opts *o, const cg_net *net)
                                .eps = 1e-8f};
         o->h = d;
     }
-    if (o->h.batch <= 0 || o->h.batch > net->batch)
-        o->h.batch = net->batch;
+    if (o->h.batch <= 0 || o->h.batch > cg_net_step_batch(net))
+        o->h.batch = cg_net_step_batch(net);
     o->progress = -1;
     o->plot = 1;
 }
@@ -144,6 +144,7 @@ typedef struct run {
     char resumed_changes[512]; /* the settings --resume changed, for the log line */
     int min_batch;
     int last_n, diverged; /* samples of the last forward; a non-finite loss or gradient */
+    cg_net_team team;     /* net->team >= 2: the replicas (ws is replica 0's workspace) */
     /* this process's part of the run (not checkpointed): log file, progress, timing */
     FILE *logf;
     int tty, stop, have_val;
@@ -680,7 +681,10 @@ static void run_free(run *r)
     free(r->params);
     free(r->grads);
     free(r->buffers);
-    free(r->ws);
+    if (r->team.size)
+        cg_net_team_free(&r->team); /* frees ws */
+    else
+        free(r->ws);
     free(r->vel);
     free(r->vsq);
     free(r->aug_scratch);
@@ -724,14 +728,33 @@ static double forward_backward(run *r, const size_t *idx, size_t start, int n, f
     if (r->h.aug_crop > 0 || r->h.aug_flip)
         cg_augment_batch(r->xb, r->aug_scratch, n, net->in_shape[0], net->in_shape[1],
                          net->in_shape[2], r->h.aug_crop, r->h.aug_flip, &r->aug_rng);
+    const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
+    if (r->team.size) {
+        /* the replicas split the samples; replica 0's (the first) stay in ws for
+         * cg_diverge_where */
+        double lsum;
+        if (cg_net_team_step(&r->team, r->params, r->grads, r->buffers, r->xb, target, n, step_seed(r, start),
+                             dscale, &lsum) != 0) {
+            fprintf(stderr, "%s: the team of %d replicas lost its threads\n", net->name, r->team.size);
+            abort();
+        }
+        size_t lo, hi;
+        cg_comm_shard((size_t)n, 0, n < r->team.size ? 1 : r->team.size, &lo, &hi);
+        r->last_n = (int)hi;
+        return lsum / n;
+    }
     net->forward(r->params, r->buffers, r->xb, r->ws, n, step_seed(r, start));
     r->last_n = n;
-    const void *target = net->loss == CG_LOSS_SOFTMAX_CE ? (const void *)r->yb : r->tb;
     float l = cg_net_loss(net, r->ws + net->out_offset, target, r->ws + net->dout_offset, n);
     if (dscale != 1.0f)
         cg_scale(r->ws + net->dout_offset, (size_t)n * net->out_size, dscale);
     net->backward(r->params, r->grads, r->xb, NULL, r->ws, n);
     return (double)l;
+}
+
+static void team_probe(void *ctx, int rank)
+{
+    (void)ctx, (void)rank;
 }
 
 /* ranks: the augmentation draws of the n samples of the step before this rank's shard,
@@ -759,7 +782,8 @@ static size_t train_step(run *r, float lr, double *lsum)
     double sum = 0.0;
     if (r->h.mode == CG_MODE_FULL) {
         /* ranks: each takes a contiguous run of the single process's chunks */
-        size_t chunks = (N + (size_t)net->batch - 1) / (size_t)net->batch, start = 0, c0 = 0,
+        size_t SB = (size_t)cg_net_step_batch(net);
+        size_t chunks = (N + SB - 1) / SB, start = 0, c0 = 0,
                c1 = chunks;
         cg_comm_shard(chunks, r->comm->rank, S, &c0, &c1);
         for (size_t c = 0; c < c1; c++) {
@@ -924,10 +948,10 @@ static int setup_settings(run *r, cg_err *err)
     if (h->mode == CG_MODE_SGD)
         h->batch = 1;
     if (h->batch <= 0)
-        h->batch = net->batch;
-    if (h->batch > net->batch)
+        h->batch = cg_net_step_batch(net);
+    if (h->batch > cg_net_step_batch(net))
         return cg_fail(err, "batch %d is larger than the batch network '%s' was compiled for (%d)",
-                       h->batch, net->name, net->batch);
+                       h->batch, net->name, cg_net_step_batch(net));
     if (h->epochs < 0 || !(h->lr >= 0) || !(h->momentum >= 0) || !(h->weight_decay >= 0))
         return cg_fail(err, "epochs, lr, momentum and weight decay must be non-negative");
     if (h->schedule == CG_SCHED_STEP && h->step_size <= 0)
@@ -1040,14 +1064,24 @@ static int setup_state(run *r, cg_err *err)
     const cg_train_opts *o = r->o;
     const cg_train_defaults *h = &r->h;
     const size_t N = r->tr.n;
-    const size_t np = net->n_params, nb = net->n_buffers, B = (size_t)net->batch;
+    const size_t np = net->n_params, nb = net->n_buffers, B = (size_t)cg_net_step_batch(net);
     r->params = cg_try_alloc(np, sizeof(float), "parameters", err);
     r->grads = cg_try_alloc(np + 1, sizeof(float), "gradients", err); /* + the loss (ranks) */
     r->vel = cg_try_alloc(np, sizeof(float), "momentum buffer", err);
     r->best_p = cg_try_alloc(np, sizeof(float), "best parameters", err);
     r->buffers = cg_try_alloc(nb, sizeof(float), "buffers", err);
     r->best_b = cg_try_alloc(nb, sizeof(float), "best buffers", err);
-    r->ws = cg_try_alloc(net->workspace, sizeof(float), "workspace", err);
+    if (net->team > 1) {
+        const char *terr = cg_net_team_init(&r->team, net);
+        if (terr)
+            return cg_fail(err, "network '%s': %s", net->name, terr), -1;
+        r->ws = r->team.ws[0];
+        if (!net->team_run(net->team, team_probe, NULL))
+            return cg_fail(err, "network '%s' was generated for a team of %d threads (cnngen --team %d), "
+                                "which its code could not have: build it with -fopenmp",
+                           net->name, net->team, net->team), -1;
+    } else
+        r->ws = cg_try_alloc(net->workspace, sizeof(float), "workspace", err);
     r->xb = cg_try_alloc(B * net->in_size, sizeof(float), "batch inputs", err);
     r->yb = cg_try_alloc(B, sizeof(int64_t), "batch labels", err);
     r->tb = cg_try_alloc(B * net->out_size, sizeof(float), "batch targets", err);
@@ -1129,7 +1163,7 @@ static int setup_state(run *r, cg_err *err)
     say(o, "%s: %zu training samples, %zu validation, %zu test; mode %s (batch %d), order %s, "
            "%d epochs of %lld steps; lr %g (%s%s), %s; patience %d, seed %d%s%s; sgd kernel %s\n",
         net->name, N, r->val.n, r->test.n, mode_names[h->mode],
-        h->mode == CG_MODE_FULL ? net->batch : h->batch, order_names[h->order], h->epochs,
+        h->mode == CG_MODE_FULL ? cg_net_step_batch(net) : h->batch, order_names[h->order], h->epochs,
         r->spe, h->lr, sched_names[h->schedule], warm, optim, h->patience, h->seed,
         h->normalize ? ", normalized inputs" : "", aug, cg_sgd_kernel_name());
     if (r->comm->size > 1)

@@ -10,8 +10,14 @@
 #include <string.h>
 
 #include "cnngen.h"
+#include "data.h"
 #include "sgd.h"
+#include "train.h"
 #include "util.h"
+#include "weights.h"
+
+#include <stdio.h>
+#include <unistd.h>
 
 extern const cg_net *const cg_test_nets[];
 
@@ -205,6 +211,61 @@ START_TEST(test_team_null_is_plain)
 }
 END_TEST
 
+/* The trainer on a team net (cg_train, runtime/train.c's cg_net_team_step): one
+ * full-batch step over 18 samples, which the team splits 9 + 9, equals the plain entry
+ * points' step over the 18 at once (SGD, no momentum: p - lr (g + wd p)); the running
+ * statistics too. And a batch above the team's is refused. */
+START_TEST(test_team_trainer_step)
+{
+    const cg_net *net = team_net("t_team_bn_cl_ln");
+    enum { N = 18 };
+    size_t P = net->n_params, NB = net->n_buffers, in = net->in_size, out = net->out_size;
+    float *p0 = calloc(P, 4), *b0 = calloc(NB + 1, 4), *p1 = calloc(P, 4), *b1 = calloc(NB + 1, 4);
+    float *g = calloc(P, 4), *ws = calloc(net->workspace, 4), *x = calloc(N * in, 4), *t = calloc(N * out, 4);
+    cg_init_params(net, p0, b0, 3);
+    fill(x, N * in, 21, -1.0f, 2.0f);
+    fill(t, N * out, 22, -0.5f, 0.5f);
+    char dir[] = "/tmp/cg_team_XXXXXX", init[600], fin[600];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(init, sizeof init, "%s/init.npz", dir);
+    snprintf(fin, sizeof fin, "%s/final.npz", dir);
+    cg_err e;
+    ck_assert_msg(cg_weights_save(net, init, p0, b0, &e) == 0, "%s", e.msg);
+    cg_dataset ds = {.n = N, .s_ndim = 2, .s_shape = {3, 7}, .x_size = in, .x = x, .targets = t, .t_size = out};
+    cg_train_opts o;
+    cg_train_opts_init(&o, net);
+    ck_assert_int_eq(o.h.batch, 40); /* the team's batch: 2 x 20 */
+    o.quiet = 1, o.plot = 0, o.h.val = 0, o.h.patience = 0;
+    o.train_ds = &ds, o.init_weights = init, o.out = dir;
+    o.h.mode = CG_MODE_FULL, o.h.epochs = 1, o.h.lr = 0.1f, o.h.momentum = 0.0f, o.h.weight_decay = 0.01f;
+    o.h.schedule = CG_SCHED_CONSTANT, o.h.warmup = 0, o.h.normalize = 0;
+    o.h.optimizer = CG_OPT_SGD;
+    cg_train_result res;
+    ck_assert_msg(cg_train(net, &o, &res, &e) == 0, "%s", e.msg);
+    ck_assert_int_eq(res.steps, 1);
+    ck_assert_msg(cg_weights_load(net, fin, p1, b1, &e) == 0, "%s", e.msg);
+
+    net->forward(p0, b0, x, ws, N, 1);
+    cg_loss(net->loss, ws + net->out_offset, t, ws + net->dout_offset, N, out);
+    net->backward(p0, g, x, NULL, ws, N);
+    size_t at = 0;
+    for (size_t i = 0; i < P; i++)
+        g[i] = p0[i] - 0.1f * (g[i] + 0.01f * p0[i]);
+    ck_assert_msg(close_all(p1, g, P, 1e-4, 1e-6, &at), "parameter %zu: trained %g, one call's step %g", at, p1[at],
+                  g[at]);
+    ck_assert_msg(close_all(b1, b0, NB, 1e-5, 1e-6, &at), "buffer %zu: trained %g, one call's %g", at, b1[at], b0[at]);
+
+    o.h.mode = CG_MODE_MINIBATCH, o.h.batch = 41;
+    ck_assert_int_ne(cg_train(net, &o, &res, &e), 0);
+    ck_assert_msg(strstr(e.msg, "40"), "the refusal names the team's batch: %s", e.msg);
+
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(p0), free(b0), free(p1), free(b1), free(g), free(ws), free(x), free(t);
+}
+END_TEST
+
 Suite *make_team_suite(void)
 {
     Suite *s = suite_create("team");
@@ -215,6 +276,7 @@ Suite *make_team_suite(void)
     tcase_add_test(tc, test_team_resbn);
     tcase_add_test(tc, test_team_bn_cl);
     tcase_add_test(tc, test_team_null_is_plain);
+    tcase_add_test(tc, test_team_trainer_step);
     suite_add_tcase(s, tc);
     return s;
 }

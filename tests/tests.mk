@@ -55,6 +55,9 @@ $(B)/tnets/%.c: tests/nets/%.yaml $(B)/cnngen | $(B)/tnets
 	$(B)/cnngen $< $(if $(filter t_team_%,$*),--team 2) -o $(B)/tnets >/dev/null
 $(B)/tnets/%.o: $(B)/tnets/%.c
 	$(CC) -std=c11 $(WARN) -Werror $(CFLAGS) -Iruntime -DCNNGEN_NO_MAIN -c $< -o $@
+# a team net's replicas are threads of its OpenMP code
+$(B)/tnets/t_team_%.o: $(B)/tnets/t_team_%.c
+	$(CC) -std=c11 $(WARN) -Werror $(CFLAGS) -fopenmp -Iruntime -DCNNGEN_NO_MAIN -c $< -o $@
 $(B)/tnets/registry.c: $(TEST_NETS) | $(B)/tnets
 	@{ echo '#include "cnngen.h"'; \
 	   for f in $(notdir $(TEST_NETS:.yaml=)); do echo "extern const cg_net $${f}_net;"; done; \
