@@ -29,6 +29,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CNNGEN = os.path.join(ROOT, "build", "cnngen")
+# options every cnngen call of this process adds (bench/tune.py --team: ["--team", "2"])
+CNNGEN_EXTRA = []
 
 
 def sh(cmd, **kw):
@@ -48,7 +50,7 @@ def source(spec, what, d):
             sys.exit(f"ab: {what}: no such file")
         return what
     os.makedirs(d, exist_ok=True)
-    cmd = [CNNGEN, spec, "-o", d] + ([] if what == "-" else ["--wisdom", what])
+    cmd = [CNNGEN, spec, "-o", d] + CNNGEN_EXTRA + ([] if what == "-" else ["--wisdom", what])
     return sh(cmd).strip().splitlines()[-1]
 
 

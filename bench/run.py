@@ -91,6 +91,11 @@ WORKLOADS = [
     ("5x5 conv 1->6 pad 2 on 28x28, batch 64, fwd+bwd", "bench/specs/conv5.yaml", "train_dx", (20.5, "GFLOP/s"), 3.0),
 ]
 RSS_NETS = ("lenet5", "vgg16_cifar")
+# training rows also timed as a team of 2 (cnngen --team 2: two replicas of half the batch,
+# one a thread, batch norm's statistics summed over the team; runtime/team.c), a third
+# thread setting besides 1 and 2 threads: the fastest of the three counts
+TEAM_NETS = ("resnet20_b64",)
+TEAM = 2
 # code-size and compile-time budgets (issue 10 item 5, issue 11): name, spec, limits on the
 # generator's CPU seconds, the C file's bytes, and gcc -O2's CPU seconds (None: no limit)
 BUDGETS = [
@@ -214,14 +219,16 @@ def budget_table(rows):
     return "\n".join(lines)
 
 
-def tune(spec, a):
+def tune(spec, a, team=0):
     """bench/tune.py on this machine: every candidate schedule of every distinct layer of
     spec timed, the winners written to a.wisdom (kept across runs, one line per ISA and
     layer signature). Returns the seconds it took."""
     wait_quiet(a.quiet_wait)
     t0 = time.time()
     out = sh([PY, "bench/tune.py", spec, "--wisdom", a.wisdom, "--cc", a.cc, "--opt", a.opt, "--libs", a.libs,
-              "--reps", "3", "--rep-s", "0.25"])
+              "--reps", "3", "--rep-s", "0.25"]
+             # a team's replica: its layers at batch / team, on one thread
+             + (["--team", str(team), "--threads", "1"] if team else []))
     for line in out.splitlines():
         if "x the heuristic" in line or line.startswith("tune: whole network"):
             log("  " + line)
@@ -239,21 +246,23 @@ def schedules(spec, wisdom=None):
     return got
 
 
-def build_step(spec, a, march=None, wisdom=None):
+def build_step(spec, a, march=None, wisdom=None, team=0):
     """The step binary: release flags, or with march (the AVX2 rows) -march=MARCH for the
     trainer and the runtime alike (runtime/*.c compiled in, not the native libcnngen.a);
     with wisdom, the schedules the tuner chose on this machine."""
     name = os.path.splitext(os.path.basename(spec))[0]
-    d = os.path.join(a.build, name + ("_tuned" if wisdom else ""))
+    d = os.path.join(a.build, name + (f"_team{team}" if team else "") + ("_tuned" if wisdom else ""))
     os.makedirs(d, exist_ok=True)
-    c = sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])).strip().splitlines()[-1]
+    c = sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
+           + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
     opt = shlex.split(a.opt)
     rt = ["build/libcnngen.a"]
     if march:
         opt = [f for f in opt if not f.startswith("-march=")] + [f"-march={march}"]
         rt = sorted(os.path.join("runtime", f) for f in os.listdir(os.path.join(ROOT, "runtime"))
                     if f.endswith(".c"))
-    exe = os.path.join(d, "step_" + name + (f"_{march}" if march else "") + ("_tuned" if wisdom else ""))
+    exe = os.path.join(d, "step_" + name + (f"_{march}" if march else "") + (f"_team{team}" if team else "")
+                       + ("_tuned" if wisdom else ""))
     cmd = ([a.cc] + opt + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime",
            "-DCNNGEN_NO_MAIN", f"-DCG_NET={name}_net", c, "bench/step.c"] + rt
            + shlex.split(a.libs) + ["-o", exe])
@@ -261,11 +270,12 @@ def build_step(spec, a, march=None, wisdom=None):
     return name, exe
 
 
-def run_cnngen(exe, mode, threads, a):
+def run_cnngen(exe, mode, threads, a, team=0):
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     wait_quiet(a.quiet_wait)
     out, foreign = measured([exe, "0", str(a.reps), "--rep-s", str(a.rep_s), "--warmup-s", str(a.warmup_s)]
-                            + STEP_FLAGS[mode] + ["--ieee-subnormals"] * a.ieee_subnormals, env)
+                            + STEP_FLAGS[mode] + ["--ieee-subnormals"] * a.ieee_subnormals
+                            + (["--team", str(team)] if team else []), env)
     r = json.loads(out.strip().splitlines()[-1])
     r["foreign_cores"] = round(foreign, 3)
     return r
@@ -409,6 +419,11 @@ def machine_info(a):
 
 # ---------------------------------------------------------------- report
 
+def thr_text(c):
+    """cnngen's thread setting as the tables show it: 1, 2, or "team of 2" """
+    return f"team of {c['team']}" if c.get("team") else str(c["threads"])
+
+
 def fmt_int(v):
     return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
 
@@ -440,7 +455,7 @@ def table(rows, peak2):
         c, t, h = r["cnngen"], r["torch"], r.get("cnngen_heuristic")
         lines.append("| " + " | ".join([
             r["workload"],
-            f"{fmt_int(c['img_per_s'])} ({c['threads']})"] +
+            f"{fmt_int(c['img_per_s'])} ({thr_text(c)})"] +
             ([f"{fmt_int(h['img_per_s'])} ({h['threads']})" if h else
               "(same schedules)" if r.get("tuning") else "(not tuned)"] if tuned else []) + [
             fmt_int(t["img_per_s"]), torch_config_text(t) if t["threads"] else "—",
@@ -461,7 +476,7 @@ def avx2_table(rows):
     for r in rows:
         c, t = r["cnngen"], r["torch"]
         lines.append("| " + " | ".join([
-            r["workload"], f"{fmt_int(c['img_per_s'])} ({c['threads']})", fmt_int(t["img_per_s"]),
+            r["workload"], f"{fmt_int(c['img_per_s'])} ({thr_text(c)})", fmt_int(t["img_per_s"]),
             torch_config_text(t), f"{r['ratio']:.2f}×", f"{r['native_ratio']:.2f}×",
             f"≥ {r['target']:.2f}× ({AVX2_TARGET:g} × native)", result_text(r)]) + " |")
     return "\n".join(lines)
@@ -503,22 +518,28 @@ def rss_lines(rss):
     return out
 
 
-def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_h=None, rerun=None):
+def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_h=None, rerun=None, exe_team=None):
     """cnngen on 1 and 2 threads against PyTorch: torch_jobs, a list of functions each
     returning a run_torch-like {"configs": [...]} (one a build). exe is the build that
     counts (tuned when tuning); exe_h, when given, the heuristic build, measured alongside
     for the record. Rows with a target are swept in --sweep-rounds interleaved rounds
     (sweep()): every configuration's img/s is the median of its rounds. rerun(best), when
     given: PyTorch's best configuration run once more (img/s), for --rounds rounds
-    alternating with cnngen."""
+    alternating with cnngen. exe_team, when given: the same network generated for a team of
+    TEAM, timed as a third thread setting ("team")."""
     rounds = a.sweep_rounds if target else 1
     jobs = [(("cg", t), (lambda t=t: run_cnngen(exe, mode, t, a))) for t in (1, 2)]
+    if exe_team:
+        jobs += [(("cg", "team"), (lambda: run_cnngen(exe_team, mode, TEAM, a, team=TEAM)))]
+    nthr = {1: 1, 2: 2, "team": TEAM}
+    run_of = {1: lambda: run_cnngen(exe, mode, 1, a), 2: lambda: run_cnngen(exe, mode, 2, a),
+              "team": lambda: run_cnngen(exe_team, mode, TEAM, a, team=TEAM)}
     if exe_h:
         jobs += [(("h", t), (lambda t=t: run_cnngen(exe_h, mode, t, a))) for t in (1, 2)]
     if not a.no_torch:
         jobs += [(("torch", i), f) for i, f in enumerate(torch_jobs)]
     res = sweep(jobs, rounds, lambda: xcore(a))
-    cg = {t: merge_runs(res[("cg", t)]) for t in (1, 2)}
+    cg = {t: merge_runs(res[("cg", t)]) for t in ((1, 2, "team") if exe_team else (1, 2))}
     best_t = max(cg, key=lambda t: cg[t]["img_per_s"])
     c = cg[best_t]
     def ns_text(v):
@@ -527,6 +548,7 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
                                                 zip(r["round_img_per_s"], r["round_xcore_ns"])) + ")"
              if rounds > 1 else "")
     log(f"  cnngen  {cg[1]['img_per_s']:>10,.1f} img/s (1 thr)  {cg[2]['img_per_s']:>10,.1f} (2 thr)"
+        + (f"  {cg['team']['img_per_s']:>10,.1f} (team of {TEAM})" if exe_team else "")
         + ("  tuned" if exe_h else "") + rtext(cg[best_t]))
     heur = None
     if exe_h:
@@ -549,16 +571,17 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
             log(f"  pytorch {k['img_per_s']:>10,.1f} img/s ({torch_config_text(k)})" + rtext(k))
     tb = t["best"]
     flops = 2.0 * m * (1 if mode == "fwd" else 3)
-    foreign = max([cg[1]["foreign_cores"], cg[2]["foreign_cores"], t.get("foreign_cores", 0)])
+    foreign = max([k["foreign_cores"] for k in cg.values()] + [t.get("foreign_cores", 0)])
     # CPU the counted runs actually got: process CPU time / wall / threads (1.0 = every
     # thread ran the whole time; spinning OpenMP barriers keep it near 1.0 when idle)
-    cpu_share = statistics.median(c["cpu_per_wall"]) / best_t
+    cpu_share = statistics.median(c["cpu_per_wall"]) / nthr[best_t]
     tbest = [k for k in t["configs"] if k["img_per_s"] == tb["img_per_s"]]
     torch_share = (statistics.median(tbest[0]["cpu_per_wall"]) / tbest[0]["threads"]) if tbest else 1.0
     row = {
         "workload": workload, "spec": spec, "mode": mode, "batch": c["batch"],
         "macs_per_image": m, "flops_per_image": flops,
-        "cnngen": {"img_per_s": c["img_per_s"], "threads": best_t,
+        "cnngen": {"img_per_s": c["img_per_s"], "threads": nthr[best_t], "team": TEAM if best_t == "team" else 0,
+                   "config": best_t,
                    "flush_subnormals": c.get("flush_subnormals")},
         "sweep_rounds": rounds,
         "torch": tb,
@@ -590,7 +613,7 @@ def measure_row(workload, spec, mode, exe, m, target, a, torch_jobs, peak2, exe_
             tn.append(xcore(a))
             ts.append(rerun(tb))
             cn.append(xcore(a))
-            cs.append(run_cnngen(exe, mode, best_t, a)["img_per_s"])
+            cs.append(run_of[best_t]()["img_per_s"])
         row["rounds"] = {"cnngen": cs, "torch": ts, "ratio": statistics.median(cs) / statistics.median(ts),
                          "cnngen_xcore_ns": cn, "torch_xcore_ns": tn}
         log(f"  in {a.rounds} alternating rounds: cnngen {', '.join(f'{v:.1f}{ns_text(n)}' for v, n in zip(cs, cn))}, "
@@ -641,6 +664,7 @@ def main():
                         "this many rounds, for the record (0: not)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (PyPI eager only)")
+    p.add_argument("--no-team", action="store_true", help=f"no team-of-{TEAM} build of {', '.join(TEAM_NETS)}")
     p.add_argument("--no-avx2", action="store_true", help="no -march=haswell rows")
     p.add_argument("--ieee-subnormals", action="store_true",
                    help="keep IEEE subnormals on both sides (default: flushed to zero on both)")
@@ -697,22 +721,28 @@ def main():
                 # the same schedules: one build, measured once
                 exe_h = build_step(spec, a)[1] if tuned["changed"] else None
             name, exe = build_step(spec, a, wisdom=a.wisdom if tuned else None)
-            built[spec] = (name, exe, macs(spec), exe_h, tuned)
-        name, exe, m, exe_h, tuned = built[spec]
+            exe_team = None
+            if stem in TEAM_NETS and not a.no_team:
+                if tuned:
+                    log(f"bench: tuning {spec} for a team of {TEAM} (its replicas' layers, one thread)")
+                    tuned["team_seconds"] = round(tune(spec, a, team=TEAM), 1)
+                exe_team = build_step(spec, a, wisdom=a.wisdom if tuned else None, team=TEAM)[1]
+            built[spec] = (name, exe, macs(spec), exe_h, tuned, exe_team)
+        name, exe, m, exe_h, tuned, exe_team = built[spec]
         log(f"bench: {workload}")
         # the forward-only rows have no target: PyTorch eager only there (saves compile time)
         row_builds = builds if target else [b for b in builds if "--compile" not in b[2]]
         row = measure_row(workload, spec, mode, exe, m, target, a,
                           [(lambda b=b: run_torch(spec, mode, a, b[1], b[2])) for b in row_builds], peak2, exe_h,
                           (lambda best: run_torch_isa(spec, mode, a, builds, best, None)["best"]["img_per_s"])
-                          if target else None)
+                          if target else None, exe_team if mode == "train" else None)
         row["tuning"] = tuned
         if ref:
             row["issue_torch_img_per_s"] = ref[0] if ref[1] == "img/s" else ref[0] * 1e9 / row["flops_per_image"]
         rows.append(row)
         c, cg = row["cnngen"], row["cnngen_runs"]
         if name in RSS_NETS and mode == "train":
-            v = dict((k, cg[c["threads"]][k]) for k in ("maxrss_kb", "rss_start_kb", "planned_bytes"))
+            v = dict((k, cg[c["config"]][k]) for k in ("maxrss_kb", "rss_start_kb", "planned_bytes"))
             v["maxrss_kb"] = max(cg[1]["maxrss_kb"], cg[2]["maxrss_kb"])
             v["ratio"] = v["maxrss_kb"] * 1024 / v["planned_bytes"]
             v["torch_maxrss_kb"] = max((k["maxrss_kb"] for k in row["torch_runs"]), default=0)
@@ -758,7 +788,10 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
             + (f"; rows with a target: every configuration of both sides timed once in each of {a.sweep_rounds} "
                f"interleaved rounds (the order reversed every other round), its figure the median of its rounds"
                if a.sweep_rounds > 1 else "") + "; cnngen best of "
-            f"OMP_NUM_THREADS=1/2; PyTorch best of {', '.join(b[0] for b in builds)} x set_num_threads 1/2 "
+            f"OMP_NUM_THREADS=1/2"
+            + ("" if a.no_team else f" and, for {', '.join(TEAM_NETS)}'s training, a team of {TEAM} (cnngen --team {TEAM}: "
+               f"{TEAM} replicas of batch / {TEAM}, one a thread, batch norm's statistics summed over them; runtime/team.c)")
+            + f"; PyTorch best of {', '.join(b[0] for b in builds)} x set_num_threads 1/2 "
             f"(Debian's also x OPENBLAS_NUM_THREADS 1/2) x glibc malloc tunables off/on "
             f"(fwd rows: eager builds only); {sub}. "
             f"GFLOP/s = img/s x 2 x forward MACs x 3 (training step) or x 1 (fwd). "
@@ -790,7 +823,7 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
     for r in rows:
         if r.get("sweep_rounds", 1) < 2:
             continue
-        c = r["cnngen_runs"][r["cnngen"]["threads"]]
+        c = r["cnngen_runs"][r["cnngen"]["config"]]
         tb = [k for k in r["torch_runs"] if k["img_per_s"] == r["torch"]["img_per_s"]]
         if not any(n is not None for n in c.get("round_xcore_ns", [])):
             continue

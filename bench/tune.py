@@ -3,7 +3,7 @@
 record the fastest in a wisdom file (FFTW's wisdom, ATLAS's install-time search).
 
 usage: tune.py SPEC [--wisdom FILE] [--cc CC] [--opt FLAGS] [--libs LIBS] [--reps N]
-               [--rep-s S] [--threads T]
+               [--rep-s S] [--threads T] [--team T]
 
 For each layer that has more than one legal schedule (`cnngen --schedules SPEC`), and
 once per distinct layer signature, every candidate is generated as that layer alone
@@ -52,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 import ab  # noqa: E402
 import layer_profile  # noqa: E402
+import ab  # noqa: E402
 from ab import CNNGEN, sh  # noqa: E402
 
 
@@ -62,7 +63,7 @@ RESOLVE = 0.02
 
 def native_isa(spec):
     # the generator's own choice of target (--target native), as it prints it
-    out = sh([CNNGEN, "--summary", spec])
+    out = sh([CNNGEN, "--summary", spec] + ab.CNNGEN_EXTRA)
     return out.split("Schedules for target ", 1)[1].split(" ", 1)[0]
 
 
@@ -101,7 +102,7 @@ def build_candidate(spec, index, sig, cand, isa, a, work):
         f.write(f"{isa}\t{sig}\t{cand}\n")
     d = os.path.join(work, f"l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}")
     os.makedirs(d, exist_ok=True)
-    c = sh([CNNGEN, "--wisdom", wis, "--layer", str(index), spec, "-o", d]).strip().splitlines()[-1]
+    c = sh([CNNGEN, "--wisdom", wis, "--layer", str(index), spec, "-o", d] + ab.CNNGEN_EXTRA).strip().splitlines()[-1]
     with open(c) as f:
         src = f.read()
     if f"schedule {cand}:" not in src:
@@ -198,9 +199,14 @@ def main():
                     help="how many of the first pass's fastest candidates go to the run-off (default 3)")
     ap.add_argument("--compile-timeout", type=float, default=120,
                     help="seconds; a candidate that takes longer to compile is not timed")
+    ap.add_argument("--team", type=int, default=0,
+                    help="the layers of one replica of a team of T (cnngen --team T: batch / T), "
+                         "timed as such on --threads (1 for a team's replica)")
     a = ap.parse_args()
+    if a.team:
+        ab.CNNGEN_EXTRA[:] = ["--team", str(a.team)]
     isa = native_isa(a.spec)
-    listing = sh([CNNGEN, "--schedules", a.spec])
+    listing = sh([CNNGEN, "--schedules", a.spec] + ab.CNNGEN_EXTRA)
     lines = read_wisdom(a.wisdom)
     done = set()
     chosen, heur_of, gain_of, rate_of = {}, {}, {}, {}
