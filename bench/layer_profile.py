@@ -51,8 +51,11 @@ __attribute__((destructor)) static void cg_prof_dump(void)
 
 def instrument(src, net):
     out, k, inside = [], 0, None
+    # a team's code (cnngen --team): the layers are in NAME_forward_team / _backward_team,
+    # NAME_forward / _backward only call those
+    team = "_team" if f"void {net}_forward_team(" in src else ""
     for line in src.splitlines():
-        m = re.match(rf"void {net}_(forward|backward)\(", line)
+        m = re.match(rf"void {net}_(forward|backward){team}\(", line)
         if m:
             inside = m.group(1)
         elif inside and line == "}":
