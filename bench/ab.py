@@ -61,7 +61,7 @@ def build(a_src, b_src, a, work):
     objs, jobs = [], []
     for tag, c in (("a", a_src), ("b", b_src)):
         name = os.path.splitext(os.path.basename(c))[0]
-        ren = [f"-D{name}_{s}=cg_ab_{tag}_{s}" for s in ("net", "forward", "backward")]
+        ren = [f"-D{name}_{s}=cg_ab_{tag}_{s}" for s in ("net", "forward", "backward", "forward_team", "backward_team")]
         o = os.path.join(work, f"{tag}.o")
         cmd = [a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-I" + os.path.join(ROOT, "runtime"),
                                             "-DCNNGEN_NO_MAIN"] + ren + ["-c", c, "-o", o]
