@@ -28,7 +28,7 @@
 #include "weights.h"
 
 Suite *make_faults_suite(void);
-extern const cg_net *const cg_test_nets[];
+#include "test_nets.h"
 
 static char fdir[256];
 
@@ -54,15 +54,6 @@ static const char *fp(const char *name)
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s", fdir, name);
     return buf[k];
-}
-
-static const cg_net *net_named(const char *name)
-{
-    for (int i = 0; cg_test_nets[i]; i++)
-        if (!strcmp(cg_test_nets[i]->name, name))
-            return cg_test_nets[i];
-    ck_abort_msg("test net %s not in the registry", name);
-    return NULL;
 }
 
 /* t_train_bn: 1x6x6 inputs, 4 classes */
@@ -206,7 +197,7 @@ static long long checkpoint_step(const cg_net *net, const char *path)
 /* divergence: a learning rate of 1e30 */
 START_TEST(test_diverge_huge_lr)
 {
-    const cg_net *net = net_named("t_train_bn");
+    const cg_net *net = test_net("t_train_bn");
     make_data();
     cg_train_opts o;
     cg_train_result res;
@@ -230,7 +221,7 @@ END_TEST
 /* divergence from the data: one sample of a .npy file is NaN; through the CLI (exit 1) */
 START_TEST(test_diverge_nan_data)
 {
-    const cg_net *net = net_named("t_train_bn");
+    const cg_net *net = test_net("t_train_bn");
     make_data();
     X[37 * 36 + 5] = NAN;
     cg_array x = {.dtype = CG_F4, .ndim = 4, .shape = {NS, 1, 6, 6}, .count = NS * 36, .data = X};
@@ -277,7 +268,7 @@ static void sleep_us(long us) { nanosleep(&(struct timespec){us / 1000000, us % 
 
 START_TEST(test_kill9_random_repeated)
 {
-    const cg_net *net = net_named("t_train_bn");
+    const cg_net *net = test_net("t_train_bn");
     make_data();
     cg_train_opts o;
     cg_train_result ra, rb;
@@ -358,7 +349,7 @@ END_TEST
 /* ---- disk full: files limited to 1000 bytes (RLIMIT_FSIZE, SIGXFSZ ignored) ---- */
 START_TEST(test_disk_full_rlimit)
 {
-    const cg_net *net = net_named("t_train_bn");
+    const cg_net *net = test_net("t_train_bn");
     make_data();
     cg_train_opts o;
     cg_train_result res;
@@ -431,7 +422,7 @@ static const char *mount_tmpfs(const char *size, const char *what)
 /* ---- disk full for real: a 64 KiB tmpfs (skipped where mounting is not allowed) ---- */
 START_TEST(test_disk_full_tmpfs)
 {
-    const cg_net *net = net_named("t_train_bn");
+    const cg_net *net = test_net("t_train_bn");
     make_data();
     const char *mnt = mount_tmpfs("size=64k", "tmpfs");
     if (!mnt)
@@ -465,7 +456,7 @@ END_TEST
 /* ---- unwritable output folder: the tmpfs remounted read-only (root ignores mode bits) ---- */
 START_TEST(test_unwritable_readonly_mount)
 {
-    const cg_net *net = net_named("t_train_bn");
+    const cg_net *net = test_net("t_train_bn");
     make_data();
     const char *mnt = mount_tmpfs("size=1m", "read-only");
     if (!mnt)

@@ -25,7 +25,7 @@
 
 #include "cnngen.h"
 
-extern const cg_net *const cg_test_nets[];
+#include "test_nets.h"
 
 #define FWD_TOL 1e-5       /* forward: |got - ref| <= FWD_TOL * max|ref| (per layer) */
 #define FD_EPS 1e-3

@@ -19,16 +19,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-extern const cg_net *const cg_test_nets[];
-
-static const cg_net *team_net(const char *name)
-{
-    for (int i = 0; cg_test_nets[i]; i++)
-        if (!strcmp(cg_test_nets[i]->name, name))
-            return cg_test_nets[i];
-    ck_abort_msg("test net %s not in the registry", name);
-    return NULL;
-}
+#include "test_nets.h"
 
 /* T threads, many rounds: each writes its row of the exchange buffer with values of its
  * rank and the round, syncs, and checks every row; a missing or late write is counted */
@@ -96,7 +87,7 @@ static void fill(float *x, size_t n, uint64_t seed, float lo, float hi)
  * then a team of T replicas on the same samples; compared */
 static void team_vs_single(const char *name, int nb, int T)
 {
-    const cg_net *net = team_net(name);
+    const cg_net *net = test_net(name);
     ck_assert_ptr_nonnull(net->forward_team);
     ck_assert_int_gt(net->team_slot, 0);
     size_t P = net->n_params, NB = net->n_buffers + 1, in = net->in_size, out = net->out_size;
@@ -195,7 +186,7 @@ END_TEST
 /* with team NULL the team entry points are the plain ones, bit for bit */
 START_TEST(test_team_null_is_plain)
 {
-    const cg_net *net = team_net("t_team_resbn_ln");
+    const cg_net *net = test_net("t_team_resbn_ln");
     int nb = 17;
     size_t P = net->n_params, NB = net->n_buffers + 1;
     float *params = calloc(P, 4), *b1 = calloc(NB, 4), *b2 = calloc(NB, 4), *x = calloc((size_t)nb * net->in_size, 4);
@@ -217,7 +208,7 @@ END_TEST
  * statistics too. And a batch above the team's is refused. */
 START_TEST(test_team_trainer_step)
 {
-    const cg_net *net = team_net("t_team_bn_cl_ln");
+    const cg_net *net = test_net("t_team_bn_cl_ln");
     enum { N = 18 };
     size_t P = net->n_params, NB = net->n_buffers, in = net->in_size, out = net->out_size;
     float *p0 = calloc(P, 4), *b0 = calloc(NB + 1, 4), *p1 = calloc(P, 4), *b1 = calloc(NB + 1, 4);

@@ -31,7 +31,7 @@
 #include "weights.h"
 
 Suite *make_train_suite(void);
-extern const cg_net *const cg_test_nets[];
+#include "test_nets.h"
 
 /* ---- temp directory per test (files and one level of subdirectories) ---- */
 static char tmpdir[256];
@@ -71,15 +71,6 @@ static const char *tpath(const char *name)
     k = (k + 1) % 8;
     snprintf(buf[k], sizeof buf[k], "%s/%s", tmpdir, name);
     return buf[k];
-}
-
-static const cg_net *test_net(const char *name)
-{
-    for (int i = 0; cg_test_nets[i]; i++)
-        if (!strcmp(cg_test_nets[i]->name, name))
-            return cg_test_nets[i];
-    ck_abort_msg("test net %s not in the registry", name);
-    return NULL;
 }
 
 /* ---- hand-written dense net IN -> OUT: out = W x + b; W [OUT, IN] at 0, b at OUT*IN ---- */

@@ -67,7 +67,7 @@ $(B)/tnets/registry.c: $(TEST_NETS) | $(B)/tnets
 $(B)/tnets:
 	mkdir -p $@
 
-$(B)/check_all: $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c $(B)/libcnngen.a $(B)/cnngen
+$(B)/check_all: $(CHECK_SRC) tests/test_nets.h $(TNET_O) $(B)/tnets/registry.c $(B)/libcnngen.a $(B)/cnngen
 	$(CC) $(ALL_CFLAGS) -Iruntime -Itests -DCNNGEN_BIN='"$(B)/cnngen"' $(CHECK_SRC) $(TNET_O) $(B)/tnets/registry.c \
 	  $(B)/libcnngen.a $(RT_LIBS) $(CHECK_LIBS) $(LDFLAGS) -fopenmp -o $@
 
