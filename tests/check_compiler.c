@@ -449,8 +449,9 @@ START_TEST(test_cli_team)
     free_result(&r);
     RUN(r, "--team", "3", "tests/nets/t_team_resbn_ln.yaml", "--check");
     expect_status("cnngen --team 3 (batch 34: 12 a replica)", &r, 1);
-    ck_assert_msg(strstr(r.err, "t_team_resbn_ln.yaml:") && strstr(r.err, "ceil(train.batch 34 / 3) = 12"),
-                  "cnngen --team 3: stderr does not name the spec and the replica batch:\n%s", r.err);
+    ck_assert_msg(strstr(r.err, "t_team_resbn_ln.yaml:23:") && strstr(r.err, "ceil(train.batch 34 / 3) = 12"),
+                  "cnngen --team 3: stderr does not point at train.batch (line 23) and name the replica batch:\n%s",
+                  r.err);
     free_result(&r);
     RUN(r, "--team", "2", "tests/nets/t_team_resbn_ln.yaml", "--check");
     expect_status("cnngen --team 2 (batch 34: 17 a replica)", &r, 0);

@@ -1594,7 +1594,7 @@ function M.load(text, errs, opts)
     -- each replica takes ceil(batch / team) samples: the compile-time batch of the code
     local rb = (spec.train.batch + opts.team - 1) // opts.team
     if rb < LANES_MIN_BATCH then
-      errs:add(root, string.format("--team %d: a replica's batch, ceil(train.batch %d / %d) = %d, is below %d: "
+      errs:add(spec.train["@batch"] or spec.train_node or root, string.format("--team %d: a replica's batch, ceil(train.batch %d / %d) = %d, is below %d: "
         .. "a team's replicas need the batch-innermost layout", opts.team, spec.train.batch, opts.team, rb, LANES_MIN_BATCH))
       return nil
     end
