@@ -162,7 +162,7 @@ WISDOM_OPT = $(if $(wildcard $(WISDOM)),--wisdom $(WISDOM))
 trainer: $(B)/cnngen $(B)/libcnngen.a $(TRAINER_DEPS)
 	@test -n "$(SPEC)" || { echo "usage: make trainer SPEC=path/to/spec.yaml OUT=dir [MPI=1] [TEAM=T]"; exit 2; }
 	@mkdir -p $(OUT)
-	@c=$$($(B)/cnngen $(WISDOM_OPT) $(if $(TEAM),--team $(TEAM)) $(SPEC) -o $(OUT)) && \
+	@c=$$($(B)/cnngen $(WISDOM_OPT) $(if $(TEAM),--team $(TEAM),$(if $(filter 1,$(MPI)),--team 1)) $(SPEC) -o $(OUT)) && \
 	 echo "$(TRAINER_CC) $(OPT) -std=c11 -Iruntime $$c $(TRAINER_MPI) $(B)/libcnngen.a -o $${c%.c}" && \
 	 $(TRAINER_CC) $(OPT) $(WARN) -std=c11 -Iruntime $$c $(TRAINER_MPI) $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $${c%.c}
 
@@ -172,6 +172,12 @@ trainer: $(B)/cnngen $(B)/libcnngen.a $(TRAINER_DEPS)
 tune: all
 	@test -n "$(SPEC)" || { echo "usage: make tune SPEC=path/to/spec.yaml [WISDOM=file]"; exit 2; }
 	$(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)"
+	@# then a team of nproc replicas (cnngen --team): its layers at batch / T on one thread,
+	@# and the whole step against the above; the wisdom records which is faster here
+	@T=$$(nproc); if [ $$T -ge 2 ] && $(B)/cnngen --check --team $$T $(SPEC) 2>/dev/null; then \
+	  $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --team $$T --threads 1 && \
+	  $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --decide-team $$T; \
+	else $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --decide-team $$T; fi
 
 include tests/tests.mk
 include tests/kernels/kernels.mk

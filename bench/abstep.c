@@ -31,18 +31,57 @@
 
 extern const cg_net CG_NET_A, CG_NET_B;
 
+/* one side: a plain net, or a team's (cnngen --team T, net->team > 1: bench_team_step) */
+typedef struct {
+    bench_team t; /* t.b: the net, its batch and buffers; t.team only for a team */
+    int team;
+} side;
+
+static void side_init(side *s, const cg_net *net, int want_dx)
+{
+    memset(s, 0, sizeof *s);
+    s->team = net->team > 1;
+    if (!s->team) {
+        bench_net_init(&s->t.b, net, net->batch, want_dx);
+        return;
+    }
+    const char *err = want_dx ? "--dx is for a layer alone, not a team" : bench_team_init(&s->t, net, cg_net_step_batch(net));
+    if (err) {
+        fprintf(stderr, "abstep: %s: %s\n", net->name, err);
+        exit(1);
+    }
+}
+
+static void side_step(side *s)
+{
+    if (!s->team)
+        bench_net_step(&s->t.b);
+    else if (bench_team_step(&s->t)) {
+        fprintf(stderr, "abstep: %s: the team could not have its %d threads\n", s->t.b.net->name, s->t.b.net->team);
+        exit(1);
+    }
+}
+
+static void side_free(side *s)
+{
+    if (s->team)
+        bench_team_free(&s->t);
+    else
+        bench_net_free(&s->t.b);
+}
+
 /* seconds a step of s, over the warm-up's second half (at least warmup_s in all) */
-static double warm(const bench_net *s, double warmup_s)
+static double warm(side *s, double warmup_s)
 {
     double t0 = bench_now();
     long k = 0;
     do
-        bench_net_step(s), k++;
+        side_step(s), k++;
     while (bench_now() - t0 < warmup_s);
     long h = k / 2 > 0 ? k / 2 : 1;
     double t = bench_now();
     for (long i = 0; i < h; i++)
-        bench_net_step(s);
+        side_step(s);
     return (bench_now() - t) / (double)h;
 }
 
@@ -54,11 +93,11 @@ static double median(const double *v, double *tmp, int n)
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
 }
 
-static double block(const bench_net *s, int steps)
+static double block(side *s, int steps)
 {
     double t = bench_now();
     for (int k = 0; k < steps; k++)
-        bench_net_step(s);
+        side_step(s);
     return bench_now() - t;
 }
 
@@ -101,11 +140,11 @@ int main(int argc, char **argv)
         return 2;
     }
     int flushed = cg_flush_subnormals(1);
-    bench_net a, b;
+    side a, b;
     if (b_first)
-        bench_net_init(&b, &CG_NET_B, CG_NET_B.batch, want_dx), bench_net_init(&a, &CG_NET_A, CG_NET_A.batch, want_dx);
+        side_init(&b, &CG_NET_B, want_dx), side_init(&a, &CG_NET_A, want_dx);
     else
-        bench_net_init(&a, &CG_NET_A, CG_NET_A.batch, want_dx), bench_net_init(&b, &CG_NET_B, CG_NET_B.batch, want_dx);
+        side_init(&a, &CG_NET_A, want_dx), side_init(&b, &CG_NET_B, want_dx);
     double sb = b_first ? warm(&b, warmup_s) : 0, sa = warm(&a, warmup_s);
     if (!b_first)
         sb = warm(&b, warmup_s);
@@ -122,8 +161,8 @@ int main(int argc, char **argv)
             ta = block(&a, steps), tb = block(&b, steps);
         else
             tb = block(&b, steps), ta = block(&a, steps);
-        ra[p] = steps * (double)a.net->batch / ta;
-        rb[p] = steps * (double)b.net->batch / tb;
+        ra[p] = steps * (double)a.t.b.n / ta;
+        rb[p] = steps * (double)b.t.b.n / tb;
         ratio[p] = rb[p] / ra[p];
     }
     double *sorted = cg_xcalloc((size_t)pairs, sizeof(double), "sorted");
@@ -133,12 +172,12 @@ int main(int argc, char **argv)
     printf("{\"a\": \"%s\", \"b\": \"%s\", \"batch\": %d, \"pairs\": %d, \"steps_per_block\": %d, "
            "\"flush_subnormals\": %s, \"a_img_per_s\": %.1f, \"b_img_per_s\": %.1f, \"ratio\": %.4f, "
            "\"ci95\": [%.4f, %.4f], \"ratios\": [",
-           a.net->name, b.net->name, a.net->batch, pairs, steps, flushed ? "true" : "false", ma, mb, med, sorted[lo],
+           a.t.b.net->name, b.t.b.net->name, a.t.b.n, pairs, steps, flushed ? "true" : "false", ma, mb, med, sorted[lo],
            sorted[hi]);
     for (int p = 0; p < pairs; p++)
         printf("%s%.4f", p ? ", " : "", ratio[p]);
     printf("]}\n");
     free(ra), free(rb), free(ratio), free(sorted);
-    bench_net_free(&a), bench_net_free(&b);
+    side_free(&a), side_free(&b);
     return 0;
 }

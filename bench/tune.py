@@ -3,7 +3,7 @@
 record the fastest in a wisdom file (FFTW's wisdom, ATLAS's install-time search).
 
 usage: tune.py SPEC [--wisdom FILE] [--cc CC] [--opt FLAGS] [--libs LIBS] [--reps N]
-               [--rep-s S] [--threads T] [--team T]
+               [--rep-s S] [--threads T] [--team T] [--decide-team T]
 
 For each layer that has more than one legal schedule (`cnngen --schedules SPEC`), and
 once per distinct layer signature, every candidate is generated as that layer alone
@@ -34,7 +34,10 @@ the heuristic's schedule is recorded for it. Choices that promise less than the 
 resolves (RESOLVE, 2 % of the step) are checked in groups that promise that much, kept
 or discarded together. `cnngen --wisdom FILE` (or `make trainer`,
 which passes build/wisdom.tsv when it exists) then emits those schedules; without a line for a layer, the built-in heuristic
-decides. Every schedule computes the same function (tests: make schedules-check), so a
+decides. With --decide-team T it times nothing layer by layer: it compares the whole step
+as a team of T (cnngen --team T, the replicas' layers tuned by an earlier --team T
+--threads 1 run) against the layers split between the threads, and records the network's
+choice (`make tune` runs all three on a machine with 2 or more CPUs). Every schedule computes the same function (tests: make schedules-check), so a
 wisdom file changes speed, never results beyond float rounding.
 """
 import argparse
@@ -202,7 +205,13 @@ def main():
     ap.add_argument("--team", type=int, default=0,
                     help="the layers of one replica of a team of T (cnngen --team T: batch / T), "
                          "timed as such on --threads (1 for a team's replica)")
+    ap.add_argument("--decide-team", type=int, default=0, metavar="T",
+                    help="only decide whether the whole step is faster as a team of T (the replicas' "
+                         "layers tuned already: --team T --threads 1) and record it (decide_team)")
     a = ap.parse_args()
+    if a.decide_team:
+        decide_team(a, native_isa(a.spec))
+        return
     if a.team:
         ab.CNNGEN_EXTRA[:] = ["--team", str(a.team)]
     isa = native_isa(a.spec)
@@ -352,24 +361,67 @@ def main():
                     cur = src
                     for g in group:
                         accepted[g] = chosen[g]
-                lo, hi = r["ci95"]
-                print(f"tune: whole network, {what} on top of "
-                      f"{len(accepted) - (len(group) if ok else 0)} accepted: {r['b_img_per_s']:.1f} vs {r['a_img_per_s']:.1f} img/s in one process, "
-                      f"median ratio of {r['pairs']} pairs {r['ratio']:.3f}x (95 % interval {lo:.3f}-{hi:.3f}; by process "
-                      f"{', '.join(f'{x:.3f}' for x in r['process_ratios'])}): "
-                      f"{'kept' if ok else 'the heuristic recorded'}", flush=True)
+                print(f"tune: whole network, {what} on top of {len(accepted) - (len(group) if ok else 0)} accepted: "
+                      f"{ab_summary(r)}: {'kept' if ok else 'the heuristic recorded'}", flush=True)
             for sig in changed:
                 if sig not in accepted:
                     chosen[sig] = heur_of[sig]
     keep = [l for l in lines if not any(l.startswith(f"{isa}\t{sig}\t") for sig in chosen)]
     keep += [f"{isa}\t{sig}\t{cand}" for sig, cand in chosen.items()]
-    os.makedirs(os.path.dirname(os.path.abspath(a.wisdom)), exist_ok=True)
-    tmp = a.wisdom + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(f"# cnngen wisdom: isa<TAB>layer signature<TAB>schedule; timed on {cpu_model()}\n")
-        f.write("\n".join(sorted(keep)) + "\n")
-    os.replace(tmp, a.wisdom)
+    write_wisdom(a.wisdom, keep)
     print(f"tune: {len(chosen)} signature(s) written to {a.wisdom}")
+
+
+def ab_summary(r):
+    """bench/ab.py's result r in words: B's and A's rates, the pairs' median ratio, its
+    95 % interval and each process's median"""
+    lo, hi = r["ci95"]
+    return (f"{r['b_img_per_s']:.1f} vs {r['a_img_per_s']:.1f} img/s in one process, median ratio of {r['pairs']} "
+            f"pairs {r['ratio']:.3f}x (95 % interval {lo:.3f}-{hi:.3f}; by process "
+            f"{', '.join(f'{x:.3f}' for x in r['process_ratios'])})")
+
+
+def write_wisdom(path, lines):
+    """the wisdom file, sorted, replaced in one step"""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(f"# cnngen wisdom: isa<TAB>layer or net signature<TAB>schedule or team=T; timed on {cpu_model()}\n")
+        f.write("\n".join(sorted(lines)) + "\n")
+    os.replace(tmp, path)
+
+
+def decide_team(a, isa):
+    """Is the whole training step faster as a team of T replicas (cnngen --team T, each
+    ceil(batch / T) samples on one thread) than with each layer's work split between the
+    threads? Both with the wisdom's schedules, in one binary (bench/ab.py, 20 x --runoff
+    pairs). The network's line ("net:NAME:bB:HASH", cnngen --net-signature) records
+    team=T when the team is faster by ab.py's verdict, team=1 otherwise; `cnngen --wisdom`
+    then emits the team without --team. Whether it pays depends on the network and on
+    where the host puts the cores (bench/RESULTS.md, sessions 37-39), so it is measured."""
+    T = a.decide_team
+    sig = sh([CNNGEN, "--net-signature", a.spec]).strip()
+    lines = [l for l in read_wisdom(a.wisdom) if not l.startswith(f"{isa}\t{sig}\t")]
+    chk = subprocess.run([CNNGEN, "--check", "--team", str(T), a.spec], capture_output=True, text=True)
+    if T < 2 or chk.returncode != 0:
+        why = "a team needs 2 or more threads" if T < 2 else chk.stderr.strip().splitlines()[0]
+        print(f"tune: {sig}: no team of {T}: {why}", flush=True)
+        choice = 1
+    else:
+        with tempfile.TemporaryDirectory(prefix="cnngen-tune-") as work:
+            wa, wb = os.path.join(work, "plain.tsv"), os.path.join(work, "team.tsv")
+            with open(wa, "w") as f:
+                f.write("".join(l + "\n" for l in lines))
+            with open(wb, "w") as f:
+                f.write("".join(l + "\n" for l in lines) + f"{isa}\t{sig}\tteam={T}\n")
+            src_a = ab.source(a.spec, wa, os.path.join(work, "plain"))
+            src_b = ab.source(a.spec, wb, os.path.join(work, "team"))
+            r = ab.run(ab.build(src_a, src_b, a, os.path.join(work, "ab")), a.threads, pairs=max(8, 20 * a.runoff))
+            choice = T if ab.verdict(r) == "B faster" else 1
+            print(f"tune: whole network, a team of {T} against the layers split between {a.threads} threads: "
+                  f"{ab_summary(r)}: {'the team recorded' if choice > 1 else 'no team recorded'}", flush=True)
+    write_wisdom(a.wisdom, lines + [f"{isa}\t{sig}\tteam={choice}"])
+    print(f"tune: {sig} team={choice} written to {a.wisdom}")
 
 
 if __name__ == "__main__":

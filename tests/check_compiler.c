@@ -568,6 +568,57 @@ static char *read_generated(const char *dir, const char *file, size_t *len)
     return s;
 }
 
+/* A wisdom file's team line (make tune's bench/tune.py --decide-team): "isa, the network's
+ * signature (cnngen --net-signature), team=T" makes the team's code without --team;
+ * team=1, --team 1, another network's line, or a batch too small for the team: plain */
+static char *gen_header(const char *dir, const char *wisdom, const char *team)
+{
+    run_result r;
+    if (team)
+        RUN(r, "--target", "avx512", "--wisdom", wisdom, "--team", team, "tests/nets/t_team_resbn_ln.yaml", "-o", dir);
+    else
+        RUN(r, "--target", "avx512", "--wisdom", wisdom, "tests/nets/t_team_resbn_ln.yaml", "-o", dir);
+    expect_status("cnngen --wisdom (a team line)", &r, 0);
+    free_result(&r);
+    return read_generated(dir, "t_team_resbn_ln.h", NULL);
+}
+
+START_TEST(test_cli_team_wisdom)
+{
+    char *dir = make_tmpdir();
+    char w[600], line[400];
+    snprintf(w, sizeof w, "%s/wisdom.tsv", dir);
+    run_result r;
+    RUN(r, "--net-signature", "tests/nets/t_team_resbn_ln.yaml");
+    expect_status("cnngen --net-signature", &r, 0);
+    ck_assert_msg(!strncmp(r.out, "net:t_team_resbn_ln:b34:", 24) && strlen(r.out) == 24 + 16 + 1,
+                  "cnngen --net-signature: expected net:NAME:bBATCH:<16 hex digits>, got %s", r.out);
+    r.out[strlen(r.out) - 1] = '\0';
+    const char *team_macro = "T_TEAM_RESBN_LN_BATCH 17 /* largest batch forward/backward accept: one replica's of a team of 2 (make tune's wisdom)";
+    const char *plain_macro = "T_TEAM_RESBN_LN_BATCH 34 /* largest batch forward/backward accept */";
+    struct { const char *value, *sig, *team, *macro; } cases[] = {
+        {"team=2", r.out, NULL, team_macro},
+        {"team=1", r.out, NULL, plain_macro},
+        {"team=2", r.out, "1", plain_macro},                                /* --team 1 overrides */
+        {"team=3", r.out, NULL, plain_macro},                               /* 12 a replica: too few */
+        {"team=2", "net:t_team_resbn_ln:b34:0123456789abcdef", NULL, plain_macro}, /* an edited net's */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(line, sizeof line, "avx512\t%s\t%s\n", cases[i].sig, cases[i].value);
+        write_file(w, line);
+        char *h = gen_header(dir, w, cases[i].team);
+        ck_assert_msg(strstr(h, cases[i].macro) != NULL, "wisdom line %s, --team %s: the header lacks \"%s\"", line,
+                      cases[i].team ? cases[i].team : "(none)", cases[i].macro);
+        ck_assert_msg((strstr(h, "_forward_team") != NULL) == (cases[i].macro == team_macro),
+                      "wisdom line %s: team entry points %s", line, cases[i].macro == team_macro ? "missing" : "present");
+        free(h);
+    }
+    free_result(&r);
+    rm_tree(dir);
+    free(dir);
+}
+END_TEST
+
 /* A truly empty file (the tests/bad/empty.yaml has its expect comment) */
 START_TEST(test_cli_empty_file)
 {
@@ -1225,6 +1276,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(cli, test_cli_unknown_option);
     tcase_add_test(cli, test_cli_two_specs);
     tcase_add_test(cli, test_cli_team);
+    tcase_add_test(cli, test_cli_team_wisdom);
     tcase_add_test(cli, test_cli_o_without_dir);
     tcase_add_test(cli, test_cli_missing_file);
     tcase_add_test(cli, test_cli_bad_outdir);

@@ -1021,8 +1021,8 @@ local function emit(spec, spec_path, spec_text)
   H:line("/* Sizes in floats. N_PARAMS or N_BUFFERS may be 0 (no learned layer, no batch norm):")
   H:line(" * declare and allocate with the _ALLOC sizes, which are at least 1. */")
   if spec.team then
-    H:line("#define %s_BATCH %d /* largest batch forward/backward accept: one replica's of a team of %d (--team), train.batch %d */",
-      UP, B, spec.team, spec.team_batch)
+    H:line("#define %s_BATCH %d /* largest batch forward/backward accept: one replica's of a team of %d (%s), train.batch %d */",
+      UP, B, spec.team, spec.team_wisdom and "make tune's wisdom" or "--team", spec.team_batch)
   else
     H:line("#define %s_BATCH %d /* largest batch forward/backward accept */", UP, B)
   end
@@ -1521,6 +1521,7 @@ usage: cnngen SPEC.yaml [-o DIR]     write DIR/<name>.c and DIR/<name>.h (DIR: .
        cnngen SPEC.yaml --inference [--weights W.npz] [--norm N.npz] [--batch B] [-o DIR]
                                      write DIR/<name>_infer.c and .h (docs/inference.md)
        cnngen --schedules SPEC.yaml  per layer: signature and legal schedules (for make tune)
+       cnngen --net-signature SPEC.yaml  the network's key in a wisdom file (its team line)
        cnngen --help | --version
 options: --target avx512|avx2|generic|native   register tiles for this ISA (default: native,
                                  from /proc/cpuinfo)
@@ -1531,7 +1532,9 @@ options: --target avx512|avx2|generic|native   register tiles for this ISA (defa
          --team T                code for one of T replicas that split train.batch between T
                                  threads (cnngen.h: cg_team): its batch is ceil(batch / T); also
                                  emits NAME_forward_team / NAME_backward_team, whose batch norm
-                                 takes its statistics over the team's batch
+                                 takes its statistics over the team's batch. Without --team, a
+                                 wisdom file's line for the network (make tune) may choose
+                                 one; --team 1: no team whatever the wisdom says
 Exit status: 0 success, 1 error in the spec (or unreadable/unwritable file), 2 misuse.
 ]]
 
@@ -1558,6 +1561,19 @@ local function report(path, text, errs)
       io.stderr:write("  " .. src .. "\n  " .. string.rep(" ", math.max(0, col - 1)) .. "^\n")
     end
   end
+end
+
+-- A network's key in a wisdom file (its team line): name, batch, and a hash of its
+-- layers' kinds, shapes, windows and wiring, so an edit that changes the work drops it.
+function M.net_signature(spec)
+  local p = {}
+  for _, L in ipairs(spec.layers) do
+    local g = L.geom
+    p[#p + 1] = string.format("%s:%s:%s:%s:%s:%s", L.kind, table.concat(L.in_shape or {}, "x"),
+      table.concat(L.out_shape or {}, "x"), table.concat(L.inputs or {}, ","), tostring(L.groups or 1),
+      g and string.format("%d,%d,%d,%d,%d,%d,%d,%d", g.h.K, g.w.K, g.h.S, g.w.S, g.h.D, g.w.D, g.h.lo, g.w.lo) or "")
+  end
+  return string.format("net:%s:b%d:%s", spec.name, spec.train.batch, util.fnv1a(table.concat(p, ";")))
 end
 
 -- Parse and check a spec text; returns spec or nil (errors in errs).
@@ -1590,15 +1606,27 @@ function M.load(text, errs, opts)
     L.inputs, L.pos, L.readers, spec.input_readers = {0}, 1, 0, 1
     if not infer_shapes(spec, errs) or errs:count() > 0 then return nil end
   end
-  if opts.team then
+  spec.net_signature = M.net_signature(spec)
+  local team, team_wisdom = opts.team, false
+  if not team and opts.wisdom and not opts.layer then
+    -- make tune's choice for this network on this machine (bench/tune.py --decide-team):
+    -- a team of T when the whole step measured faster so, else 1; applied where it can be
+    local w = opts.wisdom[opts.target.isa .. "\t" .. spec.net_signature]
+    team = w and tonumber(w:match("^team=(%d+)$") or "")
+    if team and (team < 2 or (spec.train.batch + team - 1) // team < LANES_MIN_BATCH) then team = nil end
+    team_wisdom = team ~= nil
+  end
+  if team == 1 then team = nil end -- --team 1: one replica, the plain code (a wisdom's team overridden)
+  if team then
     -- each replica takes ceil(batch / team) samples: the compile-time batch of the code
-    local rb = (spec.train.batch + opts.team - 1) // opts.team
+    local rb = (spec.train.batch + team - 1) // team
     if rb < LANES_MIN_BATCH then
       errs:add(spec.train["@batch"] or spec.train_node or root, string.format("--team %d: a replica's batch, ceil(train.batch %d / %d) = %d, is below %d: "
-        .. "a team's replicas need the batch-innermost layout", opts.team, spec.train.batch, opts.team, rb, LANES_MIN_BATCH))
+        .. "a team's replicas need the batch-innermost layout", team, spec.train.batch, team, rb, LANES_MIN_BATCH))
       return nil
     end
-    spec.team, spec.team_batch, spec.train.batch = opts.team, spec.train.batch, rb
+    spec.team, spec.team_batch, spec.train.batch = team, spec.train.batch, rb
+    spec.team_wisdom = team_wisdom
   end
   local ok, perr = plan(spec, opts)
   if not ok then
@@ -1648,6 +1676,7 @@ function M.main(args)
     elseif a == "--summary" then mode = "summary"
     elseif a == "--check" then mode = "check"
     elseif a == "--schedules" then mode = "schedules"
+    elseif a == "--net-signature" then mode = "net-signature"
     elseif a == "--no-fuse" then no_fuse = true
     elseif a == "--target" or a == "--wisdom" or a == "--layer" or a == "--team" then
       i = i + 1
@@ -1702,6 +1731,7 @@ function M.main(args)
   if mode == "summary" then io.stdout:write(summary(spec, path)); return 0 end
   if mode == "check" then return 0 end
   if mode == "schedules" then io.stdout:write(schedules_list(spec)); return 0 end
+  if mode == "net-signature" then io.stdout:write(spec.net_signature, "\n"); return 0 end
   local c, hdr = emit(spec, path, text)
   local made, merr = cnngen_c.mkdir_p(outdir) -- mkdir -p; the new directories go again on error
   if not made then io.stderr:write("cnngen: " .. merr .. "\n"); return 1 end
