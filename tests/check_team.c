@@ -17,6 +17,7 @@
 #include "weights.h"
 
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "test_nets.h"
@@ -257,6 +258,56 @@ START_TEST(test_team_trainer_step)
 }
 END_TEST
 
+/* A team trainer killed after 3 steps and resumed from its checkpoint at step 2 ends
+ * with the parameters and running statistics of the run that was not killed, bit for
+ * bit (the replicas' statistics come back through the caller's buffers each step) */
+START_TEST(test_team_kill_and_resume)
+{
+    const cg_net *net = test_net("t_team_bn_cl_ln");
+    enum { N = 100 };
+    size_t P = net->n_params, NB = net->n_buffers, in = net->in_size, out = net->out_size;
+    float *x = calloc(N * in, 4), *t = calloc(N * out, 4);
+    float *pa = calloc(P, 4), *ba = calloc(NB + 1, 4), *pb = calloc(P, 4), *bb = calloc(NB + 1, 4);
+    fill(x, N * in, 31, -1.0f, 2.0f);
+    fill(t, N * out, 32, -0.5f, 0.5f);
+    cg_dataset ds = {.n = N, .s_ndim = 2, .s_shape = {3, 7}, .x_size = in, .x = x, .targets = t, .t_size = out};
+    char dir[] = "/tmp/cg_team_XXXXXX", outd[2][600], fin[700];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    cg_train_result res[2];
+    cg_err e;
+    for (int run = 0; run < 2; run++) {
+        snprintf(outd[run], sizeof outd[run], "%s/%c", dir, 'a' + run);
+        ck_assert_int_eq(mkdir(outd[run], 0700), 0);
+        cg_train_opts o;
+        cg_train_opts_init(&o, net);
+        o.quiet = 1, o.plot = 0, o.h.val = 20, o.h.patience = 0, o.h.seed = 5;
+        o.train_ds = &ds, o.out = outd[run];
+        o.h.mode = CG_MODE_MINIBATCH, o.h.order = CG_ORDER_SHUFFLE, o.h.batch = 40, o.h.epochs = 4;
+        o.h.lr = 0.05f, o.h.momentum = 0.9f, o.h.checkpoint_every = 2;
+        if (run == 1) {
+            o.max_steps = 3;
+            ck_assert_msg(cg_train(net, &o, &res[1], &e) == 0, "%s", e.msg);
+            ck_assert(res[1].killed);
+            o.max_steps = 0, o.resume = 1;
+        }
+        ck_assert_msg(cg_train(net, &o, &res[run], &e) == 0, "%s", e.msg);
+        ck_assert(!res[run].killed);
+    }
+    ck_assert_int_eq(res[0].steps, 8); /* 80 training samples, 2 steps an epoch */
+    ck_assert_int_eq(res[1].steps, res[0].steps);
+    snprintf(fin, sizeof fin, "%s/final.npz", outd[0]);
+    ck_assert_msg(cg_weights_load(net, fin, pa, ba, &e) == 0, "%s", e.msg);
+    snprintf(fin, sizeof fin, "%s/final.npz", outd[1]);
+    ck_assert_msg(cg_weights_load(net, fin, pb, bb, &e) == 0, "%s", e.msg);
+    ck_assert_msg(!memcmp(pa, pb, P * 4), "resumed team run: parameters differ from the uninterrupted run's");
+    ck_assert_msg(!memcmp(ba, bb, NB * 4), "resumed team run: running statistics differ from the uninterrupted run's");
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ck_assert_int_eq(system(cmd), 0);
+    free(x), free(t), free(pa), free(ba), free(pb), free(bb);
+}
+END_TEST
+
 Suite *make_team_suite(void)
 {
     Suite *s = suite_create("team");
@@ -268,6 +319,7 @@ Suite *make_team_suite(void)
     tcase_add_test(tc, test_team_bn_cl);
     tcase_add_test(tc, test_team_null_is_plain);
     tcase_add_test(tc, test_team_trainer_step);
+    tcase_add_test(tc, test_team_kill_and_resume);
     suite_add_tcase(s, tc);
     return s;
 }
