@@ -174,10 +174,11 @@ tune: all
 	$(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)"
 	@# then a team of nproc replicas (cnngen --team): its layers at batch / T on one thread,
 	@# and the whole step against the above; the wisdom records which is faster here
+	@# (--decide-team records team=1, with the reason, when there can be no team)
 	@T=$$(nproc); if [ $$T -ge 2 ] && $(B)/cnngen --check --team $$T $(SPEC) 2>/dev/null; then \
-	  $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --team $$T --threads 1 && \
-	  $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --decide-team $$T; \
-	else $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --decide-team $$T; fi
+	  $(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --team $$T --threads 1 \
+	  || exit 1; fi; \
+	$(PYTHON) bench/tune.py $(SPEC) --wisdom $(WISDOM) --cc "$(CC)" --opt "$(OPT)" --libs "$(RT_LIBS)" --decide-team $$T
 
 include tests/tests.mk
 include tests/kernels/kernels.mk

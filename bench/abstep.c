@@ -31,17 +31,18 @@
 
 extern const cg_net CG_NET_A, CG_NET_B;
 
-/* one side: a plain net, or a team's (cnngen --team T, net->team > 1: bench_team_step) */
+/* one side: a plain net, or a team's (cnngen --team T, net->team > 1: bench_team_step);
+ * t.b holds the net, its batch and buffers, t.team is set only for a team */
 typedef struct {
-    bench_team t; /* t.b: the net, its batch and buffers; t.team only for a team */
-    int team;
+    bench_team t;
 } side;
+
+static int is_team(const side *s) { return s->t.b.net->team > 1; }
 
 static void side_init(side *s, const cg_net *net, int want_dx)
 {
     memset(s, 0, sizeof *s);
-    s->team = net->team > 1;
-    if (!s->team) {
+    if (net->team <= 1) {
         bench_net_init(&s->t.b, net, net->batch, want_dx);
         return;
     }
@@ -54,7 +55,7 @@ static void side_init(side *s, const cg_net *net, int want_dx)
 
 static void side_step(side *s)
 {
-    if (!s->team)
+    if (!is_team(s))
         bench_net_step(&s->t.b);
     else if (bench_team_step(&s->t)) {
         fprintf(stderr, "abstep: %s: the team could not have its %d threads\n", s->t.b.net->name, s->t.b.net->team);
@@ -64,7 +65,7 @@ static void side_step(side *s)
 
 static void side_free(side *s)
 {
-    if (s->team)
+    if (is_team(s))
         bench_team_free(&s->t);
     else
         bench_net_free(&s->t.b);

@@ -601,6 +601,7 @@ START_TEST(test_cli_team_wisdom)
         {"team=1", r.out, NULL, plain_macro},
         {"team=2", r.out, "1", plain_macro},                                /* --team 1 overrides */
         {"team=3", r.out, NULL, plain_macro},                               /* 12 a replica: too few */
+        {"team=0", r.out, NULL, plain_macro},                               /* no team of 0 */
         {"team=2", "net:t_team_resbn_ln:b34:0123456789abcdef", NULL, plain_macro}, /* an edited net's */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {

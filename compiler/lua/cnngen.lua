@@ -1612,19 +1612,18 @@ function M.load(text, errs, opts)
     -- make tune's choice for this network on this machine (bench/tune.py --decide-team):
     -- a team of T when the whole step measured faster so, else 1; applied where it can be
     local w = opts.wisdom[opts.target.isa .. "\t" .. spec.net_signature]
-    team = w and tonumber(w:match("^team=(%d+)$") or "")
-    if team and (team < 2 or (spec.train.batch + team - 1) // team < LANES_MIN_BATCH) then team = nil end
-    team_wisdom = team ~= nil
+    team, team_wisdom = w and tonumber(w:match("^team=(%d+)$") or ""), true
   end
-  if team == 1 then team = nil end -- --team 1: one replica, the plain code (a wisdom's team overridden)
-  if team then
-    -- each replica takes ceil(batch / team) samples: the compile-time batch of the code
-    local rb = (spec.train.batch + team - 1) // team
-    if rb < LANES_MIN_BATCH then
-      errs:add(spec.train["@batch"] or spec.train_node or root, string.format("--team %d: a replica's batch, ceil(train.batch %d / %d) = %d, is below %d: "
-        .. "a team's replicas need the batch-innermost layout", team, spec.train.batch, team, rb, LANES_MIN_BATCH))
-      return nil
-    end
+  -- each replica takes ceil(batch / team) samples: the compile-time batch of the code.
+  -- A team of 1 (--team 1, team=1) is the plain code; a wisdom line the batch cannot
+  -- follow is too, where --team's is an error
+  local rb = team and team >= 2 and (spec.train.batch + team - 1) // team
+  if rb and rb < LANES_MIN_BATCH and not team_wisdom then
+    errs:add(spec.train["@batch"] or spec.train_node or root, string.format("--team %d: a replica's batch, ceil(train.batch %d / %d) = %d, is below %d: "
+      .. "a team's replicas need the batch-innermost layout", team, spec.train.batch, team, rb, LANES_MIN_BATCH))
+    return nil
+  end
+  if rb and rb >= LANES_MIN_BATCH then
     spec.team, spec.team_batch, spec.train.batch = team, spec.train.batch, rb
     spec.team_wisdom = team_wisdom
   end
