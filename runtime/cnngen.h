@@ -180,6 +180,8 @@ typedef struct cg_team {
     size_t slot;    /* doubles a row */
     unsigned phase; /* syncs this member has passed: picks the buffer */
     cg_team_shared *sh;
+    int n0;         /* the first of this member's samples in the team's batch (dropout
+                     * draws a sample's mask by its place there: one call's masks) */
 } cg_team;
 
 /* a team of size members with rows of slot doubles: members[0..size) filled in (rank r

@@ -117,14 +117,10 @@ static void team_body(void *ctx, int r)
                                               : (const void *)((const int64_t *)j->target + lo);
     if (r)
         memset(g, 0, net->n_params * sizeof(float));
-    /* training: nonzero, and for dropout's masks a different seed a replica (replica 0's is
-     * the caller's: a team's masks differ from one process's, as an MPI job's do not) */
-    int tr = j->training;
-    if (tr && r) {
-        tr = (int)(((unsigned)tr * 2654435761u + (unsigned)r) & 0x7fffffffu);
-        tr = tr ? tr : 1;
-    }
-    net->forward_team(j->params, r ? t->buffers[r] : j->buffers, x, ws, nr, tr, &t->members[r]);
+    /* dropout draws a sample's mask from the step's seed (training) and the sample's place
+     * in the team's batch (n0): the masks of one call on the whole batch */
+    t->members[r].n0 = (int)lo;
+    net->forward_team(j->params, r ? t->buffers[r] : j->buffers, x, ws, nr, j->training, &t->members[r]);
     j->loss[r] = (double)cg_loss(net->loss, ws + net->out_offset, tg, dout, nr, net->out_size) * nr;
     cg_scale(dout, (size_t)nr * net->out_size, (float)((double)nr / (double)j->n * (double)j->dscale));
     net->backward_team(j->params, g, x, NULL, ws, nr, &t->members[r]);

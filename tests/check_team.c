@@ -86,7 +86,7 @@ static void fill(float *x, size_t n, uint64_t seed, float lo, float hi)
 
 /* one training step's forward, loss and backward: the plain entry points on nb samples,
  * then a team of T replicas on the same samples; compared */
-static void team_vs_single(const char *name, int nb, int T)
+static void team_vs_single(const char *name, int nb, int T, int training)
 {
     const cg_net *net = test_net(name);
     ck_assert_ptr_nonnull(net->forward_team);
@@ -115,7 +115,7 @@ static void team_vs_single(const char *name, int nb, int T)
         memcpy(bT[r], b1, NB * 4);
     }
 
-    net->forward(params, b1, x, ws1, nb, 1);
+    net->forward(params, b1, x, ws1, nb, training);
     cg_loss(net->loss, ws1 + net->out_offset, tgt, ws1 + net->dout_offset, nb, out);
     net->backward(params, g1, x, dx1, ws1, nb);
 
@@ -135,7 +135,8 @@ static void team_vs_single(const char *name, int nb, int T)
             const void *tr = net->loss == CG_LOSS_MSE ? (const void *)(targets + (size_t)lo * out)
                                                       : (const void *)(labels + lo);
             float *dout = wsT[r] + net->dout_offset;
-            net->forward_team(params, bT[r], xr, wsT[r], nr, 1, &m[r]);
+            m[r].n0 = lo; /* as cg_net_team_step sets it: dropout's masks are one call's */
+            net->forward_team(params, bT[r], xr, wsT[r], nr, training, &m[r]);
             memcpy(yT + (size_t)lo * out, wsT[r] + net->out_offset, (size_t)nr * out * 4);
             cg_loss(net->loss, wsT[r] + net->out_offset, tr, dout, nr, out);
             cg_scale(dout, (size_t)nr * out, (float)nr / (float)nb);
@@ -171,20 +172,30 @@ static void team_vs_single(const char *name, int nb, int T)
 
 START_TEST(test_team_resbn)
 {
-    team_vs_single("t_team_resbn_ln", 17, 2);
-    team_vs_single("t_team_resbn_ln", 17, 3);
-    team_vs_single("t_team_resbn_ln", 9, 2);
+    team_vs_single("t_team_resbn_ln", 17, 2, 1);
+    team_vs_single("t_team_resbn_ln", 17, 3, 1);
+    team_vs_single("t_team_resbn_ln", 9, 2, 1);
 }
 END_TEST
 
 START_TEST(test_team_bn_cl)
 {
-    team_vs_single("t_team_bn_cl_ln", 20, 2);
-    team_vs_single("t_team_bn_cl_ln", 20, 4);
+    team_vs_single("t_team_bn_cl_ln", 20, 2, 1);
+    team_vs_single("t_team_bn_cl_ln", 20, 4, 1);
 }
 END_TEST
 
 /* with team NULL the team entry points are the plain ones, bit for bit */
+/* dropout in a team: the replicas' masks are those of one call on the whole batch (a
+ * sample's mask is drawn by its place in the team's batch), for two steps' seeds */
+START_TEST(test_team_dropout)
+{
+    team_vs_single("t_team_drop_ln", 17, 2, 1);
+    team_vs_single("t_team_drop_ln", 17, 2, 12345);
+    team_vs_single("t_team_drop_ln", 11, 3, 7);
+}
+END_TEST
+
 START_TEST(test_team_null_is_plain)
 {
     const cg_net *net = test_net("t_team_resbn_ln");
@@ -317,6 +328,7 @@ Suite *make_team_suite(void)
     tcase_add_test(tc, test_team_new_rejects);
     tcase_add_test(tc, test_team_resbn);
     tcase_add_test(tc, test_team_bn_cl);
+    tcase_add_test(tc, test_team_dropout);
     tcase_add_test(tc, test_team_null_is_plain);
     tcase_add_test(tc, test_team_trainer_step);
     tcase_add_test(tc, test_team_kill_and_resume);

@@ -208,7 +208,11 @@ function M.forward_any(L, C, ctx)
     C:line("unsigned seed = (unsigned)training ^ %du * 0x85ebca6bu;", L.index + 1)
     C:line("CG_MIX32(seed);")
     local scale = util.flt(1 / (1 - p))
+    -- a team's replica (cnngen --team): its samples' places in the team's batch, so the
+    -- masks are those of one call on the whole batch (team NULL: the plain entry points)
+    if ctx.team then C:line("const unsigned n0 = team ? (unsigned)team->n0 : 0u;") end
     local function draw(nexpr, iexpr, at)
+      if ctx.team then nexpr = "(n0 + " .. nexpr .. ")" end
       C:line("unsigned h = (unsigned)(%s * %d + %s) * 0x9e3779b1u ^ seed;", nexpr, L.out_size, iexpr)
       C:line("CG_MIX32(h);")
       C:line("float m = (h >> 8) >= %du ? %s : 0.0f;", keep, scale)
@@ -229,7 +233,7 @@ function M.forward_any(L, C, ctx)
       C.ind = C.ind - 1
     end
     C:line("#undef CG_MIX32")
-    used = {"S", "x", "y", "nb", "training"}
+    used = {"S", "x", "y", "nb", "training", ctx.team and "team" or nil}
   end
   if k == "add" or k == "concat" then used[#used + 1] = "y"; used[#used + 1] = "nb" end
   return used
