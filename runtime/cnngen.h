@@ -214,6 +214,12 @@ void cg_net_team_free(cg_net_team *t);
  * code could not have size threads (OMP_NUM_THREADS below the team, or no -fopenmp). */
 int cg_net_team_step(cg_net_team *t, const float *params, float *grads, float *buffers, const float *x,
                      const void *target, int n, int training, float dscale, double *loss_sum);
+/* The trainer's check on the team's code: as cg_net_team_step (dscale 1) for n from the
+ * team's size to size x net->batch, also writing the outputs to out [n][out_size] and,
+ * when dx is not NULL, dLoss/dx to dx [n][in_size]; training 0: the forward in inference
+ * mode only (grads untouched). Returns 0, or -1 as cg_net_team_step. */
+int cg_net_team_check(cg_net_team *t, const float *params, float *grads, float *buffers, const float *x,
+                      const void *target, int n, int training, float *out, float *dx, double *loss_sum);
 
 /* The most samples a training step takes: the compiled batch, or a team's (--team T:
  * T replicas of net->batch each). */

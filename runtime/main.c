@@ -65,7 +65,8 @@ static const command commands[] = {
     {"check", C_CHECK, 1,
      "one training-mode forward/backward; OUT (.npz) holds output, loss, grad.input\n"
      "      and grad.<param> for every parameter (dropout's mask from seed 1);\n"
-     "      --eval: one inference-mode forward, output and loss",
+     "      --eval: one inference-mode forward, output and loss; a team's trainer\n"
+     "      (cnngen --team) runs its team's code when INPUT has a sample a replica",
      cmd_check},
 };
 enum { N_COMMANDS = sizeof commands / sizeof commands[0] };
@@ -722,7 +723,7 @@ static int cmd_check(const cg_net *net, const opts *o)
 {
     cg_err err;
     cg_array x, t;
-    if (load_input(net, o->input, 1, net->batch, &x, &err) != 0)
+    if (load_input(net, o->input, 1, cg_net_step_batch(net), &x, &err) != 0)
         return fail(net, &err);
     int n = (int)x.shape[0];
     if (load_target(net, o->target, n, &t, &err) != 0) {
@@ -732,15 +733,39 @@ static int cmd_check(const cg_net *net, const opts *o)
     state s;
     state_alloc(net, &s);
     float *dx = cg_xcalloc((size_t)n * net->in_size, sizeof(float), "input gradient");
+    /* a team's trainer checks the code it trains with: the team's, when every replica has
+     * a sample (cg_net_team_check); else (and without a team) the plain entry points */
+    const int team = net->team > 1 && n >= net->team;
+    float *y = team ? cg_xcalloc((size_t)n * net->out_size, sizeof(float), "outputs") : s.ws + net->out_offset;
     int rc = 1;
+    float loss;
     if (load_weights(net, o->weights, &s, &err) != 0) {
         fail(net, &err);
         goto out;
     }
-    net->forward(s.params, s.buffers, x.data, s.ws, n, o->eval_mode ? 0 : 1);
-    float loss = cg_net_loss(net, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n);
-    if (!o->eval_mode)
-        net->backward(s.params, s.grads, x.data, dx, s.ws, n);
+    if (team) {
+        cg_net_team tm;
+        const char *why = cg_net_team_init(&tm, net);
+        if (why) {
+            fprintf(stderr, "%s: check: %s\n", net->name, why);
+            goto out;
+        }
+        double sum;
+        int bad = cg_net_team_check(&tm, s.params, s.grads, s.buffers, x.data, t.data, n, o->eval_mode ? 0 : 1,
+                                    y, o->eval_mode ? NULL : dx, &sum);
+        cg_net_team_free(&tm);
+        if (bad) {
+            fprintf(stderr, "%s: check: the team of %d could not have its threads (OMP_NUM_THREADS is below "
+                            "it, or the trainer was built without -fopenmp)\n", net->name, net->team);
+            goto out;
+        }
+        loss = (float)(sum / n);
+    } else {
+        net->forward(s.params, s.buffers, x.data, s.ws, n, o->eval_mode ? 0 : 1);
+        loss = cg_net_loss(net, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n);
+        if (!o->eval_mode)
+            net->backward(s.params, s.grads, x.data, dx, s.ws, n);
+    }
 
     int np = 0;
     for (int i = 0; i < net->n_tensors; i++)
@@ -751,7 +776,7 @@ static int cmd_check(const cg_net *net, const opts *o)
     cg_array *arr = cg_xcalloc((size_t)m, sizeof *arr, "arrays");
     keys[0] = "output";
     arr[0] = (cg_array){.dtype = CG_F4, .ndim = 2, .shape = {n, (int64_t)net->out_size},
-                        .count = (size_t)n * net->out_size, .data = s.ws + net->out_offset};
+                        .count = (size_t)n * net->out_size, .data = y};
     keys[1] = "loss";
     arr[1] = (cg_array){.dtype = CG_F4, .ndim = 0, .count = 1, .data = &loss};
     if (!o->eval_mode) {
@@ -785,6 +810,8 @@ static int cmd_check(const cg_net *net, const opts *o)
     free(keys);
     free(arr);
 out:
+    if (team)
+        free(y);
     free(dx);
     state_free(&s);
     cg_array_free(&x);

@@ -98,6 +98,8 @@ typedef struct {
     const void *target;
     int n, training;
     float dscale;
+    float *out, *dx; /* the trainer's check: the outputs [n][out_size] and dLoss/dx, or NULL */
+    int forward_only; /* the check in inference mode: no backward */
     double loss[CG_TEAM_MAX];
 } team_job;
 
@@ -122,8 +124,12 @@ static void team_body(void *ctx, int r)
     t->members[r].n0 = (int)lo;
     net->forward_team(j->params, r ? t->buffers[r] : j->buffers, x, ws, nr, j->training, &t->members[r]);
     j->loss[r] = (double)cg_loss(net->loss, ws + net->out_offset, tg, dout, nr, net->out_size) * nr;
+    if (j->out)
+        memcpy(j->out + lo * net->out_size, ws + net->out_offset, (size_t)nr * net->out_size * sizeof(float));
+    if (j->forward_only)
+        return;
     cg_scale(dout, (size_t)nr * net->out_size, (float)((double)nr / (double)j->n * (double)j->dscale));
-    net->backward_team(j->params, g, x, NULL, ws, nr, &t->members[r]);
+    net->backward_team(j->params, g, x, j->dx ? j->dx + lo * net->in_size : NULL, ws, nr, &t->members[r]);
     cg_team_sync(&t->members[r]);
     /* this replica's slice of the parameters: the other replicas' parts added, in rank order */
     size_t plo, phi;
@@ -168,6 +174,25 @@ void cg_net_team_free(cg_net_team *t)
     memset(t, 0, sizeof *t);
 }
 
+/* the replicas on job j (n >= the team's size); *loss_sum = the loss summed over the samples */
+static int team_run(cg_net_team *t, team_job *j, double *loss_sum)
+{
+    const cg_net *net = t->net;
+    /* In training the replicas' buffers are written, never read: batch norm normalises
+     * with the team's batch statistics, and only replica 0's running statistics (the
+     * caller's buffers) are kept. Evaluation (training 0) reads them: the caller's then. */
+    if (!j->training)
+        for (int r = 1; r < t->size; r++)
+            memcpy(t->buffers[r], j->buffers, net->n_buffers * sizeof(float));
+    if (!net->team_run(t->size, team_body, j))
+        return -1;
+    double s = 0;
+    for (int r = 0; r < t->size; r++)
+        s += j->loss[r];
+    *loss_sum = s;
+    return 0;
+}
+
 int cg_net_team_step(cg_net_team *t, const float *params, float *grads, float *buffers, const float *x,
                      const void *target, int n, int training, float dscale, double *loss_sum)
 {
@@ -184,19 +209,17 @@ int cg_net_team_step(cg_net_team *t, const float *params, float *grads, float *b
         net->backward(params, grads, x, NULL, t->ws[0], n);
         return 0;
     }
-    /* In training the replicas' buffers are written, never read: batch norm normalises
-     * with the team's batch statistics, and only replica 0's running statistics (the
-     * caller's buffers) are kept. Evaluation (training 0) reads them: the caller's then. */
-    if (!training)
-        for (int r = 1; r < t->size; r++)
-            memcpy(t->buffers[r], buffers, net->n_buffers * sizeof(float));
     team_job j = {.t = t, .params = params, .x = x, .grads = grads, .buffers = buffers, .target = target,
                   .n = n, .training = training, .dscale = dscale};
-    if (!net->team_run(t->size, team_body, &j))
+    return team_run(t, &j, loss_sum);
+}
+
+int cg_net_team_check(cg_net_team *t, const float *params, float *grads, float *buffers, const float *x,
+                      const void *target, int n, int training, float *out, float *dx, double *loss_sum)
+{
+    if (t->size < 2 || n < t->size || n > t->size * t->net->batch)
         return -1;
-    double s = 0;
-    for (int r = 0; r < t->size; r++)
-        s += j.loss[r];
-    *loss_sum = s;
-    return 0;
+    team_job j = {.t = t, .params = params, .x = x, .grads = grads, .buffers = buffers, .target = target,
+                  .n = n, .training = training, .dscale = 1.0f, .out = out, .dx = dx, .forward_only = !training};
+    return team_run(t, &j, loss_sum);
 }

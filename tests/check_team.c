@@ -185,7 +185,6 @@ START_TEST(test_team_bn_cl)
 }
 END_TEST
 
-/* with team NULL the team entry points are the plain ones, bit for bit */
 /* dropout in a team: the replicas' masks are those of one call on the whole batch (a
  * sample's mask is drawn by its place in the team's batch), for two steps' seeds */
 START_TEST(test_team_dropout)
@@ -196,6 +195,45 @@ START_TEST(test_team_dropout)
 }
 END_TEST
 
+/* cg_net_team_check (the trainer's check on a team): every replica needs a sample and the
+ * team's batch bounds n; within them its outputs and loss are one call's */
+START_TEST(test_team_check)
+{
+    const cg_net *net = test_net("t_team_drop_ln");
+    const int T = net->team, nb = T * net->batch;
+    size_t P = net->n_params, NB = net->n_buffers + 1, in = net->in_size, out = net->out_size;
+    float *params = calloc(P, 4), *b = calloc(NB, 4), *g = calloc(P, 4), *x = calloc((size_t)(nb + 1) * in, 4);
+    float *y = calloc((size_t)(nb + 1) * out, 4), *dx = calloc((size_t)(nb + 1) * in, 4), *ws = calloc(net->workspace, 4);
+    int64_t *labels = calloc((size_t)nb + 1, sizeof(int64_t));
+    cg_init_params(net, params, b, 3);
+    fill(x, (size_t)(nb + 1) * in, 5, -1.0f, 1.0f);
+    cg_net_team tm;
+    ck_assert_ptr_null(cg_net_team_init(&tm, net));
+    double sum = -1;
+    ck_assert_int_eq(cg_net_team_check(&tm, params, g, b, x, labels, T - 1, 1, y, dx, &sum), -1);
+    ck_assert_int_eq(cg_net_team_check(&tm, params, g, b, x, labels, nb + 1, 1, y, dx, &sum), -1);
+    ck_assert(sum == -1);
+    /* inference mode on the whole batch: one call's outputs in the plain entry points'
+     * samples (a replica's batch each) */
+    ck_assert_int_eq(cg_net_team_check(&tm, params, g, b, x, labels, nb, 0, y, NULL, &sum), 0);
+    double s1 = 0;
+    size_t at = 0;
+    for (int h = 0; h < T; h++) {
+        net->forward(params, b, x + (size_t)h * net->batch * in, ws, net->batch, 0);
+        ck_assert_msg(close_all(y + (size_t)h * net->batch * out, ws + net->out_offset, (size_t)net->batch * out,
+                                1e-5, 1e-6, &at), "output %zu of part %d", at, h);
+        s1 += (double)cg_loss(net->loss, ws + net->out_offset, labels + h * net->batch, ws + net->dout_offset,
+                              net->batch, out) * net->batch;
+    }
+    ck_assert_msg(fabs(sum - s1) <= 1e-5 * fabs(s1), "loss sum %g, one call's %g", sum, s1);
+    for (size_t i = 0; i < P; i++)
+        ck_assert(g[i] == 0.0f); /* inference mode: the gradients untouched */
+    cg_net_team_free(&tm);
+    free(params), free(b), free(g), free(x), free(y), free(dx), free(ws), free(labels);
+}
+END_TEST
+
+/* with team NULL the team entry points are the plain ones, bit for bit */
 START_TEST(test_team_null_is_plain)
 {
     const cg_net *net = test_net("t_team_resbn_ln");
@@ -329,6 +367,7 @@ Suite *make_team_suite(void)
     tcase_add_test(tc, test_team_resbn);
     tcase_add_test(tc, test_team_bn_cl);
     tcase_add_test(tc, test_team_dropout);
+    tcase_add_test(tc, test_team_check);
     tcase_add_test(tc, test_team_null_is_plain);
     tcase_add_test(tc, test_team_trainer_step);
     tcase_add_test(tc, test_team_kill_and_resume);

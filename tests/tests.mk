@@ -13,6 +13,8 @@ BIG_SPECS := specs/vgg16.yaml specs/resnet18.yaml
 TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$(SPECS)))
 # graph test nets checked against PyTorch in training and inference mode besides specs/
 GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
+# teams (cnngen --team 2): their trainers' check runs the team's code
+TEAM_NETS  := $(wildcard tests/nets/t_team_*.yaml)
 
 .PHONY: test check-unit check-torch
 TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check mpi-check diff-check
@@ -87,6 +89,12 @@ $(B)/gtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/gtrainers
 	$(B)/cnngen $< -o $(B)/gtrainers >/dev/null
 	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+# a team's trainer: the team's check from 2 samples (a replica of one) to the team's
+# whole batch (the spec's `train: {batch: N}` line: beyond one replica's)
+$(B)/teamtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
+	@mkdir -p $(B)/teamtrainers
+	$(B)/cnngen $< --team 2 -o $(B)/teamtrainers >/dev/null
+	$(CC) $(OPT) $(if $(findstring -fopenmp,$(OPT)),,-fopenmp) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 # nets for check-torch only: kinks (relu) past layer 0, where check-unit's finite
 # differences are not defined (tests/check_layers.c), e.g. relu fused after add
 TORCH_NETS := $(wildcard tests/torchnets/*.yaml)
@@ -104,13 +112,14 @@ $(B)/ttrainers/%: tests/torchnets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 # compared in training mode.
 TORCH_EVAL_ONLY := specs/resnet18.yaml
 check-torch: $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%) \
-  $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%)
-	@pass=0; fail=0; for s in $(SPECS) $(GRAPH_NETS) $(TORCH_NETS); do n=$$(basename $$s .yaml); \
+  $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%) $(TEAM_NETS:tests/nets/%.yaml=$(B)/teamtrainers/%)
+	@pass=0; fail=0; for s in $(SPECS) $(GRAPH_NETS) $(TORCH_NETS) $(TEAM_NETS); do n=$$(basename $$s .yaml); \
 	  t=$(B)/trainers/$$n; [ -x $$t ] || t=$(B)/gtrainers/$$n; [ -x $$t ] || t=$(B)/ttrainers/$$n; \
+	  b=; [ -x $$t ] || { t=$(B)/teamtrainers/$$n; b="--batch 2 3 17 $$(sed -n 's/^train:.*batch: *\([0-9]*\).*/\1/p' $$s)"; }; \
 	  modes="train eval"; case " $(TORCH_EVAL_ONLY) " in *" $$s "*) modes=eval; \
 	    echo "check-torch: $$s in inference mode only (see TORCH_EVAL_ONLY in tests/tests.mk)";; esac; \
 	  for mode in $$modes; do m=; [ $$mode = eval ] && m=--eval; \
-	  if $(PYTHON) tests/torch_ref.py check $$s $$t $(B)/torchwork $$m; then pass=$$((pass+1)); \
+	  if $(PYTHON) tests/torch_ref.py check $$s $$t $(B)/torchwork $$m $$b; then pass=$$((pass+1)); \
 	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s $$m"; fi; done; done; \
 	  echo "check-torch: $$pass passed, $$fail failed (training and --eval mode)"; test $$fail = 0
 
@@ -136,11 +145,19 @@ $(B)/san/t_cbi_ln: tests/nets/t_cbi_ln.yaml tests/nets/t_cbi_ln.wisdom $(B)/cnng
 	@grep -q "schedule lanes+cbi|lanes|lanes: .*(from wisdom)" $@.c && grep -q "schedule lanes+cbi+wino+dwl: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_cbi_ln.wisdom did not take effect in $@.c"; exit 1; }
 	$(SAN_LINK)
-sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln
+# a team (cnngen --team 2: the replicas' threads, batch norm's and dropout's team code),
+# its check from replicas of one sample to the team's batch
+$(B)/san/t_team_drop_ln: tests/nets/t_team_drop_ln.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
+	@mkdir -p $(B)/san
+	$(B)/cnngen $< --team 2 -o $(B)/san >/dev/null
+	$(SAN_LINK) -fopenmp
+sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_team_drop_ln
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cbi_ln.yaml $(B)/san/t_cbi_ln $(B)/sanwork || exit 1; \
-	echo "sanitize-check: $(words $(SAN_SPECS)) trainers and t_cbi_ln's tuner-only schedules clean under ASan+UBSan and equal to PyTorch"
+	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_team_drop_ln.yaml $(B)/san/t_team_drop_ln \
+	  $(B)/sanwork --batch 2 3 17 34 || exit 1; \
+	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
 # one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)
