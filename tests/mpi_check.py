@@ -22,6 +22,8 @@ at the global batch 64), same seed and initial weights (W0.npz, written here):
      one-process run is checked the same way against the whole-batch replay, and the
      2-rank run must be much closer to its own replay than to that one (per-rank and
      whole-batch statistics differ by ~0.8 relative after 10 steps: not round-off).
+  LeNet-5 generated with --team 2 under `mpirun -np 2` (each rank's 32 samples split by
+     its 2 replicas) against the one process: 1e-5 as well.
   determinism: a second 2-rank run gives the same bits.
   resume: 2 ranks killed by --max-steps 5 after a checkpoint, then `--resume` under
      mpirun: the final weights equal the uninterrupted run's bit for bit.
@@ -217,6 +219,14 @@ def main():
             w, k = rel_diff(two, one, params)
             check(w <= TOL_LENET, f"{name}: 2 ranks vs one process after 10 steps: max relative "
                                   f"difference {w:.2e} ({k}) <= {TOL_LENET:g}")
+            # a team of 2 in each rank (cnngen --team 2): 2 ranks x 2 replicas of 16 samples
+            # against the plain process
+            tt = os.path.join(bdir, "team", name)
+            run(mpirun(2) + [tt] + train_args(data, d["two"] + "-team", w0p))
+            team = load(d["two"] + "-team/last.npz")
+            w, k = rel_diff(team, one, params)
+            check(w <= TOL_LENET, f"{name}: 2 ranks, each a team of 2, vs one process after 10 steps: "
+                                  f"max relative difference {w:.2e} ({k}) <= {TOL_LENET:g}")
             # the other sample orders: independent draws, and --mode full (10 steps of the
             # whole training set in chunks of 64: 5 chunks a rank); random crops and flips
             # (each rank skips the augmentation draws of the samples before its shard, so

@@ -223,8 +223,13 @@ $(B)/mpi-check/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/libcnngen_mpi.a
 	@mkdir -p $(B)/mpi-check
 	$(B)/cnngen $< -o $(B)/mpi-check >/dev/null
 	$(MPICC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+# and LeNet-5 as a team of 2 in each rank (cnngen --team 2: replicas of 16 samples)
+$(B)/mpi-check/team/lenet5: specs/lenet5.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/libcnngen_mpi.a
+	@mkdir -p $(B)/mpi-check/team
+	$(B)/cnngen $< --team 2 -o $(B)/mpi-check/team >/dev/null
+	$(MPICC) $(OPT) $(if $(findstring -fopenmp,$(OPT)),,-fopenmp) $(WARN) -Werror -std=c11 -Iruntime $@.c -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 .PHONY: mpi-check
-mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%)
+mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5
 	$(PYTHON) tests/mpi_check.py $(B)/mpi-check
 
 # differential tester (tests/random_specs.py): random valid specs -- every layer kind,
