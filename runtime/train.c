@@ -1169,6 +1169,10 @@ static int setup_state(run *r, cg_err *err)
     if (r->comm->size > 1)
         say(o, "%s: data-parallel over %d ranks (%s): each takes 1/%d of every batch; batch-norm "
                "statistics per rank\n", net->name, r->comm->size, r->comm->name, r->comm->size);
+    if (r->team.size)
+        say(o, "%s: a team of %d threads (cnngen --team %d): each replica takes 1/%d of every batch "
+               "(at most %d samples); batch-norm statistics over the team's batch\n",
+            net->name, r->team.size, r->team.size, r->team.size, net->batch);
 
     r->tty = o->progress > 0 || (o->progress < 0 && isatty(fileno(stdout)));
     if (o->quiet)
