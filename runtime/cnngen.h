@@ -207,7 +207,8 @@ typedef struct cg_net_team {
 const char *cg_net_team_init(cg_net_team *t, const struct cg_net *net);
 void cg_net_team_free(cg_net_team *t);
 /* One training step's forward, loss and backward over x [n][in_size] (n <= size x
- * net->batch), the replicas splitting the samples in order: grads += the batch's
+ * net->batch; training, the dropout seed, nonzero: 0 runs the forward alone), the
+ * replicas splitting the samples in order: grads += the batch's
  * gradients, the mean loss's dLoss/dout scaled by dscale (a rank's share of a larger
  * batch, else 1); buffers: the running statistics, updated once; *loss_sum = the loss
  * summed over the n samples. Returns 0, or -1 when n is out of range or the generated

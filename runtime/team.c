@@ -99,7 +99,6 @@ typedef struct {
     int n, training;
     float dscale;
     float *out, *dx; /* the trainer's check: the outputs [n][out_size] and dLoss/dx, or NULL */
-    int forward_only; /* the check in inference mode: no backward */
     double loss[CG_TEAM_MAX];
 } team_job;
 
@@ -126,7 +125,7 @@ static void team_body(void *ctx, int r)
     j->loss[r] = (double)cg_loss(net->loss, ws + net->out_offset, tg, dout, nr, net->out_size) * nr;
     if (j->out)
         memcpy(j->out + lo * net->out_size, ws + net->out_offset, (size_t)nr * net->out_size * sizeof(float));
-    if (j->forward_only)
+    if (!j->training) /* inference mode (the check's --eval): no backward */
         return;
     cg_scale(dout, (size_t)nr * net->out_size, (float)((double)nr / (double)j->n * (double)j->dscale));
     net->backward_team(j->params, g, x, j->dx ? j->dx + lo * net->in_size : NULL, ws, nr, &t->members[r]);
@@ -220,6 +219,6 @@ int cg_net_team_check(cg_net_team *t, const float *params, float *grads, float *
     if (t->size < 2 || n < t->size || n > t->size * t->net->batch)
         return -1;
     team_job j = {.t = t, .params = params, .x = x, .grads = grads, .buffers = buffers, .target = target,
-                  .n = n, .training = training, .dscale = 1.0f, .out = out, .dx = dx, .forward_only = !training};
+                  .n = n, .training = training, .dscale = 1.0f, .out = out, .dx = dx};
     return team_run(t, &j, loss_sum);
 }

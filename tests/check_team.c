@@ -186,7 +186,7 @@ START_TEST(test_team_bn_cl)
 END_TEST
 
 /* dropout in a team: the replicas' masks are those of one call on the whole batch (a
- * sample's mask is drawn by its place in the team's batch), for two steps' seeds */
+ * sample's mask is drawn by its place in the team's batch), for three steps' seeds */
 START_TEST(test_team_dropout)
 {
     team_vs_single("t_team_drop_ln", 17, 2, 1);

@@ -15,6 +15,8 @@ TRAINERS  := $(patsubst specs/%.yaml,$(B)/trainers/%,$(filter-out $(BIG_SPECS),$
 GRAPH_NETS := $(wildcard tests/nets/t_g_*.yaml)
 # teams (cnngen --team 2): their trainers' check runs the team's code
 TEAM_NETS  := $(wildcard tests/nets/t_team_*.yaml)
+# a team's code is OpenMP's: -fopenmp unless OPT already has it
+TEAM_OMP   := $(if $(findstring -fopenmp,$(OPT)),,-fopenmp)
 
 .PHONY: test check-unit check-torch
 TEST_PARTS := build-nopkgconfig embed-check check-unit check-kernels regen-check warn-check sanitize-check fuzz-smoke golden-check check-torch schedules-check check-threads infer-check recipes-check mpi-check diff-check
@@ -90,11 +92,11 @@ $(B)/gtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	$(B)/cnngen $< -o $(B)/gtrainers >/dev/null
 	$(CC) $(OPT) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 # a team's trainer: the team's check from 2 samples (a replica of one) to the team's
-# whole batch (the spec's `train: {batch: N}` line: beyond one replica's)
+# whole batch (train.batch: beyond one replica's)
 $(B)/teamtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/teamtrainers
 	$(B)/cnngen $< --team 2 -o $(B)/teamtrainers >/dev/null
-	$(CC) $(OPT) $(if $(findstring -fopenmp,$(OPT)),,-fopenmp) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+	$(CC) $(OPT) $(TEAM_OMP) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 # nets for check-torch only: kinks (relu) past layer 0, where check-unit's finite
 # differences are not defined (tests/check_layers.c), e.g. relu fused after add
 TORCH_NETS := $(wildcard tests/torchnets/*.yaml)
@@ -115,7 +117,7 @@ check-torch: $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) $(GRAPH_NETS:
   $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%) $(TEAM_NETS:tests/nets/%.yaml=$(B)/teamtrainers/%)
 	@pass=0; fail=0; for s in $(SPECS) $(GRAPH_NETS) $(TORCH_NETS) $(TEAM_NETS); do n=$$(basename $$s .yaml); \
 	  t=$(B)/trainers/$$n; [ -x $$t ] || t=$(B)/gtrainers/$$n; [ -x $$t ] || t=$(B)/ttrainers/$$n; \
-	  b=; [ -x $$t ] || { t=$(B)/teamtrainers/$$n; b="--batch 2 3 17 $$(sed -n 's/^train:.*batch: *\([0-9]*\).*/\1/p' $$s)"; }; \
+	  b=; [ -x $$t ] || { t=$(B)/teamtrainers/$$n; b="--batch 2 3 17 --train-batch"; }; \
 	  modes="train eval"; case " $(TORCH_EVAL_ONLY) " in *" $$s "*) modes=eval; \
 	    echo "check-torch: $$s in inference mode only (see TORCH_EVAL_ONLY in tests/tests.mk)";; esac; \
 	  for mode in $$modes; do m=; [ $$mode = eval ] && m=--eval; \
@@ -156,7 +158,7 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_team_drop
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cbi_ln.yaml $(B)/san/t_cbi_ln $(B)/sanwork || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_team_drop_ln.yaml $(B)/san/t_team_drop_ln \
-	  $(B)/sanwork --batch 2 3 17 34 || exit 1; \
+	  $(B)/sanwork --batch 2 3 17 --train-batch || exit 1; \
 	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
@@ -227,7 +229,7 @@ $(B)/mpi-check/%: specs/%.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/libcnngen_mpi.a
 $(B)/mpi-check/team/lenet5: specs/lenet5.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/libcnngen_mpi.a
 	@mkdir -p $(B)/mpi-check/team
 	$(B)/cnngen $< --team 2 -o $(B)/mpi-check/team >/dev/null
-	$(MPICC) $(OPT) $(if $(findstring -fopenmp,$(OPT)),,-fopenmp) $(WARN) -Werror -std=c11 -Iruntime $@.c -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+	$(MPICC) $(OPT) $(TEAM_OMP) $(WARN) -Werror -std=c11 -Iruntime $@.c -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 .PHONY: mpi-check
 mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5
 	$(PYTHON) tests/mpi_check.py $(B)/mpi-check

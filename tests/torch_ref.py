@@ -846,8 +846,11 @@ def _batches(a, spec, tr):
                 raise SpecError(f"--batch {b}: batchnorm over single values needs batch >= {min_batch(spec)}")
             if b not in bs:
                 bs.append(b)
-        return bs
-    return default_batches(spec, tr)
+    else:
+        bs = default_batches(spec, tr)
+    if a.train_batch and tr["batch"] not in bs:
+        bs.append(tr["batch"])
+    return bs
 
 
 def cmd_gen(a):
@@ -1128,6 +1131,8 @@ def main(argv=None):
     def common(p):
         p.add_argument("--batch", type=int, nargs="+", action="extend", default=None,
                        help="batch size(s); repeatable")
+        p.add_argument("--train-batch", action="store_true",
+                       help="also the spec's train.batch (a team's whole batch)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
                        help="precision of the PyTorch reference (default float64)")
