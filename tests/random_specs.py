@@ -591,7 +591,7 @@ def build_and_check(spec_path, spec, work, a, target, wisdom, batches, threads, 
              os.path.join(a.build, "libcnngen.a"), "-lzip", "-lz", "-lm", "-o", exe])
     if p.returncode != 0:
         return False, "does not compile:\n" + p.stdout[-3000:]
-    ns = argparse.Namespace(spec=spec_path, trainer=exe, workdir=work, batch=batches, seed=seed,
+    ns = argparse.Namespace(spec=spec_path, trainer=exe, workdir=work, batch=batches, train_batch=False, seed=seed,
                             dtype="float64", tol=torch_ref.DEFAULT_TOL, timeout=300, verbose=False)
     env_old = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     os.environ["OMP_NUM_THREADS"] = str(threads)
