@@ -10,16 +10,17 @@ round times every configuration of both sides once (cnngen tuned and heuristic o
 threads, every PyTorch build with all its configurations), the next round in the reverse
 order, and a configuration's figure is the median of its rounds. This machine's speed
 moves up to 1.7x from one minute to the next; timed one after the other, each side would
-meet its own minutes and the best of PyTorch's 16 configurations the fastest of them.
+meet its own minutes and the best of PyTorch's 16-32 configurations the fastest of them.
 
 PyTorch at its best is the anchor: the fastest of every build and configuration measured,
   - Debian's python3-torch (eager), calling the system BLAS (OpenBLAS, libopenblas0-pthread,
     which `make bench` installs), x OPENBLAS_NUM_THREADS 1/2,
   - PyPI's current torch (`make bench` keeps it in build/bench-venv, bench/pypi_torch.sh),
     eager and torch.compile (inductor),
-each x torch.set_num_threads 1/2 x glibc malloc tunables off/on (the forward-only rows,
-which have no target, without torch.compile). Every row names the
-build, version, execution mode, BLAS and threads of its PyTorch. When PyPI cannot be
+each x torch.set_num_threads 1/2 x glibc malloc tunables off/on x memory format
+(contiguous, and torch.channels_last for nets with a [C, H, W] input) (the forward-only
+rows, which have no target, without torch.compile). Every row names the
+build, version, execution mode, BLAS, threads and memory format of its PyTorch. When PyPI cannot be
 reached the bench says so and measures Debian's build alone.
 
 Subnormals: both sides flush them to zero (step.c: cg_flush_subnormals, as the trainers
@@ -354,7 +355,8 @@ def sweep(jobs, rounds, probe=lambda: None):
 def run_torch_isa(spec, mode, a, builds, best, isa):
     """PyTorch's best configuration again, its kernels limited to isa (None: as measured)."""
     python = {"Debian": PY}.get(best["build"]) or os.path.join(a.venv, "bin", "python")
-    extra = ["--threads", str(best["threads"]), "--tunables", "on" if best["tunables"] else "off"]
+    extra = ["--threads", str(best["threads"]), "--tunables", "on" if best["tunables"] else "off",
+             "--formats", best.get("memory_format", "contiguous")]
     extra += ["--isa", isa] if isa else []
     extra += ["--openblas", str(best["openblas_threads"])] if best["openblas_threads"] else []
     extra += ["--compile"] if best["exec"] == "compile" else []
@@ -364,8 +366,8 @@ def run_torch_isa(spec, mode, a, builds, best, isa):
     return r
 
 
-CONFIG_KEYS = ("img_per_s", "threads", "tunables", "openblas_threads", "build", "exec", "blas", "isa",
-               "torch", "flush_denormal")
+CONFIG_KEYS = ("img_per_s", "threads", "memory_format", "tunables", "openblas_threads", "build", "exec",
+               "blas", "isa", "torch", "flush_denormal")
 
 
 def torch_config_text(t):
@@ -374,6 +376,8 @@ def torch_config_text(t):
     if t.get("openblas_threads"):
         s += f" (OpenBLAS {t['openblas_threads']})"
     s += f", tunables {'on' if t['tunables'] else 'off'}"
+    if t.get("memory_format", "contiguous") != "contiguous":
+        s += f", {t['memory_format']}"
     if t.get("isa", "native") != "native":
         s += f", {t['isa'].upper()} only"
     return s
@@ -500,8 +504,9 @@ def builds_table(rows):
                 continue
             b = max(ks, key=lambda k: k["img_per_s"])
             ob = f", OpenBLAS {b['openblas_threads']}" if b["openblas_threads"] else ""
+            mf = ", channels_last" if b.get("memory_format") == "channels_last" else ""
             cells.append(f"{fmt_int(b['img_per_s'])} ({b['threads']} thr{ob}, tunables "
-                         f"{'on' if b['tunables'] else 'off'})")
+                         f"{'on' if b['tunables'] else 'off'}{mf})")
         lines.append("| " + r["workload"] + " | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -793,6 +798,7 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
                f"{TEAM} replicas of batch / {TEAM}, one a thread, batch norm's statistics summed over them; runtime/team.c)")
             + f"; PyTorch best of {', '.join(b[0] for b in builds)} x set_num_threads 1/2 "
             f"(Debian's also x OPENBLAS_NUM_THREADS 1/2) x glibc malloc tunables off/on "
+            f"x memory format contiguous/channels_last ([C, H, W] inputs) "
             f"(fwd rows: eager builds only); {sub}. "
             f"GFLOP/s = img/s x 2 x forward MACs x 3 (training step) or x 1 (fwd). "
             + (f"`make bench` took {elapsed / 60:.1f} min." if done else

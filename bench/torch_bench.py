@@ -5,6 +5,7 @@ bench/step.c, timed the same way.
 usage: PYTHON bench/torch_bench.py SPEC.yaml [--mode train|train_dx|fwd]
            [--threads 1,2] [--reps 5] [--rep-s 0.4] [--warmup-s 1.0] [--tunables both|off|on]
            [--openblas 1,2] [--compile] [--isa avx2] [--ieee-subnormals]
+           [--formats auto|contiguous|channels_last|contiguous,channels_last]
 
 PYTHON is the interpreter whose torch is measured: Debian's /usr/bin/python3
 (python3-torch) or the PyPI virtual environment's (build/bench-venv/bin/python).
@@ -28,6 +29,12 @@ Subnormals: torch.set_flush_denormal(True) right after import (before any thread
 started), as the cnngen side sets FTZ|DAZ; --ieee-subnormals keeps IEEE on both sides.
 Timing: warm-up of the first step plus at least --warmup-s seconds (and 3 steps), steps per repetition
 calibrated to about --rep-s seconds, --reps repetitions, median img/s.
+Memory formats: --formats auto (the default) times the model and input in PyTorch's
+default contiguous (NCHW) format and again in torch.channels_last (NHWC: the model moved
+with .to(memory_format=...), the input made contiguous in it) when the spec's input is
+[C, H, W]; oneDNN's and inductor's convolutions may prefer either, and which one wins
+depends on the build and the machine (Debian's 1.13 eager ran ResNet-20 b64 1.3x faster
+in channels_last on a Zen 4, bench/RESULTS.md session 41). 1-D and dense nets: contiguous.
 Configurations: torch.set_num_threads(t) for each t in --threads (in one process, 1 then 2),
 in a fresh process (as installed) and again with GLIBC_TUNABLES=glibc.malloc.mmap_max=0:
 glibc.malloc.trim_threshold=17179869184 (glibc reads it at startup, hence the subprocess):
@@ -82,9 +89,9 @@ def run_child(a):
     import torch_ref
 
     spec = torch_ref.load_spec(a.spec)
-    for threads in (int(s) for s in a.threads.split(",")):
-        r = measure(torch, torch_ref, spec, threads, a)
-        r.update({"threads": threads, "tunables": bool(os.environ.get("GLIBC_TUNABLES")),
+    for fmt, threads in ((f, int(t)) for f in formats(a.formats, spec) for t in a.threads.split(",")):
+        r = measure(torch, torch_ref, spec, threads, fmt == "channels_last", a)
+        r.update({"threads": threads, "memory_format": fmt, "tunables": bool(os.environ.get("GLIBC_TUNABLES")),
                   "openblas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0")),
                   "build": "Debian" if torch.__file__.startswith("/usr/lib/") else "PyPI",
                   "exec": "compile" if a.compile else "eager", "blas": blas_name(torch),
@@ -93,13 +100,26 @@ def run_child(a):
         print(json.dumps(r), flush=True)
 
 
-def measure(torch, torch_ref, spec, threads, a):
+def formats(arg, spec):
+    """The memory formats --formats names for this spec (auto: channels_last too when the
+    input is [C, H, W], the only rank torch.channels_last applies to)."""
+    if arg == "auto":
+        return ["contiguous", "channels_last"] if len(spec["input"]) == 3 else ["contiguous"]
+    out = arg.split(",")
+    if "channels_last" in out and len(spec["input"]) != 3:
+        sys.exit(f"torch_bench.py: channels_last needs a [C, H, W] input; {spec.get('name')} has {spec['input']}")
+    return out
+
+
+def measure(torch, torch_ref, spec, threads, channels_last, a):
     torch.set_num_threads(threads)
     recs, _ = torch_ref.parse_layers(spec)
     train = dict(torch_ref.TRAIN_DEFAULTS, **(spec.get("train") or {}))
     batch = a.batch or int(train["batch"])
     torch.manual_seed(1)
     model = torch_ref.build_model(spec).float().train()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9,
                           weight_decay=float(train["weight_decay"]))
     if a.compile:
@@ -112,6 +132,8 @@ def measure(torch, torch_ref, spec, threads, a):
             torch._inductor.config.cpp.simdlen = 8
         model = torch.compile(model, backend="inductor")
     x = torch.rand(batch, *spec["input"])
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     if a.mode == "train_dx":
         x.requires_grad_(True)
     out_flat = 1
@@ -185,8 +207,8 @@ def vmhwm_kb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-CONFIG_KEYS = ("img_per_s", "threads", "tunables", "openblas_threads", "build", "exec", "blas", "isa",
-               "torch", "flush_denormal")
+CONFIG_KEYS = ("img_per_s", "threads", "memory_format", "tunables", "openblas_threads", "build", "exec",
+               "blas", "isa", "torch", "flush_denormal")
 
 
 def config_of(c):
@@ -208,6 +230,9 @@ def main():
     p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     p.add_argument("--isa", choices=sorted(ISA_ENV), default="", help="limit oneDNN and ATen to this ISA")
     p.add_argument("--ieee-subnormals", action="store_true", help="no torch.set_flush_denormal(True)")
+    p.add_argument("--formats", default="auto", choices=("auto", "contiguous", "channels_last",
+                                                          "contiguous,channels_last"),
+                   help="memory formats to time (auto: channels_last too for [C, H, W] inputs)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
@@ -229,7 +254,7 @@ def main():
             env["OMP_NUM_THREADS"] = str(max(int(s) for s in a.threads.split(",")))
             cmd = [sys.executable, os.path.abspath(__file__), a.spec, "--child", "--mode", a.mode,
                    "--threads", a.threads, "--batch", str(a.batch), "--reps", str(a.reps),
-                   "--rep-s", str(a.rep_s), "--warmup-s", str(a.warmup_s)]
+                   "--rep-s", str(a.rep_s), "--warmup-s", str(a.warmup_s), "--formats", a.formats]
             cmd += ["--compile"] * a.compile + ["--ieee-subnormals"] * a.ieee_subnormals
             cmd += ["--isa", a.isa] if a.isa else []
             r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
