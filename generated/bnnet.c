@@ -19,6 +19,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* bnnet_threads */
+#endif
 
 #include "bnnet.h"
 
@@ -6107,6 +6110,18 @@ static void bnnet_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int bnnet_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net bnnet_net = {
     .abi = CG_ABI_VERSION, .name = "bnnet",
     .spec_file = "specs/bnnet.yaml", .spec_hash = "f63b0a1e24eb2e74", .generator_version = "0.1.0",
@@ -6122,6 +6137,7 @@ const cg_net bnnet_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = bnnet_forward, .backward = bnnet_backward, .parallel_for = bnnet_parallel_for,
+    .threads = bnnet_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -7,6 +7,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* lecture_conv1d_threads */
+#endif
 
 #include "lecture_conv1d.h"
 
@@ -157,6 +160,18 @@ static void lecture_conv1d_parallel_for(int n, void (*body)(void *ctx, int i), v
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int lecture_conv1d_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net lecture_conv1d_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_conv1d",
     .spec_file = "specs/lecture_conv1d.yaml", .spec_hash = "cff2a2851b568093", .generator_version = "0.1.0",
@@ -172,6 +187,7 @@ const cg_net lecture_conv1d_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_conv1d_forward, .backward = lecture_conv1d_backward, .parallel_for = lecture_conv1d_parallel_for,
+    .threads = lecture_conv1d_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

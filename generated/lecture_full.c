@@ -9,6 +9,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* lecture_full_threads */
+#endif
 
 #include "lecture_full.h"
 
@@ -1338,6 +1341,18 @@ static void lecture_full_parallel_for(int n, void (*body)(void *ctx, int i), voi
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int lecture_full_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net lecture_full_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_full",
     .spec_file = "specs/lecture_full.yaml", .spec_hash = "7bc9d51b028c5b8e", .generator_version = "0.1.0",
@@ -1353,6 +1368,7 @@ const cg_net lecture_full_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_full_forward, .backward = lecture_full_backward, .parallel_for = lecture_full_parallel_for,
+    .threads = lecture_full_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -9,6 +9,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* lecture_k3d2_threads */
+#endif
 
 #include "lecture_k3d2.h"
 
@@ -804,6 +807,18 @@ static void lecture_k3d2_parallel_for(int n, void (*body)(void *ctx, int i), voi
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int lecture_k3d2_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net lecture_k3d2_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_k3d2",
     .spec_file = "specs/lecture_k3d2.yaml", .spec_hash = "9d15231dcb0eed5b", .generator_version = "0.1.0",
@@ -819,6 +834,7 @@ const cg_net lecture_k3d2_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_k3d2_forward, .backward = lecture_k3d2_backward, .parallel_for = lecture_k3d2_parallel_for,
+    .threads = lecture_k3d2_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

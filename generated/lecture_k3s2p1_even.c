@@ -9,6 +9,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* lecture_k3s2p1_even_threads */
+#endif
 
 #include "lecture_k3s2p1_even.h"
 
@@ -716,6 +719,18 @@ static void lecture_k3s2p1_even_parallel_for(int n, void (*body)(void *ctx, int 
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int lecture_k3s2p1_even_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net lecture_k3s2p1_even_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_k3s2p1_even",
     .spec_file = "specs/lecture_k3s2p1_even.yaml", .spec_hash = "a10a3ce9b8f9c70d", .generator_version = "0.1.0",
@@ -731,6 +746,7 @@ const cg_net lecture_k3s2p1_even_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_k3s2p1_even_forward, .backward = lecture_k3s2p1_even_backward, .parallel_for = lecture_k3s2p1_even_parallel_for,
+    .threads = lecture_k3s2p1_even_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

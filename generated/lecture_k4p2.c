@@ -9,6 +9,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* lecture_k4p2_threads */
+#endif
 
 #include "lecture_k4p2.h"
 
@@ -1257,6 +1260,18 @@ static void lecture_k4p2_parallel_for(int n, void (*body)(void *ctx, int i), voi
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int lecture_k4p2_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net lecture_k4p2_net = {
     .abi = CG_ABI_VERSION, .name = "lecture_k4p2",
     .spec_file = "specs/lecture_k4p2.yaml", .spec_hash = "484c77890eae801e", .generator_version = "0.1.0",
@@ -1272,6 +1287,7 @@ const cg_net lecture_k4p2_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = lecture_k4p2_forward, .backward = lecture_k4p2_backward, .parallel_for = lecture_k4p2_parallel_for,
+    .threads = lecture_k4p2_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

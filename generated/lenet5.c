@@ -18,6 +18,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* lenet5_threads */
+#endif
 
 #include "lenet5.h"
 
@@ -3575,6 +3578,18 @@ static void lenet5_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int lenet5_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net lenet5_net = {
     .abi = CG_ABI_VERSION, .name = "lenet5",
     .spec_file = "specs/lenet5.yaml", .spec_hash = "b231d7e5f7684962", .generator_version = "0.1.0",
@@ -3590,6 +3605,7 @@ const cg_net lenet5_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = lenet5_forward, .backward = lenet5_backward, .parallel_for = lenet5_parallel_for,
+    .threads = lenet5_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

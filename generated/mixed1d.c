@@ -21,6 +21,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* mixed1d_threads */
+#endif
 
 #include "mixed1d.h"
 
@@ -2432,6 +2435,18 @@ static void mixed1d_parallel_for(int n, void (*body)(void *ctx, int i), void *ct
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int mixed1d_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net mixed1d_net = {
     .abi = CG_ABI_VERSION, .name = "mixed1d",
     .spec_file = "specs/mixed1d.yaml", .spec_hash = "d6203db9100d6191", .generator_version = "0.1.0",
@@ -2447,6 +2462,7 @@ const cg_net mixed1d_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = mixed1d_forward, .backward = mixed1d_backward, .parallel_for = mixed1d_parallel_for,
+    .threads = mixed1d_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -19,6 +19,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* mixed2d_threads */
+#endif
 
 #include "mixed2d.h"
 
@@ -2601,6 +2604,18 @@ static void mixed2d_parallel_for(int n, void (*body)(void *ctx, int i), void *ct
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int mixed2d_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net mixed2d_net = {
     .abi = CG_ABI_VERSION, .name = "mixed2d",
     .spec_file = "specs/mixed2d.yaml", .spec_hash = "49e51211c443c321", .generator_version = "0.1.0",
@@ -2616,6 +2631,7 @@ const cg_net mixed2d_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = mixed2d_forward, .backward = mixed2d_backward, .parallel_for = mixed2d_parallel_for,
+    .threads = mixed2d_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -22,6 +22,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* res_block_threads */
+#endif
 
 #include "res_block.h"
 
@@ -1709,6 +1712,18 @@ static void res_block_parallel_for(int n, void (*body)(void *ctx, int i), void *
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int res_block_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net res_block_net = {
     .abi = CG_ABI_VERSION, .name = "res_block",
     .spec_file = "specs/res_block.yaml", .spec_hash = "0d987682bf1e49b9", .generator_version = "0.1.0",
@@ -1724,6 +1739,7 @@ const cg_net res_block_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = res_block_forward, .backward = res_block_backward, .parallel_for = res_block_parallel_for,
+    .threads = res_block_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -75,6 +75,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* resnet18_threads */
+#endif
 
 #include "resnet18.h"
 
@@ -27518,6 +27521,18 @@ static void resnet18_parallel_for(int n, void (*body)(void *ctx, int i), void *c
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int resnet18_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net resnet18_net = {
     .abi = CG_ABI_VERSION, .name = "resnet18",
     .spec_file = "specs/resnet18.yaml", .spec_hash = "ecc46545a0d45890", .generator_version = "0.1.0",
@@ -27533,6 +27548,7 @@ const cg_net resnet18_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = resnet18_forward, .backward = resnet18_backward, .parallel_for = resnet18_parallel_for,
+    .threads = resnet18_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -79,6 +79,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* resnet20_threads */
+#endif
 
 #include "resnet20.h"
 
@@ -17594,6 +17597,18 @@ static void resnet20_parallel_for(int n, void (*body)(void *ctx, int i), void *c
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int resnet20_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net resnet20_net = {
     .abi = CG_ABI_VERSION, .name = "resnet20",
     .spec_file = "specs/resnet20.yaml", .spec_hash = "9fb3371f5ada61d3", .generator_version = "0.1.0",
@@ -17609,6 +17624,7 @@ const cg_net resnet20_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 2, .aug_flip = 1},
     .forward = resnet20_forward, .backward = resnet20_backward, .parallel_for = resnet20_parallel_for,
+    .threads = resnet20_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

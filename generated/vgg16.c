@@ -43,6 +43,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* vgg16_threads */
+#endif
 
 #include "vgg16.h"
 
@@ -7787,6 +7790,18 @@ static void vgg16_parallel_for(int n, void (*body)(void *ctx, int i), void *ctx)
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int vgg16_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net vgg16_net = {
     .abi = CG_ABI_VERSION, .name = "vgg16",
     .spec_file = "specs/vgg16.yaml", .spec_hash = "fdf06f6f72c77f20", .generator_version = "0.1.0",
@@ -7802,6 +7817,7 @@ const cg_net vgg16_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = vgg16_forward, .backward = vgg16_backward, .parallel_for = vgg16_parallel_for,
+    .threads = vgg16_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -43,6 +43,9 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h> /* vgg16_cifar_threads */
+#endif
 
 #include "vgg16_cifar.h"
 
@@ -25981,6 +25984,18 @@ static void vgg16_cifar_parallel_for(int n, void (*body)(void *ctx, int i), void
     for (int i = 0; i < n; i++) body(ctx, i);
 }
 
+/* the threads of the next parallel loops: n > 0 sets them; returns the count in force */
+static int vgg16_cifar_threads(int n)
+{
+    #ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+    return omp_get_max_threads();
+    #else
+    (void)n;
+    return 1;
+    #endif
+}
+
 const cg_net vgg16_cifar_net = {
     .abi = CG_ABI_VERSION, .name = "vgg16_cifar",
     .spec_file = "specs/vgg16_cifar.yaml", .spec_hash = "451977ff4ca5da0f", .generator_version = "0.1.0",
@@ -25996,6 +26011,7 @@ const cg_net vgg16_cifar_net = {
               .optimizer = CG_OPT_SGD, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-08f, .warmup = 0,
               .aug_crop = 0, .aug_flip = 0},
     .forward = vgg16_cifar_forward, .backward = vgg16_cifar_backward, .parallel_for = vgg16_cifar_parallel_for,
+    .threads = vgg16_cifar_threads,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -23,10 +23,10 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 7 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+#define CG_ABI_VERSION 8 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
                             gained optimizer, betas, eps, warmup, augment; 5: cg_layer.inplace;
                             6: cg_net.parallel_for; 7: cg_net.forward_team, backward_team,
-                            team_slot */
+                            team_slot; 8: cg_net.threads */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -165,6 +165,10 @@ typedef struct cg_net {
     size_t team_slot;      /* doubles one replica posts per cg_team_sync (cg_team_new) */
     int team;              /* replicas the code was generated for (--team T; 0 without):
                               batch is ceil(train.batch / team) */
+    /* the threads the generated code's next parallel loops use: n > 0 sets them
+     * (omp_set_num_threads); returns the count in force (1 without OpenMP). NULL (a
+     * hand-written net): the trainer leaves its threads alone. */
+    int (*threads)(int n);
 } cg_net;
 
 /* ---- teams: threads that each run a replica of the network on part of a batch ----

@@ -201,6 +201,10 @@ static const option options[] = {
      "--flip may change, the other settings and the data not"), .set = 1},
     {OPT("max-steps", C_TRAIN, 0, OPT_LONG, t.max_steps, "N",
      "stop as if killed after N steps (to test --resume)"), INT(1, 2147483647LL)},
+    {OPT("threads", C_TRAIN, 0, OPT_INT, t.threads, "T",
+     "threads of the generated code's loops, fixed; 0: OpenMP's\n"
+     "default (OMP_NUM_THREADS), or 1 whenever one thread ran\nthe last steps faster (timed every 10 s)"),
+     INT(0, 1024), .show_default = 1},
     {OPT("plain", C_TRAIN, 0, OPT_FLAG, t.progress, NULL, "no \\r progress line"), .set = 0},
     {OPT("quiet", C_TRAIN, 0, OPT_FLAG, t.quiet, NULL, "print nothing but errors"), .set = 1},
     {OPT("no-plot", C_TRAIN, 0, OPT_FLAG, t.plot, NULL, "no curve.png"), .set = 0},

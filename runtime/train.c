@@ -29,6 +29,7 @@
 #include "sgd.h"
 #include "weights.h"
 #include "diverge.h"
+#include "threads.h"
 
 static double now(void)
 {
@@ -145,6 +146,8 @@ typedef struct run {
     int min_batch;
     int last_n, diverged; /* samples of the last forward; a non-finite loss or gradient */
     cg_net_team team;     /* net->team >= 2: the replicas (ws is replica 0's workspace) */
+    cg_thr thr;           /* --threads 0: 1 or all threads, by the steps' times (threads.h) */
+    int thr_set;          /* the count last given to net->threads */
     /* this process's part of the run (not checkpointed): log file, progress, timing */
     FILE *logf;
     int tty, stop, have_val;
@@ -1173,6 +1176,19 @@ static int setup_state(run *r, cg_err *err)
         say(o, "%s: a team of %d threads (cnngen --team %d): each replica takes 1/%d of every batch "
                "(at most %d samples); batch-norm statistics over the team's batch\n",
             net->name, r->team.size, r->team.size, r->team.size, net->batch);
+    /* the generated code's threads: fixed by --threads, else chosen between 1 and all of
+     * them by the steps' times (not in a team, whose replicas are its threads, nor over
+     * MPI, whose ranks wait for each other) */
+    cg_thr_init(&r->thr, 1, 0.0, 0.0);
+    if (net->threads && o->threads > 0)
+        r->thr_set = net->threads(o->threads);
+    else if (net->threads && !r->team.size && r->comm->size == 1) {
+        r->thr_set = net->threads(0);
+        cg_thr_init(&r->thr, r->thr_set, now(), 10.0);
+        if (r->thr.max > 1)
+            say(o, "%s: %d threads (OpenMP's default), or 1 whenever one ran the last steps faster "
+                   "(timed every 10 s; --threads T fixes them)\n", net->name, r->thr.max);
+    }
 
     r->tty = o->progress > 0 || (o->progress < 0 && isatty(fileno(stdout)));
     if (o->quiet)
@@ -1307,7 +1323,14 @@ static int step(run *r, cg_err *err)
         }
     }
     double lsum = 0.0;
+    if (r->thr.max > 1 && cg_thr_next(&r->thr) != r->thr_set)
+        r->thr_set = net->threads(cg_thr_next(&r->thr));
+    const double t0 = now();
     size_t used = train_step(r, lr, &lsum);
+    if (r->thr.max > 1) {
+        const double t1 = now();
+        cg_thr_step(&r->thr, t1 - t0, used, t1);
+    }
     if (used && r->diverged) {
         char where[600];
         int bad_data = cg_diverge_where(net, r->params, r->buffers, r->grads, r->xb, r->ws,
@@ -1377,6 +1400,9 @@ static int finish(run *r, cg_err *err)
         return -1;
     res->steps = r->pos[POS_GSTEP];
     res->epochs_done = (int)r->pos[POS_EPOCH];
+    if (r->thr.changes)
+        say(o, "%s: the steps changed between 1 and %d threads %d times; the last ran on %d\n", net->name,
+            r->thr.max, r->thr.changes, r->thr.cur);
     res->stopped_early = r->stop;
     res->evals = (int)r->pos[POS_EVALS];
 

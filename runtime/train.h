@@ -29,6 +29,8 @@ typedef struct cg_train_opts {
                                         lines; 0: plain lines; 1: \r line */
     int quiet;                       /* print nothing (errors are returned) */
     int plot;                        /* 1: curve.png through gnuplot when it is installed */
+    int threads;                     /* the generated code's threads: T > 0 fixed; 0: OpenMP's
+                                        default, or 1 whenever 1 ran the last steps faster */
 } cg_train_opts;
 
 typedef struct cg_train_result {

@@ -15,6 +15,7 @@
 #include "data.h"
 #include "npy.h"
 #include "sgd.h"
+#include "threads.h"
 #include "util.h"
 #include "weights.h"
 
@@ -1049,6 +1050,82 @@ START_TEST(test_main_train_eval)
 }
 END_TEST
 
+/* ---- the trainer's thread count (threads.h) ---- */
+
+/* steps of 32 samples on the count cg_thr_next gives, each taking spt[count] seconds a
+ * sample, the clock advancing by the steps' time; used[0] / used[1]: steps on 1 / max */
+static void thr_run(cg_thr *c, int steps, const double *spt, double *clock, int *used)
+{
+    for (int i = 0; i < steps; i++) {
+        int t = cg_thr_next(c);
+        ck_assert_int_ge(t, 1);
+        ck_assert_int_le(t, c->max);
+        used[t == 1 ? 0 : 1]++;
+        double dt = 32 * spt[t];
+        *clock += dt;
+        cg_thr_step(c, dt, 32, *clock);
+    }
+}
+
+START_TEST(test_threads_choice)
+{
+    double spt[3] = {0, 0, 0}, clock = 0;
+    int used[2] = {0, 0};
+    cg_thr c;
+    /* one thread available: nothing to choose */
+    cg_thr_init(&c, 1, 0, 10);
+    spt[1] = 1e-3;
+    thr_run(&c, 100, spt, &clock, used);
+    ck_assert_int_eq(used[0], 100);
+    ck_assert_int_eq(c.changes, 0);
+    /* 2 threads, as fast as 1: stays on 2 (1 only while it is measured) */
+    clock = 0;
+    cg_thr_init(&c, 2, 0, 10);
+    spt[1] = spt[2] = 1e-4;
+    used[0] = used[1] = 0;
+    thr_run(&c, 200, spt, &clock, used);
+    ck_assert_int_eq(c.cur, 2);
+    ck_assert_int_eq(c.changes, 0);
+    ck_assert_int_eq(used[0], CG_THR_K); /* one measurement in 200 steps of 3.2 ms */
+    /* 2 threads twice as slow as 1 (the far placement): 1 after the first measurement */
+    clock = 0;
+    cg_thr_init(&c, 2, 0, 10);
+    spt[1] = 1e-4, spt[2] = 2e-4;
+    used[0] = used[1] = 0;
+    thr_run(&c, CG_THR_WARM + 1 + 2 * CG_THR_K, spt, &clock, used);
+    ck_assert_int_eq(c.cur, 1);
+    ck_assert_int_eq(c.changes, 1);
+    ck_assert_int_eq(used[1], CG_THR_WARM + 1 + CG_THR_K);
+    /* settled: no measurement before the interval */
+    used[0] = used[1] = 0;
+    thr_run(&c, 1000, spt, &clock, used); /* 3.2 s */
+    ck_assert_int_eq(used[1], 0);
+    /* the vCPUs move closer: 2 threads faster again; back to 2 after the next measurement */
+    spt[2] = 0.5e-4;
+    thr_run(&c, 3000, spt, &clock, used);
+    ck_assert_int_eq(c.cur, 2);
+    ck_assert_int_eq(c.changes, 2);
+    /* within 5 %: no change */
+    cg_thr_init(&c, 2, clock, 10);
+    spt[1] = 1e-4, spt[2] = 1.03e-4;
+    thr_run(&c, 500, spt, &clock, used);
+    ck_assert_int_eq(c.cur, 2);
+    ck_assert_int_eq(c.changes, 0);
+    /* slow steps: the next measurement waits at least 20 x the last one's time */
+    cg_thr_init(&c, 2, clock, 0.001);
+    spt[1] = spt[2] = 1e-2; /* 0.32 s a step */
+    used[0] = used[1] = 0;
+    thr_run(&c, CG_THR_WARM + 1 + 2 * CG_THR_K, spt, &clock, used);
+    ck_assert_int_eq(used[0], CG_THR_K);
+    ck_assert(c.next >= clock + 20 * 2 * CG_THR_K * 0.32 - 1e-6);
+    /* skipped steps (no samples) are not counted */
+    cg_thr_init(&c, 2, 0, 10);
+    for (int i = 0; i < 50; i++)
+        cg_thr_step(&c, 1.0, 0, i);
+    ck_assert_int_eq((int)c.steps, 0);
+}
+END_TEST
+
 Suite *make_runtime_suite(void)
 {
     Suite *s = suite_create("runtime");
@@ -1074,6 +1151,7 @@ Suite *make_runtime_suite(void)
     tcase_add_test(tc, test_net_update_pieces);
     tcase_add_test(tc, test_flush_subnormals);
     tcase_add_test(tc, test_alloc_aligned);
+    tcase_add_test(tc, test_threads_choice);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("main");
