@@ -1401,8 +1401,8 @@ static int finish(run *r, cg_err *err)
     res->steps = r->pos[POS_GSTEP];
     res->epochs_done = (int)r->pos[POS_EPOCH];
     if (r->thr.changes)
-        say(o, "%s: the steps changed between 1 and %d threads %d times; the last ran on %d\n", net->name,
-            r->thr.max, r->thr.changes, r->thr.cur);
+        say(o, "%s: the steps changed between 1 and %d threads %d time%s; the last ran on %d\n", net->name,
+            r->thr.max, r->thr.changes, r->thr.changes == 1 ? "" : "s", r->thr.cur);
     res->stopped_early = r->stop;
     res->evals = (int)r->pos[POS_EVALS];
 
