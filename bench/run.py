@@ -359,7 +359,7 @@ def run_torch_isa(spec, mode, a, builds, best, isa):
     process of its own and ~820 after a 1-thread run in the same process (session 41)."""
     python = {"Debian": PY}.get(best["build"]) or os.path.join(a.venv, "bin", "python")
     extra = ["--tunables", "on" if best["tunables"] else "off",
-             "--formats", best.get("memory_format", "contiguous")]
+             "--formats", best["memory_format"]]
     extra += ["--isa", isa] if isa else []
     extra += ["--openblas", str(best["openblas_threads"])] if best["openblas_threads"] else []
     extra += ["--compile"] if best["exec"] == "compile" else []

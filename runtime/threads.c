@@ -31,10 +31,9 @@ void cg_thr_step(cg_thr *c, double dt, size_t samples, double now)
     if (c->phase == 0) {
         if (now < c->next)
             return;
+        /* the measurement starts with the next step */
         c->phase = 1, c->n = 0;
         c->t[0] = c->t[1] = c->s[0] = c->s[1] = 0;
-        c->next = now;
-        /* the step that ended now was not timed as part of the measurement */
         return;
     }
     int k = c->phase - 1;
@@ -45,7 +44,7 @@ void cg_thr_step(cg_thr *c, double dt, size_t samples, double now)
         c->phase = 2, c->n = 0;
         return;
     }
-    const double spent = now - c->next; /* the measurement's steps */
+    const double spent = c->t[0] + c->t[1]; /* the measurement's steps */
     if (c->t[1] / c->s[1] < 0.95 * (c->t[0] / c->s[0])) {
         c->cur = other(c);
         c->changes++;

@@ -147,7 +147,6 @@ typedef struct run {
     int last_n, diverged; /* samples of the last forward; a non-finite loss or gradient */
     cg_net_team team;     /* net->team >= 2: the replicas (ws is replica 0's workspace) */
     cg_thr thr;           /* --threads 0: 1 or all threads, by the steps' times (threads.h) */
-    int thr_set;          /* the count last given to net->threads */
     /* this process's part of the run (not checkpointed): log file, progress, timing */
     FILE *logf;
     int tty, stop, have_val;
@@ -1181,10 +1180,9 @@ static int setup_state(run *r, cg_err *err)
      * MPI, whose ranks wait for each other) */
     cg_thr_init(&r->thr, 1, 0.0, 0.0);
     if (net->threads && o->threads > 0)
-        r->thr_set = net->threads(o->threads);
+        net->threads(o->threads);
     else if (net->threads && !r->team.size && r->comm->size == 1) {
-        r->thr_set = net->threads(0);
-        cg_thr_init(&r->thr, r->thr_set, now(), 10.0);
+        cg_thr_init(&r->thr, net->threads(0), now(), 10.0);
         if (r->thr.max > 1)
             say(o, "%s: %d threads (OpenMP's default), or 1 whenever one ran the last steps faster "
                    "(timed every 10 s; --threads T fixes them)\n", net->name, r->thr.max);
@@ -1323,8 +1321,8 @@ static int step(run *r, cg_err *err)
         }
     }
     double lsum = 0.0;
-    if (r->thr.max > 1 && cg_thr_next(&r->thr) != r->thr_set)
-        r->thr_set = net->threads(cg_thr_next(&r->thr));
+    if (r->thr.max > 1) /* omp_set_num_threads: an assignment, no thread is started */
+        net->threads(cg_thr_next(&r->thr));
     const double t0 = now();
     size_t used = train_step(r, lr, &lsum);
     if (r->thr.max > 1) {
