@@ -194,6 +194,11 @@ warn-check: $(B)/cnngen
 	  c=$$($(B)/cnngen --target avx2 $$s -o $(B)/warn-avx2) || exit 1; \
 	  for cc in gcc clang; do $$cc -std=c11 -mavx2 -mfma -Wall -Wextra -Werror -Iruntime -DCNNGEN_NO_MAIN -fsyntax-only $$c || exit 1; done; \
 	done; echo "warn-check: every spec generated for --target avx2 compiles with gcc and clang at -Wall -Wextra -Werror"
+	@for t in avx512 avx2 generic; do \
+	  c=$$($(B)/cnngen --target $$t --wisdom tests/nets/t_wino_g_ln.wisdom tests/nets/t_wino_g_ln.yaml -o $(B)/warn-avx2/$$t) || exit 1; \
+	  for cc in gcc clang; do for m in "" -march=native; do \
+	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -DCNNGEN_NO_MAIN -fsyntax-only $$c || exit 1; done; done; \
+	done; echo "warn-check: Winograd dW's GEMM form (tests/nets/t_wino_g_ln.wisdom) compiles with gcc and clang at -Wall -Wextra -Werror for every target"
 	@for h in generated/*.h runtime/*.h; do for cxx in g++ clang++; do \
 	  echo "#include \"$$(basename $$h)\"" | $$cxx -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iruntime -Igenerated -fsyntax-only - || exit 1; \
 	done; done; echo "warn-check: generated/*.h and runtime/*.h compile as C++11 with g++ and clang++ at -Wall -Wextra -pedantic -Werror"

@@ -2,6 +2,7 @@
 """bench/layer_profile.py: where a training step's time goes, per generated call.
 
 usage: bench/layer_profile.py SPEC [--steps N] [--threads T] [--opt FLAGS] [--top K]
+                              [--wisdom FILE] [--team T]
 
 Generates SPEC's C, wraps every statement of its <net>_forward and <net>_backward in a
 wall-clock timer (the layer functions run their own OpenMP loops, so wall time is the
@@ -32,8 +33,15 @@ static double cg_prof_now(void)
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
-#define CG_PROF(k, what, stmt) do { double t0_ = cg_prof_now(); stmt; \
-    cg_prof_s[k] += cg_prof_now() - t0_; cg_prof_n[k]++; cg_prof_what[k] = what; } while (0)
+#ifdef CG_PROF_TEAM
+#include <omp.h>
+/* a team: every replica runs the instrumented code; thread 0's calls are the ones timed */
+#define CG_PROF_MINE() (omp_get_thread_num() == 0)
+#else
+#define CG_PROF_MINE() 1
+#endif
+#define CG_PROF(k, what, stmt) do { double t0_ = cg_prof_now(); stmt; if (CG_PROF_MINE()) { \
+    cg_prof_s[k] += cg_prof_now() - t0_; cg_prof_n[k]++; cg_prof_what[k] = what; } } while (0)
 """
 
 DUMP = r"""
@@ -94,10 +102,15 @@ def main():
     p.add_argument("--wisdom", default="")
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--dx", action="store_true", help="step.c --dx")
+    p.add_argument("--team", type=int, default=0,
+                   help="generate for a team of T replicas (cnngen --team T) and time thread 0's")
     a = p.parse_args()
+    if a.team:
+        a.threads = a.team
     d = os.path.join(ROOT, "build", "profile")
     os.makedirs(d, exist_ok=True)
-    gen = [os.path.join(ROOT, "build", "cnngen"), a.spec, "-o", d] + (["--wisdom", a.wisdom] if a.wisdom else [])
+    gen = [os.path.join(ROOT, "build", "cnngen"), a.spec, "-o", d] + (["--wisdom", a.wisdom] if a.wisdom else []) \
+        + (["--team", str(a.team)] if a.team else [])
     c = subprocess.run(gen, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     name = os.path.splitext(os.path.basename(c))[0]
     src = open(c).read()
@@ -106,17 +119,18 @@ def main():
     exe = os.path.join(d, "prof_" + name)
     subprocess.run([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L",
                     "-I" + os.path.join(ROOT, "runtime"), "-I" + d, "-DCNNGEN_NO_MAIN",
-                    f"-DCG_NET={name}_net", pc, os.path.join(ROOT, "bench", "step.c"),
+                    *(["-DCG_PROF_TEAM"] if a.team else []), f"-DCG_NET={name}_net", pc, os.path.join(ROOT, "bench", "step.c"),
                     os.path.join(ROOT, "build", "libcnngen.a"), "-lm", "-lz", "-o", exe], check=True)
     tsv = os.path.join(d, name + "_prof.tsv")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), CG_PROF_OUT=tsv)
-    r = subprocess.run([exe, str(a.steps), "1", "--warmup-s", "0"] + (["--dx"] if a.dx else []),
+    r = subprocess.run([exe, str(a.steps), "1", "--warmup-s", "0"] + (["--dx"] if a.dx else [])
+                       + (["--team", str(a.team)] if a.team else []),
                        env=env, capture_output=True, text=True, check=True)
     rows = read_rows(tsv)
     total = sum(r[0] for r in rows)
     steps = max(r[1] for r in rows)
     print(f"{name}: {steps} steps (warm-up included), {1e3 * total / steps:.2f} ms a step in the timed calls, "
-          f"{a.threads} threads")
+          + (f"a team of {a.team}, thread 0's replica" if a.team else f"{a.threads} threads"))
     # per function kind: group by the called function's name
     kinds = {}
     for s, n, k, what in rows:

@@ -147,19 +147,28 @@ $(B)/san/t_cbi_ln: tests/nets/t_cbi_ln.yaml tests/nets/t_cbi_ln.wisdom $(B)/cnng
 	@grep -q "schedule lanes+cbi|lanes|lanes: .*(from wisdom)" $@.c && grep -q "schedule lanes+cbi+wino+dwl: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_cbi_ln.wisdom did not take effect in $@.c"; exit 1; }
 	$(SAN_LINK)
+# Winograd dW's GEMM form (lanes+wino4+dw4g, lanes+wino+dwg; tuner-only)
+$(B)/san/t_wino_g_ln: tests/nets/t_wino_g_ln.yaml tests/nets/t_wino_g_ln.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
+	@mkdir -p $(B)/san
+	$(B)/cnngen $< --wisdom tests/nets/t_wino_g_ln.wisdom -o $(B)/san >/dev/null
+	@grep -q "schedule lanes+wino4+dw4g: .*(from wisdom)" $@.c && grep -q "schedule lanes+wino+dwg: .*(from wisdom)" $@.c || \
+	  { echo "sanitize-check: tests/nets/t_wino_g_ln.wisdom did not take effect in $@.c"; exit 1; }
+	$(SAN_LINK)
 # a team (cnngen --team 2: the replicas' threads, batch norm's and dropout's team code),
 # its check from replicas of one sample to the team's batch
 $(B)/san/t_team_drop_ln: tests/nets/t_team_drop_ln.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< --team 2 -o $(B)/san >/dev/null
 	$(SAN_LINK) -fopenmp
-sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_team_drop_ln
+sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln $(B)/san/t_team_drop_ln
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cbi_ln.yaml $(B)/san/t_cbi_ln $(B)/sanwork || exit 1; \
+	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_wino_g_ln.yaml $(B)/san/t_wino_g_ln \
+	  $(B)/sanwork --batch 3 17 || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_team_drop_ln.yaml $(B)/san/t_team_drop_ln \
 	  $(B)/sanwork --batch 2 3 17 --train-batch || exit 1; \
-	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
+	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's and t_wino_g_ln's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
 # one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)
@@ -170,7 +179,8 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   tests/nets/t_c1_notap_nobias.yaml tests/nets/t_c1_notap_nobias_ln.yaml tests/nets/t_dense_gemm_ln.yaml tests/nets/t_dense_gemm_loop.yaml \
   tests/nets/t_fuse_dense_kb_ln.yaml tests/nets/t_c2_wvband_loop.yaml tests/nets/t_fuse_bwd.yaml tests/nets/t_fuse_bwd_loop.yaml \
   tests/nets/t_fuse_bwd_ln.yaml tests/nets/t_fuse_bwd_kb_ln.yaml \
-  tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml
+  tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml \
+  tests/nets/t_wino_g_ln.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)

@@ -1000,6 +1000,74 @@ local function simd_prelude(O, V, openmp)
   fuse.prelude(O)
 end
 
+-- vtr: a V x V transpose, for Winograd dW's GEMM form (conv_wino.lua's dw_gemm); in
+-- registers on AVX-512 (V = 16) and AVX (V = 8), else a loop
+local function vtr_prelude(O, V)
+  O:line("/* d[l * ld + c] = s[c * ss][l] for c, l < %d: a %d x %d transpose */", V, V, V)
+  if V == 16 then
+    O:line("#if defined(__AVX512F__)")
+    O:line("static inline __attribute__((unused)) void vtr(float *restrict d, size_t ld, const cg_v *restrict s, size_t ss)")
+    O:line("{")
+    O:line("    __m512 r[16], t[16];")
+    O:line("    for (int i = 0; i < 16; i++) r[i] = (__m512)s[(size_t)i * ss];")
+    O:line("    for (int i = 0; i < 16; i += 2) { /* pairs of rows interleaved */")
+    O:line("        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);")
+    O:line("        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);")
+    O:line("    }")
+    O:line("    for (int i = 0; i < 16; i += 4) { /* then pairs of pairs */")
+    O:line("        const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);")
+    O:line("        const __m512d c = _mm512_castps_pd(t[i + 2]), e = _mm512_castps_pd(t[i + 3]);")
+    O:line("        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));")
+    O:line("        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));")
+    O:line("        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, e));")
+    O:line("        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, e));")
+    O:line("    }")
+    O:line("    for (int q = 0; q < 4; q++) { /* then the 128-bit quarters, twice */")
+    O:line("        t[q] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0x88);")
+    O:line("        t[q + 4] = _mm512_shuffle_f32x4(r[q], r[q + 4], 0xdd);")
+    O:line("        t[q + 8] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0x88);")
+    O:line("        t[q + 12] = _mm512_shuffle_f32x4(r[q + 8], r[q + 12], 0xdd);")
+    O:line("    }")
+    O:line("    for (int q = 0; q < 4; q++) {")
+    O:line("        r[q] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0x88);")
+    O:line("        r[q + 8] = _mm512_shuffle_f32x4(t[q], t[q + 8], 0xdd);")
+    O:line("        r[q + 4] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0x88);")
+    O:line("        r[q + 12] = _mm512_shuffle_f32x4(t[q + 4], t[q + 12], 0xdd);")
+    O:line("    }")
+    O:line("    for (int i = 0; i < 16; i++) _mm512_storeu_ps(d + (size_t)i * ld, r[i]);")
+    O:line("}")
+  else
+    O:line("#if defined(__AVX2__)")
+    O:line("static inline __attribute__((unused)) void vtr(float *restrict d, size_t ld, const cg_v *restrict s, size_t ss)")
+    O:line("{")
+    O:line("    __m256 r[8], t[8], u[8];")
+    O:line("    for (int i = 0; i < 8; i++) r[i] = (__m256)s[(size_t)i * ss];")
+    O:line("    for (int i = 0; i < 8; i += 2) {")
+    O:line("        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);")
+    O:line("        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);")
+    O:line("    }")
+    O:line("    for (int i = 0; i < 8; i += 4) {")
+    O:line("        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);")
+    O:line("        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);")
+    O:line("        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);")
+    O:line("        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);")
+    O:line("    }")
+    O:line("    for (int i = 0; i < 4; i++) {")
+    O:line("        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);")
+    O:line("        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);")
+    O:line("    }")
+    O:line("    for (int i = 0; i < 8; i++) _mm256_storeu_ps(d + (size_t)i * ld, r[i]);")
+    O:line("}")
+  end
+  O:line("#else")
+  O:line("static inline __attribute__((unused)) void vtr(float *restrict d, size_t ld, const cg_v *restrict s, size_t ss)")
+  O:line("{")
+  O:line("    for (size_t c = 0; c < %d; c++)", V)
+  O:line("        for (size_t l = 0; l < %d; l++) d[l * ld + c] = s[c * ss][l];", V)
+  O:line("}")
+  O:line("#endif")
+end
+
 local function emit(spec, spec_path, spec_text)
   local name, UP = spec.name, spec.name:upper()
   local hash = util.fnv1a(spec_text)
@@ -1079,6 +1147,10 @@ local function emit(spec, spec_path, spec_text)
   local fargs, bargs, dxargs, seen = {}, {}, {}, {}
   do
     simd_prelude(O, V, true)
+    for _, L in ipairs(spec.layers) do
+      local dw = L.sched and L.sched.dw
+      if dw and dw.tile and dw.tile.G then vtr_prelude(O, V); break end
+    end
     O:line("")
   end
   if ctx.lanes then

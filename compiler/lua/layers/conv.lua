@@ -278,6 +278,17 @@ function M.candidates(L, T)
         c[#c + 1] = {name = "lanes+wino4+dw4", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
           dw = {form = "wino4", tile = dw4}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
       end
+      -- for the tuner: dW's products as a GEMM over vectors of input channels
+      -- (conv_wino.lua's G form), F(4x4) and F(2x2)
+      local dw4g = wino4.ok(L) and wino4.dw_tile(L, T, nil, true)
+      if dw4g then
+        c[#c + 1] = {name = "lanes+wino4+dw4g", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
+          dw = {form = "wino4", tile = dw4g}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
+      end
+      local dwg = wino.dw_tile(L, T, nil, 2, true)
+      if dwg then
+        c[#c + 1] = {name = "lanes+wino+dwg", layout = "lanes", fwd = wfwd, dw = {form = "wino", tile = dwg}, dx = wdx, variants = false}
+      end
       -- for the tuner: the forward's and dx's tiles of the other number of lane vectors
       -- (conv_wino.lua's M.tb: 2 when they fit L1, else 1), where the lanes allow it
       local forms = {{"wino", wino}, wino4.ok(L) and {"wino4", wino4} or nil}

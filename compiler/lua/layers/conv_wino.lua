@@ -437,8 +437,12 @@ end
 -- kb: the transformed rows' budget, KiB (default 192: the best of 70/192/300 on Zen 3's
 -- 512 KiB L2; lanes+wino+dwl offers 1024 for the tuner, for cores of larger L2)
 -- m: outputs a tile along each axis, 2 (F(2x2, 3x3), default) or 4 (conv_wino4.lua's)
-function M.dw_tile(L, T, kb, m)
+-- gemm: the products as a GEMM over vectors of input channels (dw_gemm below): M in
+-- floats, tiles of TCO output channels x TCV vectors of input channels; nil unless the
+-- input channels come in whole vectors
+function M.dw_tile(L, T, kb, m, gemm)
   m = m or 2
+  if gemm and L.cin % L.vec ~= 0 then return nil end
   local n, g = m + 2, L.geom
   local Tx = (g.w.O + m - 1) // m
   local NV = L.lanes_R // L.vec
@@ -454,7 +458,7 @@ function M.dw_tile(L, T, kb, m)
   -- 64 channels (M 1 MiB a section at RS = 2, TB = 1) 2.17-2.58 -> 1.83-1.96 ms at
   -- RS = 1, TB = 2; 32 channels (256 KiB) 1.91 -> 1.57 ms; 16 channels (64 KiB) kept.
   local bytes = function(tb, rs) return n * rs * (L.cin + L.cout) * Tx * tb * L.vec * 4 end
-  local VA = M.dw_va(L, n * n)
+  local VA = not gemm and M.dw_va(L, n * n) or nil
   local mbytes = function(rs) return n * rs * L.cin * L.cout * (VA and L.vec or 1) * 4 end
   local RS
   for _, rs in ipairs({n // 2, 1}) do
@@ -465,8 +469,29 @@ function M.dw_tile(L, T, kb, m)
   for tb = NV, 1, -1 do
     if NV % tb == 0 and bytes(tb, RS) <= (kb or 192) * 1024 then TB = tb; break end
   end
+  if gemm then
+    local gt = M.dw_gemm_tile(L, T)
+    return {G = 1, TCO = gt.TCO, TCV = gt.TCV, TB = TB, RS = RS}
+  end
   local best = M.dw_pairs(L, T)
   return {TCO = best.TCO, TCI = best.TCI, TB = TB, VA = VA, RS = RS}
+end
+
+-- the GEMM form's register tile: TCO output channels x TCV vectors of input channels,
+-- the most accumulators the target has, then the fewest loads (TCV vectors and TCO
+-- broadcasts a product step)
+function M.dw_gemm_tile(L, T)
+  local ld = require("util").largest_divisor
+  local nv = L.cin // L.vec
+  local best = {TCO = 1, TCV = 1}
+  for tcv = 1, math.min(nv, T.acc) do
+    if nv % tcv == 0 then
+      local tco = ld(L.cout, T.acc // tcv)
+      local a, b = tco * tcv, best.TCO * best.TCV
+      if a > b or (a == b and tco + tcv < best.TCO + best.TCV) then best = {TCO = tco, TCV = tcv} end
+    end
+  end
+  return best
 end
 
 -- the dW products' register tile: TCO x TCI channel pairs, the most accumulators the
@@ -523,7 +548,66 @@ end
 -- channel pairs summed over the chunk's K tiles and lanes (xt[j][nci][K], dt[j][nco][K])
 -- in registers, then added to Mi[j][nco][nci] (lane vectors when VA, else lane sums).
 -- c = {np, nci, nco, TCO, TCI, K, VA}; conv_wino4.lua's dW too.
+-- The products as a GEMM over vectors of input channels (the tile's G form): per
+-- position j, the chunk's xt[j][nci][K] (vectors of lanes) transposed V x V at a time
+-- (vtr) to xT[K x V][nci], then TCO x TCV accumulators (TCO output channels, TCV
+-- vectors of input channels) sum over the chunk's tiles and lanes kk, dY's side
+-- broadcast from dt[j][co] (a float of its lane vectors), and are added to
+-- Mi[j][nco][nci] in floats. The lane-vector form ends every channel pair's chunk with
+-- one lane reduction (vsum) or a lane vector of M read and written: as many operations
+-- as its multiply-adds when a chunk holds few tiles (ResNet-20's 64-channel 7x7 layers:
+-- F(4x4) has 2 tiles a row).
+-- c = {np, nci, nco, TCO, TCV, K, V}
+local function dw_gemm(C, c)
+  local np, nci, nco, TCO, TCV, K, V = c.np, c.nci, c.nco, c.TCO, c.TCV, c.K, c.V
+  local KK, PC = K * V, nci * nco
+  C:line("float xT[%d]; /* [%d tiles x lanes][%d]: a position's xt, channels innermost */", KK * nci, KK, nci)
+  C:open("for (int j = 0; j < %d; j++) {", np)
+  C:open("for (int cb = 0; cb < %d; cb++) {", nci // V)
+  C:line("for (int k = 0; k < %d; k++) vtr(xT + k * %d + cb * %d, %d, xt + (size_t)(j * %d + cb * %d) * %d + k, %d);",
+    K, V * nci, V, nci, nci, V, K, K)
+  C:close()
+  C:line("const float *restrict df = (const float *)(dt + (size_t)j * %d); /* [%d][%d tiles x lanes] */", nco * K, nco, KK)
+  C:open("for (int cob = 0; cob < %d; cob++) {", nco // TCO)
+  C:open("for (int cvb = 0; cvb < %d; cvb++) {", nci // (V * TCV))
+  for t = 0, TCO - 1 do
+    local z = {}
+    for u = 0, TCV - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, u) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:line("const float *restrict dp = df + (size_t)cob * %d;", TCO * KK)
+  C:line("const float *restrict xp = xT + cvb * %d;", TCV * V)
+  C:open("for (int kk = 0; kk < %d; kk++) {", KK)
+  local lf, kf = {}, {}
+  for u = 0, TCV - 1 do
+    lf[#lf + 1] = string.format("f%d = VLOAD(xp + kk * %d + %d)", u, nci, u * V)
+    kf[#kf + 1] = string.format("VKEEP(f%d);", u)
+  end
+  C:line("cg_v %s; %s", table.concat(lf, ", "), table.concat(kf, " "))
+  for t = 0, TCO - 1 do
+    local e = {string.format("{ const cg_v e = vsplat(dp[%d + kk]);", t * KK)}
+    for u = 0, TCV - 1 do e[#e + 1] = string.format("a%d_%d += e * f%d;", t, u, u) end
+    e[#e + 1] = "}"
+    C:line(table.concat(e, " "))
+  end
+  C:close()
+  C:line("float *restrict mp = Mi + (size_t)j * %d + (cob * %d) * %d + cvb * %d;", PC, TCO, nci, TCV * V)
+  for t = 0, TCO - 1 do
+    local s = {}
+    for u = 0, TCV - 1 do
+      local o = t * nci + u * V
+      s[#s + 1] = string.format("VSTORE(mp + %d, VLOAD(mp + %d) + a%d_%d);", o, o, t, u)
+    end
+    C:line(table.concat(s, " "))
+  end
+  C:close()
+  C:close()
+  C:close()
+end
+
+-- c = {np, nci, nco, TCO, TCI, K, VA}, or the G form's (dw_gemm's) when c.G
 function M.dw_products(C, c)
+  if c.G then return dw_gemm(C, c) end
   local np, nci, nco, TCO, TCI, K, VA = c.np, c.nci, c.nco, c.TCO, c.TCI, c.K, c.VA
   local mt, PC = VA and "cg_v" or "float", nci * nco
   C:open("for (int j = 0; j < %d; j++) {", np)
@@ -564,6 +648,24 @@ function M.dw_products(C, c)
   C:close()
   C:close()
   C:close()
+end
+
+-- The loops of dW's last step, dg = G^T M G, and m, the pair's (or the vector's) M:
+-- on vectors of V input channels when M holds floats (not VA) and the channels come in
+-- whole vectors (returns true), else a channel pair at a time. The caller closes both.
+function M.dw_final_loops(C, L, V, VA)
+  local nci, nco = L.cin, L.cout
+  local CV = not VA and nci % V == 0
+  if L.parallel then C:line("CG_PARALLEL_FOR") end
+  C:open("for (int co = 0; co < %d; co++) {", nco)
+  if CV then
+    C:open("for (int cv = 0; cv < %d; cv++) {", nci // V)
+    C:line("const float *restrict m = Mw + co * %d + cv * %d;", nci, V)
+  else
+    C:open("for (int ci = 0; ci < %d; ci++) {", nci)
+    C:line("const %s *restrict m = Mw + co * %d + ci;", VA and "cg_v" or "float", nci)
+  end
+  return CV
 end
 
 function M.emit_dw(C, L, R, V, a)
@@ -677,32 +779,42 @@ function M.emit_dw(C, L, R, V, a)
       C:close()
       C:close()
       -- the products: per position, TCO x TCI channel pairs over the chunk's tiles and lanes
-      M.dw_products(C, {np = 4 * RS, nci = nci, nco = nco, TCO = TCO, TCI = TCI, K = K, VA = VA})
+      M.dw_products(C, {np = 4 * RS, nci = nci, nco = nco, TCO = TCO, TCI = TCI, K = K, VA = VA,
+        G = tile.G, TCV = tile.TCV, V = V})
       C:close()
       C:close()
     end
     C:close()
   end
   C:close()
-  -- dg = G^T M G, with the sign of A's last row on M's row 3 and column 3
-  if L.parallel then C:line("CG_PARALLEL_FOR") end
-  C:open("for (int co = 0; co < %d; co++) {", nco)
-  C:open("for (int ci = 0; ci < %d; ci++) {", nci)
-  C:line("const %s *restrict m = Mw + co * %d + ci;", mt, nci)
+  -- dg = G^T M G, with the sign of A's last row on M's row 3 and column 3; on vectors of
+  -- V input channels when M holds floats and the channels come in whole vectors
+  local CV = M.dw_final_loops(C, L, V, VA)
+  local et = CV and "cg_v" or "float"
   local mv = {}
   for p = 0, 15 do
     local sg = ((p // 4 == 3) ~= (p % 4 == 3)) and "-" or ""
-    mv[#mv + 1] = string.format(VA and "m%d%d = %svsum(m[%d])" or "m%d%d = %sm[%d]", p // 4, p % 4, sg, p * PC)
+    mv[#mv + 1] = string.format(CV and "m%d%d = %sVLOAD(m + %d)" or VA and "m%d%d = %svsum(m[%d])" or "m%d%d = %sm[%d]",
+      p // 4, p % 4, sg, p * PC)
   end
-  for k = 1, 16, 4 do C:line("const float %s;", table.concat(mv, ", ", k, k + 3)) end
+  for k = 1, 16, 4 do C:line("const %s %s;", et, table.concat(mv, ", ", k, k + 3)) end
   for b = 0, 3 do
-    C:line("const float r0%d = m0%d + 0.5f * (m1%d + m2%d), r1%d = 0.5f * (m1%d - m2%d), r2%d = 0.5f * (m1%d + m2%d) + m3%d;",
-      b, b, b, b, b, b, b, b, b, b, b)
+    C:line("const %s r0%d = m0%d + 0.5f * (m1%d + m2%d), r1%d = 0.5f * (m1%d - m2%d), r2%d = 0.5f * (m1%d + m2%d) + m3%d;",
+      et, b, b, b, b, b, b, b, b, b, b, b)
   end
-  C:line("float *restrict gwc = %s + co * %d + ci * 9;", a.gw, nci * 9)
+  if CV then
+    C:line("cg_v g[9]; /* the taps of %d input channels */", V)
+  else
+    C:line("float *restrict gwc = %s + co * %d + ci * 9;", a.gw, nci * 9)
+  end
+  local o = CV and "g[%d] = " or "gwc[%d] += "
   for k = 0, 2 do
-    C:line("gwc[%d] += r%d0 + 0.5f * (r%d1 + r%d2); gwc[%d] += 0.5f * (r%d1 - r%d2); gwc[%d] += 0.5f * (r%d1 + r%d2) + r%d3;",
+    C:line(o .. "r%d0 + 0.5f * (r%d1 + r%d2); " .. o .. "0.5f * (r%d1 - r%d2); " .. o .. "0.5f * (r%d1 + r%d2) + r%d3;",
       3 * k, k, k, k, 3 * k + 1, k, k, 3 * k + 2, k, k, k)
+  end
+  if CV then
+    C:line("float *restrict gwc = %s + co * %d + cv * %d;", a.gw, nci * 9, V * 9)
+    C:line("for (int c = 0; c < %d; c++) for (int k = 0; k < 9; k++) gwc[c * 9 + k] += g[k][c];", V)
   end
   C:close()
   C:close()
