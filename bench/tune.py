@@ -162,14 +162,17 @@ def mix_of(res):
     pass timed apart, in the candidates' own runs), or None when one candidate has all three
     or a pass was not timed (a first layer has no dx: its X is its W)."""
     pick = []
-    for p in ("fwd", "dw", "dx"):
+    for i, p in enumerate(("fwd", "dw", "dx")):
         timed = [(r[4][p], r[2]) for r in res if p in r[4]]
         if not timed:
             if p != "dx":
                 return None
             pick.append(pick[1])
             continue
-        pick.append(min(timed)[1])
+        # a mix (the incumbent, "F|W|X") gives its pass's own candidate
+        name = min(timed)[1]
+        parts = name.split("|")
+        pick.append(parts[i] if len(parts) == 3 else name)
     return None if pick[0] == pick[1] == pick[2] else "|".join(pick)
 
 
@@ -228,7 +231,7 @@ def main():
             skipped = [c.rstrip("!") for c in cands.split(",") if c.endswith("!")]
             cands = [c for c in cands.split(",") if not c.endswith("!")]
             if skipped:
-                print(f"tune: layer {index}: not timed (code over the budget): {', '.join(skipped)}", flush=True)
+                print(f"tune: layer {index}: not timed (code over the tuner's budget): {', '.join(skipped)}", flush=True)
             if len(cands) < 2:
                 continue
             built, kind = [], sig.split(":")[0]
