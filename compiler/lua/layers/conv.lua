@@ -278,18 +278,16 @@ function M.candidates(L, T)
       end
       -- for the tuner: dW with F(4x4, 3x3) too (conv_wino4.lua: 36 multiply-adds per
       -- channel pair and 4x4 outputs instead of 64, for larger transforms)
-      local dw4 = wino4.ok(L) and wino4.dw_tile(L, T)
-      if dw4 then
-        c[#c + 1] = {name = "lanes+wino4+dw4", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
-          dw = {form = "wino4", tile = dw4}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
+      -- and (G) its products as a GEMM over vectors of input channels (conv_wino.lua)
+      if wino4.ok(L) then
+        for _, v in ipairs({{"lanes+wino4+dw4", wino4.dw_tile(L, T)}, {"lanes+wino4+dw4g", wino4.dw_tile(L, T, nil, true)}}) do
+          if v[2] then
+            c[#c + 1] = {name = v[1], layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
+              dw = {form = "wino4", tile = v[2]}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
+          end
+        end
       end
-      -- for the tuner: dW's products as a GEMM over vectors of input channels
-      -- (conv_wino.lua's G form), F(4x4) and F(2x2)
-      local dw4g = wino4.ok(L) and wino4.dw_tile(L, T, nil, true)
-      if dw4g then
-        c[#c + 1] = {name = "lanes+wino4+dw4g", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
-          dw = {form = "wino4", tile = dw4g}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
-      end
+      -- for the tuner: F(2x2)'s dW in the GEMM form
       local dwg = not (dwt and dwt.G) and wino.dw_tile(L, T, nil, 2, true)
       if dwg then
         c[#c + 1] = {name = "lanes+wino+dwg", layout = "lanes", fwd = wfwd, dw = {form = "wino", tile = dwg}, dx = wdx, variants = false}
