@@ -1577,9 +1577,8 @@ end
 -- A candidate whose code is over TUNE_BUDGET lines is marked with a trailing "!": legal
 -- (a wisdom file may name it; make schedules-check tests it), but not worth its compile
 -- time, so the tuner skips it. That is 4 x the heuristic's per-layer budget: F(4x4)'s dW
--- of ResNet-20's 16-channel 28x28 layers is ~6,000 lines, compiled in 8 s, and made the
--- team's whole step 1.063x as fast on Zen 4 (bench/RESULTS.md, session 43); it had been
--- skipped at 4,000.
+-- of ResNet-20's 16-channel 28x28 layers (~6,000 lines, compiled in 8 s) made the
+-- team's step 1.063x as fast on Zen 4 (bench/RESULTS.md, session 43).
 local TUNE_BUDGET = 4 * CODE_BUDGET
 local function schedules_list(spec)
   local out = {}

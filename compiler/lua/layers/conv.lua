@@ -270,20 +270,17 @@ function M.candidates(L, T)
         c[#c + 1] = {name = "lanes+cbi+wino", layout = "lanes", fwd = cbi, dw = wdw, dx = wdx, variants = false}
         if dwl then c[#c + 1] = {name = "lanes+cbi+wino+dwl", layout = "lanes", fwd = cbi, dw = dwl, dx = wdx, variants = false} end
       end
-      -- F(4x4, 3x3) for the forward and dx (conv_wino4.lua), dW as lanes+wino's
+      -- F(4x4, 3x3) for the forward and dx (conv_wino4.lua), dW as lanes+wino's; for
+      -- the tuner, dW with F(4x4) too (36 multiply-adds per channel pair and 4x4 outputs
+      -- instead of 64, for larger transforms), its products as lane vectors (dw4) or as
+      -- a GEMM over vectors of input channels (dw4g, conv_wino.lua's G form)
       if wino4.ok(L) then
-        table.insert(c, #c + 1, {name = "lanes+wino4", layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
-          dw = wdw,
-          dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}})
-      end
-      -- for the tuner: dW with F(4x4, 3x3) too (conv_wino4.lua: 36 multiply-adds per
-      -- channel pair and 4x4 outputs instead of 64, for larger transforms)
-      -- and (G) its products as a GEMM over vectors of input channels (conv_wino.lua)
-      if wino4.ok(L) then
+        local fwd4 = {form = "wino4", tile = wino4.tile(L, T, L.cout)}
+        local dx4 = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}
+        c[#c + 1] = {name = "lanes+wino4", layout = "lanes", fwd = fwd4, dw = wdw, dx = dx4}
         for _, v in ipairs({{"lanes+wino4+dw4", wino4.dw_tile(L, T)}, {"lanes+wino4+dw4g", wino4.dw_tile(L, T, nil, true)}}) do
           if v[2] then
-            c[#c + 1] = {name = v[1], layout = "lanes", fwd = {form = "wino4", tile = wino4.tile(L, T, L.cout)},
-              dw = {form = "wino4", tile = v[2]}, dx = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}, variants = false}
+            c[#c + 1] = {name = v[1], layout = "lanes", fwd = fwd4, dw = {form = "wino4", tile = v[2]}, dx = dx4, variants = false}
           end
         end
       end
