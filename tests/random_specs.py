@@ -9,7 +9,7 @@ Subcommands
       Print the random spec of SEED (YAML) and the case around it (target, forced
       schedules are only known after `cnngen --schedules`, see `run`).
 
-  run [--seed S] [--n N] [--graph] [--build DIR] [--work DIR] [--cc CC] [--targets LIST] [-v]
+  run [--seed S] [--n N] [--graph] [--team] [--build DIR] [--work DIR] [--cc CC] [--targets LIST] [-v]
       For seeds S .. S+N-1: generate the spec of the seed (gen_spec), pick the case's
       --target (among --targets), a random schedule for some layers (a wisdom file built
       from `cnngen --schedules`, as tests/schedules_check.py does), the OpenMP thread count
@@ -21,10 +21,17 @@ Subcommands
       On a failure it writes WORK/fail-SEED.yaml (the spec, the case in its header
       comment), WORK/fail-SEED.wisdom when schedules were forced, and prints the command
       that reproduces it. Exit 1 if any seed failed.
-      Everything (spec, target, schedules, threads, batches, data) is a function of the
-      seed alone, so `run --seed S --n 1` replays seed S exactly.
+      With --team, half the seeds that run on 2 threads at a batch of 16 or more (the
+      batch-innermost layout a team's replicas need) become a team's case: the batch is
+      the replica's, train.batch twice it, the spec generated with `cnngen --team 2`,
+      schedules forced on the replica's layers, and the trainer's check, which runs the
+      team's replicas with their batch norms' statistics exchanged, at the seed's batches
+      and the team's whole batch (the draw of team_of_seed, from a generator of its own:
+      the other seeds' cases do not change with the flag).
+      Everything (spec, target, schedules, threads, team, batches, data) is a function of
+      the seed alone, so `run --seed S --n 1` replays seed S exactly.
 
-  check SPEC.yaml... [--target T...] [--wisdom W] [--batch N ...] [--threads K] [--build DIR]
+  check SPEC.yaml... [--target T...] [--wisdom W] [--batch N ...] [--threads K] [--team T] [--build DIR]
       Build, compile and compare spec files (each at each target) (e.g. a fail-SEED.yaml, or a net being
       minimized by hand) with the same machinery. Default batches: torch_ref's default
       ones and train.batch.
@@ -556,9 +563,10 @@ def run(cmd, **kw):
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
-def pick_schedules(rng, cnngen, target, spec_path):
-    """Wisdom lines forcing a random legal schedule on some layers (others: heuristic)."""
-    p = run([cnngen, "--target", target, "--schedules", spec_path])
+def pick_schedules(rng, cnngen, target, spec_path, team=None):
+    """Wisdom lines forcing a random legal schedule on some layers (others: heuristic);
+    with a team, the replica's layers (their signatures carry the replica's batch)."""
+    p = run([cnngen, "--target", target, "--schedules", spec_path] + (["--team", str(team)] if team else []))
     if p.returncode != 0:
         raise RuntimeError(f"cnngen --schedules failed:\n{p.stdout}")
     lines, forced = [], []
@@ -574,11 +582,12 @@ def pick_schedules(rng, cnngen, target, spec_path):
     return lines, forced
 
 
-def build_and_check(spec_path, spec, work, a, target, wisdom, batches, threads, seed):
-    """-> (ok, message). Generates, compiles, runs torch_ref's check."""
+def build_and_check(spec_path, spec, work, a, target, wisdom, batches, threads, seed, team=None):
+    """-> (ok, message). Generates (a replica of a team of `team` with --team), compiles,
+    runs torch_ref's check."""
     os.makedirs(work, exist_ok=True)
     cnngen = os.path.join(a.build, "cnngen")
-    cmd = [cnngen, "--target", target, spec_path, "-o", work]
+    cmd = [cnngen, "--target", target, spec_path, "-o", work] + (["--team", str(team)] if team else [])
     if wisdom:
         cmd[1:1] = ["--wisdom", wisdom]
     p = run(cmd)
@@ -623,6 +632,15 @@ def case_of_seed(seed, targets, graph=False):
     return rng, spec, target, threads, batches
 
 
+def team_of_seed(seed, spec, threads):
+    """2 (cnngen --team 2, the spec's batch a replica's) for half the seeds whose case
+    runs on 2 threads at a batch of 16 or more, else None; drawn from a generator of its
+    own, so that the rest of every seed's case is the same with and without run --team."""
+    if threads != 2 or spec["train"]["batch"] < 16:
+        return None
+    return 2 if random.Random(f"team {seed}").random() < 0.5 else None
+
+
 def cmd_gen(a):
     _, spec, target, threads, batches = case_of_seed(a.seed, resolve_targets(a.targets), a.graph)
     sys.stdout.write(to_yaml(spec, [f"random_specs.py seed {a.seed}: target {target}, "
@@ -651,21 +669,25 @@ def cmd_run(a):
         rng, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
         d = os.path.join(a.work, f"s{seed}")
         os.makedirs(d, exist_ok=True)
+        team = team_of_seed(seed, spec, threads) if a.team else None
+        if team:  # the drawn batch is a replica's; check the team's whole batch too
+            spec["train"]["batch"] *= team
+            batches = batches + [spec["train"]["batch"]]
         spec_path = os.path.join(d, spec["name"] + ".yaml")
         with open(spec_path, "w") as f:
             f.write(to_yaml(spec))
         wis_lines, forced, wisdom = [], [], None
         try:
-            wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path)
+            wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path, team)
             if wis_lines:
                 wisdom = os.path.join(d, "wisdom.tsv")
                 with open(wisdom, "w") as f:
                     f.writelines(wis_lines)
-            ok, msg = build_and_check(spec_path, spec, d, a, target, wisdom, batches, threads, seed)
+            ok, msg = build_and_check(spec_path, spec, d, a, target, wisdom, batches, threads, seed, team)
         except Exception as e:  # a crash of the harness or the tools is a failure of the seed
             ok, msg = False, f"exception: {type(e).__name__}: {e}\n"
         case = (f"target {target}, batch {spec['train']['batch']}, check batches {batches}, "
-                f"{threads} thread(s), forced schedules [{' '.join(forced)}]")
+                f"{threads} thread(s){', team of ' + str(team) if team else ''}, forced schedules [{' '.join(forced)}]")
         line = f"seed {seed}: {'OK  ' if ok else 'FAIL'} {describe_layers(spec)} {spec['loss']} | {case} ({time.time() - t0:.1f}s)"
         print(line, flush=True)
         if ok:
@@ -679,7 +701,7 @@ def cmd_run(a):
         fail = os.path.join(a.work, f"fail-{seed}.yaml")
         rel = os.path.relpath
         hdr = [f"random_specs.py seed {seed}: FAILED ({case})",
-               f"reproduce: {sys.executable} tests/random_specs.py run --seed {seed} --n 1 --targets {a.targets}{' --graph' if a.graph else ''}"]
+               f"reproduce: {sys.executable} tests/random_specs.py run --seed {seed} --n 1 --targets {a.targets}{' --graph' if a.graph else ''}{' --team' if a.team else ''}"]
         if wisdom:
             wf = os.path.join(a.work, f"fail-{seed}.wisdom")
             with open(wf, "w") as f:
@@ -687,9 +709,10 @@ def cmd_run(a):
         with open(fail, "w") as f:
             f.write(to_yaml(spec, hdr))
         chk = (f"{sys.executable} tests/random_specs.py check {rel(fail)} --target {target}"
-               f"{' --wisdom ' + rel(wf) if wisdom else ''} --batch {' '.join(map(str, batches))} --threads {threads} --seed {seed}")
+               f"{' --wisdom ' + rel(wf) if wisdom else ''} --batch {' '.join(map(str, batches))} --threads {threads} --seed {seed}"
+               f"{' --team ' + str(team) if team else ''}")
         print(f"seed {seed}: wrote {rel(fail)}; reproduce: {sys.executable} tests/random_specs.py run --seed {seed} "
-              f"--n 1 --targets {a.targets}{' --graph' if a.graph else ''}   or: {chk}", flush=True)
+              f"--n 1 --targets {a.targets}{' --graph' if a.graph else ''}{' --team' if a.team else ''}   or: {chk}", flush=True)
     print(f"random_specs: {a.n - nfail} passed, {nfail} failed (seeds {a.seed}..{a.seed + a.n - 1}, "
           f"targets {','.join(targets)}, {time.time() - t_all:.0f}s)")
     return 1 if nfail else 0
@@ -704,7 +727,7 @@ def cmd_check(a):
         batches = a.batch or sorted(set(torch_ref.default_batches(spec, tr)) | {tr["batch"]})
         for target in a.target:
             d = os.path.join(a.work, f"check-{spec['name']}-{target}")
-            ok, msg = build_and_check(path, spec, d, a, target, a.wisdom, batches, a.threads, a.seed)
+            ok, msg = build_and_check(path, spec, d, a, target, a.wisdom, batches, a.threads, a.seed, a.team)
             if not ok or a.verbose:
                 print(msg, end="")
             print(f"{path}: {'OK' if ok else 'FAILED'} (target {target}, batches {batches})", flush=True)
@@ -734,6 +757,8 @@ def main(argv=None):
     p.add_argument("--keep", action="store_true", help="keep the work folders of passing seeds")
     p.add_argument("--graph", action="store_true",
                    help="half the seeds are graph specs (from:, add, concat, global_avgpool, dropout)")
+    p.add_argument("--team", action="store_true",
+                   help="half the seeds on 2 threads with a replica batch >= 16 generated with cnngen --team 2")
     p.add_argument("-v", "--verbose", action="store_true")
     common(p)
     p.set_defaults(fn=cmd_run)
@@ -744,6 +769,7 @@ def main(argv=None):
     p.add_argument("--wisdom")
     p.add_argument("--batch", type=int, nargs="+")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--team", type=int, help="cnngen --team T (the spec's train.batch is the team's)")
     p.add_argument("--seed", type=int, default=0)
     common(p)
     p.set_defaults(fn=cmd_check)

@@ -247,7 +247,8 @@ mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5
 # differential tester (tests/random_specs.py): random valid specs -- every layer kind,
 # graph specs (residual, projection, concat, global pooling, dropout) for half the seeds,
 # 1-D/2-D/flat, odd sizes, padding/stride/dilation/groups, batch norm, both losses,
-# batches below and from 16, targets avx512/avx2/generic, random legal schedules --
+# batches below and from 16, targets avx512/avx2/generic, random legal schedules, teams
+# (cnngen --team 2: half the seeds on 2 threads at a batch from 16, that batch a replica's) --
 # generated, compiled as trainers are (-O3 -march=native -Werror) and compared with
 # PyTorch in float64. `make fuzz-diff SEED=1 N=100` runs more; a failure is written to
 # $(B)/fuzz-diff/fail-SEED.yaml with the command that reproduces it.
@@ -261,10 +262,10 @@ DIFF_N    := 45
 DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml
 .PHONY: fuzz-diff diff-check
 fuzz-diff: $(B)/cnngen $(B)/libcnngen.a
-	$(PYTHON) tests/random_specs.py run --graph --seed $(SEED) --n $(N) --build $(B) --cc $(CC)
+	$(PYTHON) tests/random_specs.py run --graph --team --seed $(SEED) --n $(N) --build $(B) --cc $(CC)
 diff-check: $(B)/cnngen $(B)/libcnngen.a
 	@$(PYTHON) tests/random_specs.py check $(DIFF_NETS) --target avx512 avx2 generic --build $(B) --cc $(CC) \
 	  --work $(B)/diff-check/nets || { echo "diff-check: FAILED on a net of DIFF_NETS"; exit 1; }
-	@$(PYTHON) tests/random_specs.py run --graph --seed $(DIFF_SEED) --n $(DIFF_N) --build $(B) --cc $(CC) --work $(B)/diff-check \
+	@$(PYTHON) tests/random_specs.py run --graph --team --seed $(DIFF_SEED) --n $(DIFF_N) --build $(B) --cc $(CC) --work $(B)/diff-check \
 	  || { echo "diff-check: FAILED (see $(B)/diff-check/fail-*.yaml)"; exit 1; }
 	@echo "diff-check: $(words $(DIFF_NETS)) nets x 3 targets and $(DIFF_N) random specs (seeds $(DIFF_SEED)..) equal to PyTorch"
