@@ -57,6 +57,18 @@ build with the built-in heuristics is measured alongside. The table's "target ne
 column is the target x PyTorch's effective GFLOP/s as a share of the FMA peak: a miss
 above 100 % is marked "(above peak)".
 
+Checked before timed (unless --no-check): every build made with this run's wisdom (the
+tuned build of a row with a target, its team build) is generated again as a trainer,
+compiled with the same flags and compared with PyTorch in float64 by tests/torch_ref.py
+check at its default batches (2 and 3 with batch norm; a team's replicas split them).
+The heuristic builds are the code make test's check-torch covers; the wisdom's schedules
+are each covered by schedules-check, but not in this combination. A build that differs
+from PyTorch stops the bench: its speed would mean nothing. (Not at the full batch: at
+batch 33-64 some of ResNet-20's ~10^5 ReLU inputs a layer lie within float32 rounding of
+zero, and a sign that flips there moves an early layer's weight gradient past the limit
+in heuristic and tuned builds alike, for some seeds and not others; bench/RESULTS.md,
+session 45.)
+
 Writes bench/results/<date>-<host>.json and bench/results/latest.md; prints the table.
 """
 import argparse
@@ -105,6 +117,8 @@ BUDGETS = [
     ("ResNet-18 (224)", "specs/resnet18.yaml", 1.0, None, 60.0),
     ("31x31 kernel on 256x256", "bench/specs/k31.yaml", None, 5e6, None),
 ]
+# check_build's lines, for the report
+CHECKED = []
 STEP_FLAGS = {"train": [], "train_dx": ["--dx"], "fwd": ["--fwd"]}
 AVX2_MARCH = "haswell"
 AVX2_TARGET = 0.8  # x the native row's ratio
@@ -269,6 +283,29 @@ def build_step(spec, a, march=None, wisdom=None, team=0):
            + shlex.split(a.libs) + ["-o", exe])
     sh(cmd)
     return name, exe
+
+
+def check_build(spec, a, wisdom, team=0):
+    """The build's generated code as a trainer (same flags) against PyTorch in float64
+    (tests/torch_ref.py check, default batches); exits the bench when they differ.
+    -> a line for the report."""
+    name = os.path.splitext(os.path.basename(spec))[0]
+    d = os.path.join(a.build, "check", name + (f"_team{team}" if team else ""))
+    os.makedirs(d, exist_ok=True)
+    c = sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
+           + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
+    exe = os.path.join(d, name)
+    sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime", c, "build/libcnngen.a"]
+       + shlex.split(a.libs) + ["-o", exe])
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(team, 1)))
+    r = subprocess.run([PY, "tests/torch_ref.py", "check", spec, exe, os.path.join(d, "work")], cwd=ROOT, env=env,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    verdicts = [l for l in r.stdout.splitlines() if l.startswith("check-torch ")]
+    what = f"{name}{f' (team of {team})' if team else ''} with {os.path.relpath(wisdom, ROOT) if wisdom else 'no wisdom'}"
+    if r.returncode != 0:
+        sys.exit(f"bench: {what} differs from PyTorch; not timed:\n{r.stdout[-6000:]}")
+    log(f"bench: {what}: " + "; ".join(verdicts))
+    return f"{what}: " + "; ".join(v[len("check-torch "):] for v in verdicts)
 
 
 def run_cnngen(exe, mode, threads, a, team=0):
@@ -673,6 +710,8 @@ def main():
                         "this many rounds, for the record (0: not)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (PyPI eager only)")
+    p.add_argument("--no-check", dest="check", action="store_false",
+                   help="time the tuned builds without comparing them with PyTorch first (check_build)")
     p.add_argument("--no-team", action="store_true", help=f"no team-of-{TEAM} build of {', '.join(TEAM_NETS)}")
     p.add_argument("--no-avx2", action="store_true", help="no -march=haswell rows")
     p.add_argument("--ieee-subnormals", action="store_true",
@@ -730,12 +769,18 @@ def main():
                 # the same schedules: one build, measured once
                 exe_h = build_step(spec, a)[1] if tuned["changed"] else None
             name, exe = build_step(spec, a, wisdom=a.wisdom if tuned else None)
+            # the code this run's wisdom chose, against PyTorch before it is timed
+            check = a.check and tuned and target and mode != "fwd"
+            if check:
+                CHECKED.append(check_build(spec, a, a.wisdom))
             exe_team = None
             if stem in TEAM_NETS and not a.no_team:
                 if tuned:
                     log(f"bench: tuning {spec} for a team of {TEAM} (its replicas' layers, one thread)")
                     tuned["team_seconds"] = round(tune(spec, a, team=TEAM), 1)
                 exe_team = build_step(spec, a, wisdom=a.wisdom if tuned else None, team=TEAM)[1]
+                if check:
+                    CHECKED.append(check_build(spec, a, a.wisdom, team=TEAM))
             built[spec] = (name, exe, macs(spec), exe_h, tuned, exe_team)
         name, exe, m, exe_h, tuned, exe_team = built[spec]
         log(f"bench: {workload}")
@@ -820,6 +865,9 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
         md += ["Tuning on this machine before measuring (bench/tune.py: every candidate schedule of every distinct "
                "layer timed, the fastest kept; the ratio is the tuned build's, the heuristic build is measured "
                "alongside):", ""] + tl + [""]
+    if CHECKED:
+        md += ["Checked against PyTorch before timed (tests/torch_ref.py check, float64 reference, default batches; "
+               "bench/run.py's check_build):", ""] + [f"- {c}" for c in CHECKED] + [""]
     if any(r.get("rounds") for r in rows):
         md += ["\"ratio in alternating rounds\": after the sweep, cnngen (its best thread count) and PyTorch's best "
                "configuration timed again one after the other for --rounds rounds (in parentheses), the ratio of their "
