@@ -259,7 +259,7 @@ SEED ?= 1
 N    ?= 100
 DIFF_SEED := 1
 DIFF_N    := 45
-DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml
+DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml tests/torchnets/t_relu_shared_ln.yaml
 .PHONY: fuzz-diff diff-check
 fuzz-diff: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/random_specs.py run --graph --team --seed $(SEED) --n $(N) --build $(B) --cc $(CC)

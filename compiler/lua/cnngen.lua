@@ -1326,7 +1326,7 @@ local function emit(spec, spec_path, spec_text)
   for i = n, 1, -1 do
     local L = spec.layers[i]
     local st = L.bstep
-    if st.pass or st.copy then
+    if L.is_alias or L.bwd_fused_into then -- no call of its own (its step: pass, copy or acc)
       if L.dmask_dy then
         O:line("/* layer %d: %s's backward is in layer %d's reads of dy */", L.index, L.kind, L.bwd_fused_into.index)
       elseif L.bwd_fused_into then
