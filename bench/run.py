@@ -63,11 +63,13 @@ compiled with the same flags and compared with PyTorch in float64 by tests/torch
 check at its default batches (2 and 3 with batch norm; a team's replicas split them).
 The heuristic builds are the code make test's check-torch covers; the wisdom's schedules
 are each covered by schedules-check, but not in this combination. A build that differs
-from PyTorch stops the bench: its speed would mean nothing. (Not at the full batch: at
-batch 33-64 some of ResNet-20's ~10^5 ReLU inputs a layer lie within float32 rounding of
-zero, and a sign that flips there moves an early layer's weight gradient past the limit
-in heuristic and tuned builds alike, for some seeds and not others; bench/RESULTS.md,
-session 45.)
+from PyTorch stops the bench: its speed would mean nothing. At the full batch (every lane
+of the batch-innermost code holding a sample) the check runs on the spec's smooth twin,
+each ReLU a tanh (the same layers, so the same schedules from the wisdom; the ReLU
+fusions aside, the same code): at batch 33-64 some of ResNet-20's ~10^5 ReLU inputs a
+layer lie within float32 rounding of zero, and a sign that flips there moves an early
+layer's weight gradient past the limit, in heuristic and tuned builds alike, for some
+seeds and not others (bench/RESULTS.md, session 45).
 
 Writes bench/results/<date>-<host>.json and bench/results/latest.md; prints the table.
 """
@@ -285,27 +287,63 @@ def build_step(spec, a, march=None, wisdom=None, team=0):
     return name, exe
 
 
+def smooth_twin(spec, d):
+    """spec with every relu a tanh (names kept), written into d: the same layers and
+    shapes, so the same schedules from a wisdom file, and no ReLU kinks. -> its path, or
+    None when spec has no relu."""
+    import yaml
+    with open(os.path.join(ROOT, spec)) as f:
+        s = yaml.safe_load(f)
+    n = 0
+    for i, layer in enumerate(s["layers"]):
+        if layer == "relu":
+            s["layers"][i], n = "tanh", n + 1
+        elif isinstance(layer, dict) and "relu" in layer:
+            s["layers"][i], n = {"tanh": layer["relu"]}, n + 1
+    if not n:
+        return None
+    path = os.path.join(d, os.path.basename(spec))
+    with open(path, "w") as f:
+        f.write(f"# {spec} with every relu a tanh (bench/run.py's smooth_twin)\n")
+        yaml.safe_dump(s, f, sort_keys=False)
+    return path
+
+
 def check_build(spec, a, wisdom, team=0):
     """The build's generated code as a trainer (same flags) against PyTorch in float64
-    (tests/torch_ref.py check, default batches); exits the bench when they differ.
-    -> a line for the report."""
+    (tests/torch_ref.py check): at its default batches, and at train.batch (every lane
+    full) the spec's smooth twin when it has ReLUs, else the spec itself; exits the bench
+    when they differ. -> a line for the report."""
     name = os.path.splitext(os.path.basename(spec))[0]
-    d = os.path.join(a.build, "check", name + (f"_team{team}" if team else ""))
-    os.makedirs(d, exist_ok=True)
-    c = sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
-           + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
-    exe = os.path.join(d, name)
-    sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime", c, "build/libcnngen.a"]
-       + shlex.split(a.libs) + ["-o", exe])
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(team, 1)))
-    r = subprocess.run([PY, "tests/torch_ref.py", "check", spec, exe, os.path.join(d, "work")], cwd=ROOT, env=env,
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    verdicts = [l for l in r.stdout.splitlines() if l.startswith("check-torch ")]
     what = f"{name}{f' (team of {team})' if team else ''} with {os.path.relpath(wisdom, ROOT) if wisdom else 'no wisdom'}"
-    if r.returncode != 0:
-        sys.exit(f"bench: {what} differs from PyTorch; not timed:\n{r.stdout[-6000:]}")
+    verdicts = []
+    d0 = os.path.join(a.build, "check", name + (f"_team{team}" if team else ""))
+    os.makedirs(os.path.join(d0, "twin"), exist_ok=True)
+    twin = smooth_twin(spec, os.path.join(d0, "twin"))
+    import yaml
+    with open(os.path.join(ROOT, spec)) as f:
+        full = int(yaml.safe_load(f)["train"]["batch"])
+    cases = [(spec, d0, [])]
+    if twin:
+        cases.append((twin, os.path.join(d0, "twin"), ["--batch", str(full)]))
+    else:
+        cases[0] = (spec, d0, ["--batch"] + [str(b) for b in (2, 3, full) if b <= full])
+    for sp, d, batches in cases:
+        c = sh(["build/cnngen", sp, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
+               + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
+        exe = os.path.join(d, name)
+        sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime", c, "build/libcnngen.a"]
+           + shlex.split(a.libs) + ["-o", exe])
+        env = dict(os.environ, OMP_NUM_THREADS=str(max(team, 1)))
+        r = subprocess.run([PY, "tests/torch_ref.py", "check", sp, exe, os.path.join(d, "work")] + batches, cwd=ROOT,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode != 0:
+            sys.exit(f"bench: {what}{' (its smooth twin)' if sp == twin else ''} differs from PyTorch; not timed:\n"
+                     f"{r.stdout[-6000:]}")
+        verdicts += [l[len("check-torch "):].replace(sp, "its smooth twin" if sp == twin else spec)
+                     for l in r.stdout.splitlines() if l.startswith("check-torch ")]
     log(f"bench: {what}: " + "; ".join(verdicts))
-    return f"{what}: " + "; ".join(v[len("check-torch "):] for v in verdicts)
+    return f"{what}: " + "; ".join(verdicts)
 
 
 def run_cnngen(exe, mode, threads, a, team=0):
