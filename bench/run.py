@@ -904,8 +904,8 @@ def report(a, info, peak, builds, pypi_note, rows, avx2_rows, rss, elapsed, done
                "layer timed, the fastest kept; the ratio is the tuned build's, the heuristic build is measured "
                "alongside):", ""] + tl + [""]
     if CHECKED:
-        md += ["Checked against PyTorch before timed (tests/torch_ref.py check, float64 reference, default batches; "
-               "bench/run.py's check_build):", ""] + [f"- {c}" for c in CHECKED] + [""]
+        md += ["Checked against PyTorch before timed (tests/torch_ref.py check, float64 reference: the spec at its "
+               "default batches, its smooth twin, each ReLU a tanh, at the full batch; bench/run.py's check_build):", ""] + [f"- {c}" for c in CHECKED] + [""]
     if any(r.get("rounds") for r in rows):
         md += ["\"ratio in alternating rounds\": after the sweep, cnngen (its best thread count) and PyTorch's best "
                "configuration timed again one after the other for --rounds rounds (in parentheses), the ratio of their "
