@@ -31,6 +31,14 @@ Subcommands
       Everything (spec, target, schedules, threads, team, batches, data) is a function of
       the seed alone, so `run --seed S --n 1` replays seed S exactly.
 
+  emit [--seed S] [--n N] [--graph] [--team] [--targets LIST] [--build DIR] [--work DIR]
+      The generator alone on each seed's case (its spec, target, forced schedules and
+      team, exactly as `run` draws them): `cnngen --schedules` and the generation must
+      succeed, nothing is compiled or run (~0.1 s a seed, where `run` takes seconds), so
+      it sweeps thousands of cases for the generator's internal errors (exit 3) and
+      rejections of specs PyTorch accepts. Exit 1 if any seed failed; `run --seed S --n 1`
+      then replays the seed whole.
+
   check SPEC.yaml... [--target T...] [--wisdom W] [--batch N ...] [--threads K] [--team T] [--build DIR]
       Build, compile and compare spec files (each at each target) (e.g. a fail-SEED.yaml, or a net being
       minimized by hand) with the same machinery. Default batches: torch_ref's default
@@ -718,6 +726,46 @@ def cmd_run(a):
     return 1 if nfail else 0
 
 
+def cmd_emit(a):
+    targets = resolve_targets(a.targets)
+    os.makedirs(a.work, exist_ok=True)
+    cnngen = os.path.join(a.build, "cnngen")
+    nfail, t_all = 0, time.time()
+    for seed in range(a.seed, a.seed + a.n):
+        rng, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
+        team = team_of_seed(seed, spec, threads) if a.team else None
+        if team:
+            spec["train"]["batch"] *= team
+        d = os.path.join(a.work, f"e{seed}")
+        os.makedirs(d, exist_ok=True)
+        spec_path = os.path.join(d, spec["name"] + ".yaml")
+        with open(spec_path, "w") as f:
+            f.write(to_yaml(spec))
+        try:
+            wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path, team)
+            cmd = [cnngen, "--target", target, spec_path, "-o", d] + (["--team", str(team)] if team else [])
+            if wis_lines:
+                with open(os.path.join(d, "wisdom.tsv"), "w") as f:
+                    f.writelines(wis_lines)
+                cmd[1:1] = ["--wisdom", os.path.join(d, "wisdom.tsv")]
+            p = run(cmd)
+            ok, msg = p.returncode == 0, p.stdout
+        except Exception as e:  # cnngen --schedules failed, or the harness
+            ok, msg, forced = False, f"{type(e).__name__}: {e}", []
+        if ok:
+            subprocess.run(["rm", "-rf", d])
+            continue
+        nfail += 1
+        print(f"seed {seed}: FAIL {describe_layers(spec)} | target {target}, batch {spec['train']['batch']}"
+              f"{', team of ' + str(team) if team else ''}, forced schedules [{' '.join(forced)}]\n{msg.strip()[-2000:]}\n"
+              f"seed {seed}: kept in {os.path.relpath(d)}; reproduce: {sys.executable} tests/random_specs.py run "
+              f"--seed {seed} --n 1 --targets {a.targets}{' --graph' if a.graph else ''}{' --team' if a.team else ''}",
+              flush=True)
+    print(f"random_specs emit: {a.n - nfail} generated, {nfail} failed (seeds {a.seed}..{a.seed + a.n - 1}, "
+          f"{time.time() - t_all:.0f}s)")
+    return 1 if nfail else 0
+
+
 def cmd_check(a):
     nfail = 0
     for path in a.spec:
@@ -762,6 +810,14 @@ def main(argv=None):
     p.add_argument("-v", "--verbose", action="store_true")
     common(p)
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("emit")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--n", type=int, default=1000)
+    p.add_argument("--targets", default=",".join(ALL_TARGETS))
+    p.add_argument("--graph", action="store_true")
+    p.add_argument("--team", action="store_true")
+    common(p)
+    p.set_defaults(fn=cmd_emit)
     p = sub.add_parser("check")
     p.add_argument("spec", nargs="+")
     p.add_argument("--target", nargs="+", default=["generic"], choices=ALL_TARGETS)
