@@ -33,8 +33,8 @@ Subcommands
 
   emit [--seed S] [--n N] [--graph] [--team] [--targets LIST] [--build DIR] [--work DIR]
       The generator alone on each seed's case (its spec, target, forced schedules and
-      team, exactly as `run` draws them): `cnngen --schedules` and the generation must
-      succeed, nothing is compiled or run (~0.1 s a seed, where `run` takes seconds), so
+      team, exactly as `run` draws them): `cnngen --schedules`, the generation and the
+      inference export (`--inference`, without weights) must succeed, nothing is compiled or run (~0.1 s a seed, where `run` takes seconds), so
       it sweeps thousands of cases for the generator's internal errors (exit 3) and
       rejections of specs PyTorch accepts. Exit 1 if any seed failed; `run --seed S --n 1`
       then replays the seed whole.
@@ -750,6 +750,9 @@ def cmd_emit(a):
                 cmd[1:1] = ["--wisdom", os.path.join(d, "wisdom.tsv")]
             p = run(cmd)
             ok, msg = p.returncode == 0, p.stdout
+            if ok:  # and the inference export of the same spec (docs/inference.md)
+                p = run([cnngen, "--target", target, "--inference", spec_path, "-o", d])
+                ok, msg = p.returncode == 0, "cnngen --inference: " + p.stdout
         except Exception as e:  # cnngen --schedules failed, or the harness
             ok, msg, forced = False, f"{type(e).__name__}: {e}", []
         if ok:

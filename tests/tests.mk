@@ -261,8 +261,9 @@ DIFF_SEED := 1
 DIFF_N    := 45
 DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml tests/torchnets/t_relu_shared_ln.yaml
 # emit-check: the generator alone on EMIT_N of the tester's cases (spec, target, forced
-# schedules, team), nothing compiled: any internal error or rejection fails (~2 min for
-# 1,000 on 2 cores; seed 45240's crash, b07acbe, takes the same sweep 2 s to show)
+# schedules, team) and their inference export, nothing compiled: any internal error or
+# rejection fails (~3 min for 1,000 on 2 cores; seed 45240's crash, b07acbe, takes the
+# same sweep 2 s to show)
 EMIT_SEED := 1
 EMIT_N    := 1000
 .PHONY: fuzz-diff diff-check emit-check
