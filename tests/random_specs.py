@@ -31,10 +31,11 @@ Subcommands
       Everything (spec, target, schedules, threads, team, batches, data) is a function of
       the seed alone, so `run --seed S --n 1` replays seed S exactly.
 
-  emit [--seed S] [--n N] [--graph] [--team] [--targets LIST] [--build DIR] [--work DIR]
+  emit [--seed S] [--n N] [--graph] [--team] [--syntax] [--targets LIST] [--build DIR] [--work DIR]
       The generator alone on each seed's case (its spec, target, forced schedules and
       team, exactly as `run` draws them): `cnngen --schedules`, the generation and the
-      inference export (`--inference`, without weights) must succeed, nothing is compiled or run (~0.1 s a seed, where `run` takes seconds), so
+      inference export (`--inference`, without weights) must succeed (with --syntax the
+      generated C must also pass cc -fsyntax-only with the trainers' warnings as errors), nothing is compiled or run (~0.1 s a seed, where `run` takes seconds), so
       it sweeps thousands of cases for the generator's internal errors (exit 3) and
       rejections of specs PyTorch accepts. Exit 1 if any seed failed; `run --seed S --n 1`
       then replays the seed whole.
@@ -750,6 +751,10 @@ def cmd_emit(a):
                 cmd[1:1] = ["--wisdom", os.path.join(d, "wisdom.tsv")]
             p = run(cmd)
             ok, msg = p.returncode == 0, p.stdout
+            if ok and a.syntax:  # the front end's warnings, as the trainers are compiled (-Werror)
+                p = run([a.cc, "-fsyntax-only", "-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter",
+                         "-Werror", "-I" + os.path.join(ROOT, "runtime"), os.path.join(d, spec["name"] + ".c")])
+                ok, msg = p.returncode == 0, "cc -fsyntax-only: " + p.stdout
             if ok:  # and the inference export of the same spec (docs/inference.md)
                 p = run([cnngen, "--target", target, "--inference", spec_path, "-o", d])
                 ok, msg = p.returncode == 0, "cnngen --inference: " + p.stdout
@@ -819,6 +824,8 @@ def main(argv=None):
     p.add_argument("--targets", default=",".join(ALL_TARGETS))
     p.add_argument("--graph", action="store_true")
     p.add_argument("--team", action="store_true")
+    p.add_argument("--syntax", action="store_true",
+                   help="also cc -fsyntax-only -Wall -Wextra -Wshadow -Werror on the generated C (~0.3 s a case)")
     common(p)
     p.set_defaults(fn=cmd_emit)
     p = sub.add_parser("check")

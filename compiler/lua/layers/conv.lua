@@ -825,7 +825,12 @@ function M.forward_lanes(L, C, ctx)
         C:line("const float *restrict xq = xg + %s;", tostring(util.aff(0, taps[1].at.t):scale(R)))
         xbase = "xq"
       end
-      if CBI then C:open("for (int cb = 0; cb < %d; cb++) {", L.cout_g // TC); bases(false) end
+      if CBI then
+        C:open("for (int cb = 0; cb < %d; cb++) {", L.cout_g // TC)
+        bases(false)
+        -- outputs whose window lies in the padding alone: bias (or zeros), no weight read
+        if #taps == 0 and any_tap(geo) then C:line("(void)wb; /* no tap meets these outputs */") end
+      end
       for t = 0, TC - 1 do
         local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
         C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
