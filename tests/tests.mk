@@ -176,7 +176,7 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   specs/mixed2d.yaml specs/mixed1d.yaml bench/specs/lenet5_b1.yaml tests/nets/t_c2_groups_ln.yaml \
   tests/nets/t_c2_axes_ln.yaml tests/nets/t_c2_bigpad_loop_ln.yaml tests/nets/t_c2_full_dil_ln.yaml tests/nets/t_c2_dw_loop_ln.yaml \
   tests/nets/t_c2_notap.yaml tests/nets/t_c2_notap_ln.yaml tests/nets/t_c2_notap_loop.yaml \
-  tests/nets/t_c1_notap_nobias.yaml tests/nets/t_c1_notap_nobias_ln.yaml tests/nets/t_c1_padonly_ln.yaml tests/nets/t_dense_gemm_ln.yaml tests/nets/t_dense_gemm_loop.yaml \
+  tests/nets/t_c1_notap_nobias.yaml tests/nets/t_c1_notap_nobias_ln.yaml tests/nets/t_c1_padonly_ln.yaml tests/nets/t_c2_dilrows_ln.yaml tests/nets/t_dense_gemm_ln.yaml tests/nets/t_dense_gemm_loop.yaml \
   tests/nets/t_fuse_dense_kb_ln.yaml tests/nets/t_c2_wvband_loop.yaml tests/nets/t_fuse_bwd.yaml tests/nets/t_fuse_bwd_loop.yaml \
   tests/nets/t_fuse_bwd_ln.yaml tests/nets/t_fuse_bwd_kb_ln.yaml \
   tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml \

@@ -887,10 +887,14 @@ local function dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, par)
       for t = 0, TCI - 1 do
         for j = 0, tp - 1 do C:line("cg_v %s;", vec_list("a%d_" .. t .. "_" .. j .. " = vsplat(0.0f)", TB)) end
       end
-      C:line("const float *restrict dyt = dyg + %s;", tostring(util.aff(0):term(ty, OW * R):term(tx0, R)))
-      C:open("for (int co = 0; co < %d; co++) {", L.cout_g)
-      C:line("const float *restrict dyc = dyt + co * %d;", OHW * R)
-      C:line("const float *restrict wc = wg + co * %d;", L.cin_g * d.KHW)
+      -- rows no tap reaches (a dilation past the padded dy): zeros, no loop over dy
+      local any = #ry.taps * #rx.taps > 0
+      if any then
+        C:line("const float *restrict dyt = dyg + %s;", tostring(util.aff(0):term(ty, OW * R):term(tx0, R)))
+        C:open("for (int co = 0; co < %d; co++) {", L.cout_g)
+        C:line("const float *restrict dyc = dyt + co * %d;", OHW * R)
+        C:line("const float *restrict wc = wg + co * %d;", L.cin_g * d.KHW)
+      end
       for _, a in ipairs(ry.taps) do
         -- dy column offsets this kernel row reads, each with its (input, tap) pairs
         local by, order = {}, {}
@@ -920,7 +924,7 @@ local function dx_row_tiles(C, L, geo, OHW, TCI, TB, TX, R, V, par)
           C:close()
         end
       end
-      C:close()
+      if any then C:close() end
       for t = 0, TCI - 1 do
         for j = 0, tp - 1 do
           local inp = util.aff((ry.r * IW + rx.r + j) * R + t * d.IHW * R):term(ty, h.S * IW * R):term(tx0, R)
