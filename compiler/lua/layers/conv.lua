@@ -805,16 +805,18 @@ function M.forward_lanes(L, C, ctx)
   end
   blocks(function(g, cb)
     local co0 = util.aff(0):term(g, L.cout_g):term(cb, TC)
-    local function bases(xg)
-      C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK)))
+    -- wb: the block's weights, declared where a tap reads them (CBI: outputs whose
+    -- window lies in the padding alone read none)
+    local function bases(xg, wb)
+      if wb then C:line("const float *restrict wb = w + %s;", tostring(co0:scale(WK))) end
       if xg then C:line("const float *restrict xg = %s + %s + v0 * %d;", src, tostring(util.aff(0):term(g, L.cin_g * IHW * R)), V) end
-      if not any_tap(geo) then C:line("(void)wb; (void)xg; /* no tap meets the input */") end
+      if not any_tap(geo) then C:line("%s(void)xg; /* no tap meets the input */", wb and "(void)wb; " or "") end
       C:line("float *restrict yb = y + %s + v0 * %d;", tostring(co0:scale(d.OHW * R)), V)
     end
     if CBI then
       C:line("const float *restrict xg = %s + v0 * %d;", src, V)
     else
-      bases(true)
+      bases(true, true)
     end
     window.windows(C, geo, unroll, function(out, taps, info)
       if not info.scoped then C:open("{") end
@@ -825,12 +827,7 @@ function M.forward_lanes(L, C, ctx)
         C:line("const float *restrict xq = xg + %s;", tostring(util.aff(0, taps[1].at.t):scale(R)))
         xbase = "xq"
       end
-      if CBI then
-        C:open("for (int cb = 0; cb < %d; cb++) {", L.cout_g // TC)
-        bases(false)
-        -- outputs whose window lies in the padding alone: bias (or zeros), no weight read
-        if #taps == 0 and any_tap(geo) then C:line("(void)wb; /* no tap meets these outputs */") end
-      end
+      if CBI then C:open("for (int cb = 0; cb < %d; cb++) {", L.cout_g // TC); bases(false, #taps > 0) end
       for t = 0, TC - 1 do
         local init = L.opt.bias and string.format("vsplat(bias[%s])", tostring(co0:add(t))) or "vsplat(0.0f)"
         C:line("cg_v %s;", vec_list("a%d_" .. t .. " = " .. init, TB))
