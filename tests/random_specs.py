@@ -591,15 +591,16 @@ def pick_schedules(rng, cnngen, target, spec_path, team=None):
     return lines, forced
 
 
+def generate(cnngen, target, spec_path, work, wisdom=None, team=None):
+    """cnngen on a case (a replica of a team of `team` with --team) -> the process"""
+    return run([cnngen, "--target", target, spec_path, "-o", work] + (["--wisdom", wisdom] if wisdom else [])
+               + (["--team", str(team)] if team else []))
+
+
 def build_and_check(spec_path, spec, work, a, target, wisdom, batches, threads, seed, team=None):
-    """-> (ok, message). Generates (a replica of a team of `team` with --team), compiles,
-    runs torch_ref's check."""
+    """-> (ok, message). Generates, compiles, runs torch_ref's check."""
     os.makedirs(work, exist_ok=True)
-    cnngen = os.path.join(a.build, "cnngen")
-    cmd = [cnngen, "--target", target, spec_path, "-o", work] + (["--team", str(team)] if team else [])
-    if wisdom:
-        cmd[1:1] = ["--wisdom", wisdom]
-    p = run(cmd)
+    p = generate(os.path.join(a.build, "cnngen"), target, spec_path, work, wisdom, team)
     if p.returncode != 0:
         return False, "cnngen failed: " + p.stdout.strip()[-2000:]
     c = os.path.join(work, spec["name"] + ".c")
@@ -650,6 +651,28 @@ def team_of_seed(seed, spec, threads):
     return 2 if random.Random(f"team {seed}").random() < 0.5 else None
 
 
+def prepare_case(seed, targets, a, d):
+    """Seed's case, as run and emit draw it, its spec written into d and its forced
+    schedules into d/wisdom.tsv: -> (spec, spec_path, target, threads, batches, team,
+    wisdom lines, forced, wisdom path or None). Raises when cnngen --schedules fails."""
+    rng, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
+    os.makedirs(d, exist_ok=True)
+    team = team_of_seed(seed, spec, threads) if a.team else None
+    if team:  # the drawn batch is a replica's; check the team's whole batch too
+        spec["train"]["batch"] *= team
+        batches = batches + [spec["train"]["batch"]]
+    spec_path = os.path.join(d, spec["name"] + ".yaml")
+    with open(spec_path, "w") as f:
+        f.write(to_yaml(spec))
+    wis_lines, forced = pick_schedules(rng, os.path.join(a.build, "cnngen"), target, spec_path, team)
+    wisdom = None
+    if wis_lines:
+        wisdom = os.path.join(d, "wisdom.tsv")
+        with open(wisdom, "w") as f:
+            f.writelines(wis_lines)
+    return spec, spec_path, target, threads, batches, team, wis_lines, forced, wisdom
+
+
 def cmd_gen(a):
     _, spec, target, threads, batches = case_of_seed(a.seed, resolve_targets(a.targets), a.graph)
     sys.stdout.write(to_yaml(spec, [f"random_specs.py seed {a.seed}: target {target}, "
@@ -670,28 +693,16 @@ def resolve_targets(s):
 def cmd_run(a):
     targets = resolve_targets(a.targets)
     os.makedirs(a.work, exist_ok=True)
-    cnngen = os.path.join(a.build, "cnngen")
     nfail = 0
     t_all = time.time()
     for seed in range(a.seed, a.seed + a.n):
         t0 = time.time()
-        rng, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
         d = os.path.join(a.work, f"s{seed}")
-        os.makedirs(d, exist_ok=True)
-        team = team_of_seed(seed, spec, threads) if a.team else None
-        if team:  # the drawn batch is a replica's; check the team's whole batch too
-            spec["train"]["batch"] *= team
-            batches = batches + [spec["train"]["batch"]]
-        spec_path = os.path.join(d, spec["name"] + ".yaml")
-        with open(spec_path, "w") as f:
-            f.write(to_yaml(spec))
-        wis_lines, forced, wisdom = [], [], None
+        # the case is drawn before anything can fail, so that a failure still names it
+        _, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
+        team, wis_lines, forced, wisdom = None, [], [], None
         try:
-            wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path, team)
-            if wis_lines:
-                wisdom = os.path.join(d, "wisdom.tsv")
-                with open(wisdom, "w") as f:
-                    f.writelines(wis_lines)
+            spec, spec_path, target, threads, batches, team, wis_lines, forced, wisdom = prepare_case(seed, targets, a, d)
             ok, msg = build_and_check(spec_path, spec, d, a, target, wisdom, batches, threads, seed, team)
         except Exception as e:  # a crash of the harness or the tools is a failure of the seed
             ok, msg = False, f"exception: {type(e).__name__}: {e}\n"
@@ -733,23 +744,12 @@ def cmd_emit(a):
     cnngen = os.path.join(a.build, "cnngen")
     nfail, t_all = 0, time.time()
     for seed in range(a.seed, a.seed + a.n):
-        rng, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
-        team = team_of_seed(seed, spec, threads) if a.team else None
-        if team:
-            spec["train"]["batch"] *= team
         d = os.path.join(a.work, f"e{seed}")
-        os.makedirs(d, exist_ok=True)
-        spec_path = os.path.join(d, spec["name"] + ".yaml")
-        with open(spec_path, "w") as f:
-            f.write(to_yaml(spec))
+        _, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
+        team, forced = None, []
         try:
-            wis_lines, forced = pick_schedules(rng, cnngen, target, spec_path, team)
-            cmd = [cnngen, "--target", target, spec_path, "-o", d] + (["--team", str(team)] if team else [])
-            if wis_lines:
-                with open(os.path.join(d, "wisdom.tsv"), "w") as f:
-                    f.writelines(wis_lines)
-                cmd[1:1] = ["--wisdom", os.path.join(d, "wisdom.tsv")]
-            p = run(cmd)
+            spec, spec_path, target, threads, batches, team, _, forced, wisdom = prepare_case(seed, targets, a, d)
+            p = generate(cnngen, target, spec_path, d, wisdom, team)
             ok, msg = p.returncode == 0, p.stdout
             if ok and a.syntax:  # the front end's warnings, as the trainers are compiled (-Werror)
                 p = run([a.cc, "-fsyntax-only", "-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter",
@@ -759,7 +759,7 @@ def cmd_emit(a):
                 p = run([cnngen, "--target", target, "--inference", spec_path, "-o", d])
                 ok, msg = p.returncode == 0, "cnngen --inference: " + p.stdout
         except Exception as e:  # cnngen --schedules failed, or the harness
-            ok, msg, forced = False, f"{type(e).__name__}: {e}", []
+            ok, msg = False, f"{type(e).__name__}: {e}"
         if ok:
             subprocess.run(["rm", "-rf", d])
             continue
