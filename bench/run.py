@@ -87,6 +87,8 @@ import subprocess
 import sys
 import time
 
+import yaml
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 PY = "/usr/bin/python3"
 
@@ -263,6 +265,12 @@ def schedules(spec, wisdom=None):
     return got
 
 
+def generate(spec, d, wisdom=None, team=0):
+    """build/cnngen on spec into d (with wisdom's schedules, for one of a team) -> the .c"""
+    return sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
+              + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
+
+
 def build_step(spec, a, march=None, wisdom=None, team=0):
     """The step binary: release flags, or with march (the AVX2 rows) -march=MARCH for the
     trainer and the runtime alike (runtime/*.c compiled in, not the native libcnngen.a);
@@ -270,8 +278,7 @@ def build_step(spec, a, march=None, wisdom=None, team=0):
     name = os.path.splitext(os.path.basename(spec))[0]
     d = os.path.join(a.build, name + (f"_team{team}" if team else "") + ("_tuned" if wisdom else ""))
     os.makedirs(d, exist_ok=True)
-    c = sh(["build/cnngen", spec, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
-           + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
+    c = generate(spec, d, wisdom, team)
     opt = shlex.split(a.opt)
     rt = ["build/libcnngen.a"]
     if march:
@@ -287,13 +294,10 @@ def build_step(spec, a, march=None, wisdom=None, team=0):
     return name, exe
 
 
-def smooth_twin(spec, d):
-    """spec with every relu a tanh (names kept), written into d: the same layers and
-    shapes, so the same schedules from a wisdom file, and no ReLU kinks. -> its path, or
-    None when spec has no relu."""
-    import yaml
-    with open(os.path.join(ROOT, spec)) as f:
-        s = yaml.safe_load(f)
+def smooth_twin(spec, s, d):
+    """The spec (path spec, loaded s) with every relu a tanh (names kept), written into d:
+    the same layers and shapes, so the same schedules from a wisdom file, and no ReLU
+    kinks. -> its path, or None when the spec has no relu."""
     n = 0
     for i, layer in enumerate(s["layers"]):
         if layer == "relu":
@@ -319,18 +323,17 @@ def check_build(spec, a, wisdom, team=0):
     verdicts = []
     d0 = os.path.join(a.build, "check", name + (f"_team{team}" if team else ""))
     os.makedirs(os.path.join(d0, "twin"), exist_ok=True)
-    twin = smooth_twin(spec, os.path.join(d0, "twin"))
-    import yaml
     with open(os.path.join(ROOT, spec)) as f:
-        full = int(yaml.safe_load(f)["train"]["batch"])
+        s = yaml.safe_load(f)
+    twin = smooth_twin(spec, s, os.path.join(d0, "twin"))
+    full = int(s["train"]["batch"])
     cases = [(spec, d0, [])]
     if twin:
         cases.append((twin, os.path.join(d0, "twin"), ["--batch", str(full)]))
     else:
         cases[0] = (spec, d0, ["--batch"] + [str(b) for b in (2, 3, full) if b <= full])
     for sp, d, batches in cases:
-        c = sh(["build/cnngen", sp, "-o", d] + (["--wisdom", wisdom] if wisdom else [])
-               + (["--team", str(team)] if team else [])).strip().splitlines()[-1]
+        c = generate(sp, d, wisdom, team)
         exe = os.path.join(d, name)
         sh([a.cc] + shlex.split(a.opt) + ["-std=c11", "-D_POSIX_C_SOURCE=200809L", "-Iruntime", c, "build/libcnngen.a"]
            + shlex.split(a.libs) + ["-o", exe])
