@@ -190,9 +190,9 @@ include tests/kernels/kernels.mk
 WARN_NETS := tests/nets/t_wino_g_ln.yaml tests/nets/t_c2_dilrows_ln.yaml
 warn-check: $(B)/cnngen
 	@for f in generated/*.c; do \
-	  for cc in gcc clang; do for m in "" -march=native; do \
+	  for cc in gcc clang; do for m in "" -march=native -march=x86-64-v4; do \
 	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -Igenerated -DCNNGEN_NO_MAIN -fsyntax-only $$f || exit 1; done; done; \
-	done; echo "warn-check: generated/*.c compile with gcc and clang at -Wall -Wextra -Werror (generic and -march=native)"
+	done; echo "warn-check: generated/*.c compile with gcc and clang at -Wall -Wextra -Werror (generic, -march=native and AVX-512's -march=x86-64-v4, whatever the CPU)"
 	@rm -rf $(B)/warn-avx2 && mkdir -p $(B)/warn-avx2 && for s in $(SPECS); do \
 	  c=$$($(B)/cnngen --target avx2 $$s -o $(B)/warn-avx2) || exit 1; \
 	  for cc in gcc clang; do $$cc -std=c11 -mavx2 -mfma -Wall -Wextra -Werror -Iruntime -DCNNGEN_NO_MAIN -fsyntax-only $$c || exit 1; done; \
@@ -200,7 +200,7 @@ warn-check: $(B)/cnngen
 	@for n in $(WARN_NETS); do w=$${n%.yaml}.wisdom; [ -f $$w ] && w="--wisdom $$w" || w=; \
 	  for t in avx512 avx2 generic; do \
 	  c=$$($(B)/cnngen --target $$t $$w $$n -o $(B)/warn-nets/$$t) || exit 1; \
-	  for cc in gcc clang; do for m in "" -march=native; do \
+	  for cc in gcc clang; do for m in "" -march=native -march=x86-64-v4; do \
 	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -DCNNGEN_NO_MAIN -fsyntax-only $$c || exit 1; done; done; \
 	done; done; echo "warn-check: $(WARN_NETS) (with their wisdom) compile with gcc and clang at -Wall -Wextra -Werror for every target"
 	@for h in generated/*.h runtime/*.h; do for cxx in g++ clang++; do \
