@@ -203,6 +203,9 @@ warn-check: $(B)/cnngen
 	  for cc in gcc clang; do for m in "" -march=native -march=x86-64-v4; do \
 	    $$cc -std=c11 $$m -Wall -Wextra -Werror -Iruntime -DCNNGEN_NO_MAIN -fsyntax-only $$c || exit 1; done; done; \
 	done; done; echo "warn-check: $(WARN_NETS) (with their wisdom) compile with gcc and clang at -Wall -Wextra -Werror for every target"
+	@for f in $(filter-out runtime/mpi.c,$(RT_SRC)); do for cc in gcc clang; do for m in "" -march=x86-64-v3 -march=x86-64-v4; do \
+	  $$cc -std=c11 -D_POSIX_C_SOURCE=200809L $$m -Wall -Wextra -Wshadow -Wno-unused-parameter -Werror -Iruntime -fsyntax-only $$f || exit 1; \
+	done; done; done; echo "warn-check: runtime/*.c compile with gcc and clang at -Wall -Wextra -Werror for generic, AVX2 (x86-64-v3) and AVX-512 (x86-64-v4) kernels"
 	@for h in generated/*.h runtime/*.h; do for cxx in g++ clang++; do \
 	  echo "#include \"$$(basename $$h)\"" | $$cxx -x c++ -std=c++11 -Wall -Wextra -pedantic -Werror -Iruntime -Igenerated -fsyntax-only - || exit 1; \
 	done; done; echo "warn-check: generated/*.h and runtime/*.h compile as C++11 with g++ and clang++ at -Wall -Wextra -pedantic -Werror"
