@@ -619,7 +619,8 @@ int cg_dataset_from_arrays(cg_array *x, cg_array *y, const char *xpath, const ch
         for (size_t i = 0; i < n; i++) {
             double v = cg_array_get(y, i);
             if (v < 0 || v > 1e9) {
-                cg_fail(err, "%s: label %.0f at index %zu is out of range", ypath, v, i);
+                cg_fail(err, "%s: label %.0f at index %zu is out of range (%s)", ypath, v, i,
+                        v < 0 ? "class labels count from 0" : "more than 10^9 classes");
                 free(out->labels);
                 memset(out, 0, sizeof *out);
                 return -1;

@@ -1302,6 +1302,7 @@ START_TEST(test_data_formats)
         {"xbadshape.npy", "y.npy", NULL, "xbadshape.npy", "shape"},
         {"x.npy", "yshort.npy", NULL, "yshort.npy", "samples"},
         {"x.npy", "yfloat.npy", NULL, "yfloat.npy", "integer class labels"},
+        {"x.npy", "yneg.npy", NULL, "yneg.npy", "label -1 at index 2 is out of range (class labels count from 0)"},
         {"xtrunc.npy", "y.npy", NULL, "xtrunc.npy", ""},
         {"junk.bin", "y.npy", NULL, "junk.bin", "not a .npy or IDX"},
         {"missing.npy", "y.npy", NULL, "missing.npy", "cannot open"},
@@ -1316,6 +1317,10 @@ START_TEST(test_data_formats)
     write_arr(tpath("xbadshape.npy"), CG_F4, 3, (int64_t[]){N, 5, 5}, xf);
     write_arr(tpath("yshort.npy"), CG_I8, 1, (int64_t[]){N - 1}, y);
     write_arr(tpath("yfloat.npy"), CG_F4, 1, (int64_t[]){N}, xf);
+    int64_t yneg[N];
+    memcpy(yneg, y, sizeof yneg);
+    yneg[2] = -1;
+    write_arr(tpath("yneg.npy"), CG_I8, 1, (int64_t[]){N}, yneg);
     unsigned char *raw;
     size_t len;
     ck_assert_int_eq(cg_read_file(tpath("x.npy"), &raw, &len, &e), 0);
