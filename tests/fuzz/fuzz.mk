@@ -18,7 +18,7 @@ FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -Wno-un
 FUZZ_RT     = $(patsubst runtime/%.c,$(B)/fuzz/rt/%.o,$(filter-out runtime/main.c,$(RT_SRC)))
 FZ          = $(B)/fuzz
 # per target: extra read-only seed directories and libFuzzer options
-FUZZ_SEEDS_spec       := specs tests/bad tests/nets
+FUZZ_SEEDS_spec       := specs tests/bad tests/nets tests/torchnets
 FUZZ_OPTS_spec        := -dict=tests/fuzz/spec.dict -max_len=4096
 FUZZ_OPTS_npy         := -max_len=2048
 FUZZ_OPTS_npz         := -max_len=8192
