@@ -714,6 +714,30 @@ end
 -- "+ n" or "- |n|": a constant offset after a pointer
 local function plus(n) return n < 0 and ("- " .. -n) or ("+ " .. n) end
 
+-- The multiply-adds of one channel's taps in the direct lanes kernels (the forward over
+-- an input channel, dx over an output channel): per tap, TB vectors v of src (named
+-- xn..v) from the tap's offset (`shifted`: src already points at the window's first tap),
+-- into the accumulators a<v>_<t> of NT channels, weight wc[t * wstride + tap].
+local function tap_fmas(C, taps, src, shifted, xn, R, V, TB, NT, wstride)
+  for _, tp in ipairs(taps) do
+    local loads = {}
+    if shifted then
+      for v = 0, TB - 1 do loads[#loads + 1] = string.format("%s%d = VLOAD(%s %s)", xn, v, src, plus(tp.at.c * R + v * V)) end
+    else
+      local at = tostring(tp.at:scale(R))
+      for v = 0, TB - 1 do loads[#loads + 1] = string.format("%s%d = VLOAD(%s + %s + %d)", xn, v, src, at, v * V) end
+    end
+    C:open("{")
+    C:line("const cg_v %s;", table.concat(loads, ", "))
+    for t = 0, NT - 1 do
+      local fmas = {}
+      for v = 0, TB - 1 do fmas[#fmas + 1] = string.format("a%d_%d += wc[%d] * %s%d;", v, t, t * wstride + tp.k, xn, v) end
+      C:line(table.concat(fmas, " "))
+    end
+    C:close()
+  end
+end
+
 -- Software prefetch in the interior windows of the direct lanes kernels: the lines of
 -- the taps that no earlier window read, `ahead` floats on (at least 1 KiB). Each channel
 -- plane is its own stream and a layer reads 16 to 64 of them at once, more than the
@@ -836,23 +860,7 @@ function M.forward_lanes(L, C, ctx)
         C:line("const float *restrict xc = %s + %s;", xbase, tostring(util.aff(0):term(ci, IHW * R)))
         C:line("const float *restrict wc = wb + %s;", tostring(util.aff(0):term(ci, d.KHW)))
         prefetch_fresh(C, geo, taps, "xc", R, V, TB, geo.w.S, xbase == "xq", 1)
-        for _, tp in ipairs(taps) do
-          local loads = {}
-          if xbase == "xq" then
-            for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc %s)", v, plus(tp.at.c * R + v * V)) end
-          else
-            local at = tostring(tp.at:scale(R))
-            for v = 0, TB - 1 do loads[#loads + 1] = string.format("x%d = VLOAD(xc + %s + %d)", v, at, v * V) end
-          end
-          C:open("{")
-          C:line("const cg_v %s;", table.concat(loads, ", "))
-          for t = 0, TC - 1 do
-            local fmas = {}
-            for v = 0, TB - 1 do fmas[#fmas + 1] = string.format("a%d_%d += wc[%d] * x%d;", v, t, t * WK + tp.k, v) end
-            C:line(table.concat(fmas, " "))
-          end
-          C:close()
-        end
+        tap_fmas(C, taps, "xc", xbase == "xq", "x", R, V, TB, TC, WK)
       end)) end
       for t = 0, TC - 1 do
         local st = {}
@@ -1010,23 +1018,7 @@ function M.backward_dx_lanes(L, C, ctx)
           C:line("const float *restrict dyc = %s + %s;", dybase, tostring(util.aff(0):term(co, OHW * R)))
           C:line("const float *restrict wc = wg + %s;", tostring(util.aff(0):term(co, WK)))
           prefetch_fresh(C, geo, taps, "dyc", R, V, TB, 1, dybase == "dq", -1)
-          for _, tp in ipairs(taps) do
-            local loads = {}
-            if dybase == "dq" then
-              for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc %s)", v, plus(tp.at.c * R + v * V)) end
-            else
-              local at = tostring(tp.at:scale(R))
-              for v = 0, TB - 1 do loads[#loads + 1] = string.format("d%d = VLOAD(dyc + %s + %d)", v, at, v * V) end
-            end
-            C:open("{")
-            C:line("const cg_v %s;", table.concat(loads, ", "))
-            for t = 0, TCI - 1 do
-              local fmas = {}
-              for v = 0, TB - 1 do fmas[#fmas + 1] = string.format("a%d_%d += wc[%d] * d%d;", v, t, t * d.KHW + tp.k, v) end
-              C:line(table.concat(fmas, " "))
-            end
-            C:close()
-          end
+          tap_fmas(C, taps, "dyc", dybase == "dq", "d", R, V, TB, TCI, d.KHW)
         end))
       end
       for t = 0, TCI - 1 do
