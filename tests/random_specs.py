@@ -599,6 +599,10 @@ def generate(cnngen, target, spec_path, work, wisdom=None, team=None):
                + (["--team", str(team)] if team else []))
 
 
+# the trainers' language and warnings (tests/tests.mk compiles them so), errors at -Werror
+TRAINER_CFLAGS = ["-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter", "-Werror"]
+
+
 def build_and_check(spec_path, spec, work, a, target, wisdom, batches, threads, seed, team=None):
     """-> (ok, message). Generates, compiles, runs torch_ref's check."""
     os.makedirs(work, exist_ok=True)
@@ -607,8 +611,7 @@ def build_and_check(spec_path, spec, work, a, target, wisdom, batches, threads, 
         return False, "cnngen failed: " + p.stdout.strip()[-2000:]
     c = os.path.join(work, spec["name"] + ".c")
     exe = os.path.join(work, spec["name"])
-    p = run([a.cc, "-O3", "-march=native", "-fopenmp", "-std=c11", "-Wall", "-Wextra", "-Wshadow",
-             "-Wno-unused-parameter", "-Werror", "-I" + os.path.join(ROOT, "runtime"), c,
+    p = run([a.cc, "-O3", "-march=native", "-fopenmp", *TRAINER_CFLAGS, "-I" + os.path.join(ROOT, "runtime"), c,
              os.path.join(a.build, "libcnngen.a"), "-lzip", "-lz", "-lm", "-o", exe])
     if p.returncode != 0:
         return False, "does not compile:\n" + p.stdout[-3000:]
@@ -747,8 +750,7 @@ SYNTAX_MARCH = {"avx512": ["-march=x86-64-v4"], "avx2": ["-march=x86-64-v3"], "g
 
 def syntax_check(cc, target, path):
     """cc -fsyntax-only on one generated file, the trainers' warnings as errors, for target's ISA."""
-    p = run([cc, "-fsyntax-only", "-std=c11", "-Wall", "-Wextra", "-Wshadow", "-Wno-unused-parameter", "-Werror",
-             *SYNTAX_MARCH[target], "-I" + os.path.join(ROOT, "runtime"), path])
+    p = run([cc, "-fsyntax-only", *TRAINER_CFLAGS, *SYNTAX_MARCH[target], "-I" + os.path.join(ROOT, "runtime"), path])
     return p.returncode == 0, f"{cc} -fsyntax-only ({target}) {os.path.basename(path)}: " + p.stdout
 
 
