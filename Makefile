@@ -39,9 +39,16 @@ deps:
 	./deps.sh
 # `make X` for a target that needs the Debian packages: install them, then re-read the
 # Makefile (so the pkg-config answers above are those of the installed packages)
-demo test accuracy:
+demo accuracy:
 	./deps.sh
 	@$(MAKE) --no-print-directory $@-run
+# make test: the files its parts run (test nets, trainers, sanitizer and MPI builds:
+# TEST_BUILD in tests/tests.mk) built first on every core, then the parts one at a time
+NPROC := $(shell nproc 2>/dev/null || echo 1)
+test:
+	./deps.sh
+	@$(MAKE) --no-print-directory -j$(NPROC) --output-sync=target test-build
+	@$(MAKE) --no-print-directory -j1 test-run
 
 $(B)/embed: compiler/embed.c | $(B)
 	$(CC) $(ALL_CFLAGS) $< -o $@

@@ -9,7 +9,7 @@ Subcommands
       Print the random spec of SEED (YAML) and the case around it (target, forced
       schedules are only known after `cnngen --schedules`, see `run`).
 
-  run [--seed S] [--n N] [--graph] [--team] [--build DIR] [--work DIR] [--cc CC] [--targets LIST] [-v]
+  run [--seed S] [--n N] [--graph] [--team] [--jobs J] [--build DIR] [--work DIR] [--cc CC] [--targets LIST] [-v]
       For seeds S .. S+N-1: generate the spec of the seed (gen_spec), pick the case's
       --target (among --targets), a random schedule for some layers (a wisdom file built
       from `cnngen --schedules`, as tests/schedules_check.py does), the OpenMP thread count
@@ -30,8 +30,10 @@ Subcommands
       the other seeds' cases do not change with the flag).
       Everything (spec, target, schedules, threads, team, batches, data) is a function of
       the seed alone, so `run --seed S --n 1` replays seed S exactly.
+      --jobs J (default: the CPU count): J processes of this script side by side, each on
+      a few consecutive seeds, their outputs printed whole in seed order.
 
-  emit [--seed S] [--n N] [--graph] [--team] [--syntax] [--targets LIST] [--build DIR] [--work DIR]
+  emit [--seed S] [--n N] [--graph] [--team] [--syntax] [--jobs J] [--targets LIST] [--build DIR] [--work DIR]
       The generator alone on each seed's case (its spec, target, forced schedules and
       team, exactly as `run` draws them): `cnngen --schedules`, the generation and the
       inference export (`--inference`, without weights) must succeed (with --syntax the
@@ -40,7 +42,8 @@ Subcommands
       intrinsics branches are parsed on any CPU), nothing is run (~0.1 s a seed, where `run` takes seconds), so
       it sweeps thousands of cases for the generator's internal errors (exit 3) and
       rejections of specs PyTorch accepts. Exit 1 if any seed failed; `run --seed S --n 1`
-      then replays the seed whole.
+      then replays the seed whole. --jobs cases at a time (default: the CPU count; each
+      case is subprocesses), failures reported in seed order.
 
   check SPEC.yaml... [--target T...] [--wisdom W] [--batch N ...] [--threads K] [--team T] [--build DIR]
       Build, compile and compare spec files (each at each target) (e.g. a fail-SEED.yaml, or a net being
@@ -70,11 +73,13 @@ sometimes, `from: input` too), names and indices in `from`, global_avgpool, drop
 """
 
 import argparse
+import concurrent.futures
 import contextlib
 import io
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -695,9 +700,52 @@ def resolve_targets(s):
     return t
 
 
+SEED_LINE = re.compile(r"^seed (\d+): (OK|FAIL) ")
+
+
+def run_parallel(a):
+    """`run` over a.jobs processes of this script, each on a run of consecutive seeds (a
+    few per process, so each imports torch a few times only), their outputs printed whole
+    in seed order. A seed no process reported on (a process died) is a failure."""
+    chunk = max(1, min(8, -(-a.n // (4 * a.jobs))))
+    starts = list(range(a.seed, a.seed + a.n, chunk))
+    draw = ["--targets", a.targets] + ["--graph"] * a.graph + ["--team"] * a.team  # what the cases are
+    flags = draw + ["--build", a.build, "--work", a.work, "--cc", a.cc, "--jobs", "1"] + ["--keep"] * a.keep + ["-v"] * a.verbose
+
+    def one(start):
+        k = min(chunk, a.seed + a.n - start)
+        p = run([sys.executable, os.path.abspath(__file__), "run", "--seed", str(start), "--n", str(k)] + flags)
+        return start, k, p.returncode, p.stdout
+
+    nfail, t_all = 0, time.time()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        for start, k, rc, out in pool.map(one, starts):
+            seen = {}
+            for line in out.splitlines(keepends=True):
+                m = SEED_LINE.match(line)
+                if m:
+                    seen[int(m.group(1))] = m.group(2)
+                if not line.startswith("random_specs: "):  # the process's own total
+                    sys.stdout.write(line)
+            lost = [x for x in range(start, start + k) if x not in seen]
+            nfail += sum(v == "FAIL" for v in seen.values()) + len(lost)
+            if lost:
+                which = f"seed {lost[0]}" if len(lost) == 1 else f"seeds {lost[0]}..{lost[-1]}"
+                print(f"{which}: FAIL: no result (the process exited with status {rc}); "
+                      f"reproduce: {sys.executable} tests/random_specs.py run --seed {lost[0]} --n {len(lost)} --jobs 1 "
+                      + " ".join(draw))
+            sys.stdout.flush()
+    targets = resolve_targets(a.targets)
+    print(f"random_specs: {a.n - nfail} passed, {nfail} failed (seeds {a.seed}..{a.seed + a.n - 1}, "
+          f"targets {','.join(targets)}, {a.jobs} processes, {time.time() - t_all:.0f}s)")
+    return 1 if nfail else 0
+
+
 def cmd_run(a):
     targets = resolve_targets(a.targets)
     os.makedirs(a.work, exist_ok=True)
+    if a.jobs > 1 and a.n > 1:
+        return run_parallel(a)
     nfail = 0
     t_all = time.time()
     for seed in range(a.seed, a.seed + a.n):
@@ -754,39 +802,48 @@ def syntax_check(cc, target, path):
     return p.returncode == 0, f"{cc} -fsyntax-only ({target}) {os.path.basename(path)}: " + p.stdout
 
 
+def emit_case(a, targets, cnngen, seed):
+    """-> None when seed's case generates (and, with --syntax, compiles), else the report
+    to print. Everything it runs is a subprocess, so cases run on threads side by side."""
+    d = os.path.join(a.work, f"e{seed}")
+    _, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
+    team, forced = None, []
+    try:
+        spec, spec_path, target, threads, batches, team, _, forced, wisdom = prepare_case(seed, targets, a, d)
+        p = generate(cnngen, target, spec_path, d, wisdom, team)
+        ok, msg = p.returncode == 0, p.stdout
+        if ok and a.syntax:  # the front end's warnings, as the trainers are compiled (-Werror)
+            ok, msg = syntax_check(a.cc, target, os.path.join(d, spec["name"] + ".c"))
+        if ok:  # and the inference export of the same spec (docs/inference.md)
+            p = run([cnngen, "--target", target, "--inference", spec_path, "-o", d])
+            ok, msg = p.returncode == 0, "cnngen --inference: " + p.stdout
+        if ok and a.syntax:
+            ok, msg = syntax_check(a.cc, target, os.path.join(d, spec["name"] + "_infer.c"))
+    except Exception as e:  # cnngen --schedules failed, or the harness
+        ok, msg = False, f"{type(e).__name__}: {e}"
+    if ok:
+        subprocess.run(["rm", "-rf", d])
+        return None
+    return (f"seed {seed}: FAIL {describe_layers(spec)} | target {target}, batch {spec['train']['batch']}"
+            f"{', team of ' + str(team) if team else ''}, forced schedules [{' '.join(forced)}]\n{msg.strip()[-2000:]}\n"
+            f"seed {seed}: kept in {os.path.relpath(d)}; reproduce: {sys.executable} tests/random_specs.py run "
+            f"--seed {seed} --n 1 --targets {a.targets}{' --graph' if a.graph else ''}{' --team' if a.team else ''}")
+
+
 def cmd_emit(a):
     targets = resolve_targets(a.targets)
     os.makedirs(a.work, exist_ok=True)
     cnngen = os.path.join(a.build, "cnngen")
     nfail, t_all = 0, time.time()
-    for seed in range(a.seed, a.seed + a.n):
-        d = os.path.join(a.work, f"e{seed}")
-        _, spec, target, threads, batches = case_of_seed(seed, targets, a.graph)
-        team, forced = None, []
-        try:
-            spec, spec_path, target, threads, batches, team, _, forced, wisdom = prepare_case(seed, targets, a, d)
-            p = generate(cnngen, target, spec_path, d, wisdom, team)
-            ok, msg = p.returncode == 0, p.stdout
-            if ok and a.syntax:  # the front end's warnings, as the trainers are compiled (-Werror)
-                ok, msg = syntax_check(a.cc, target, os.path.join(d, spec["name"] + ".c"))
-            if ok:  # and the inference export of the same spec (docs/inference.md)
-                p = run([cnngen, "--target", target, "--inference", spec_path, "-o", d])
-                ok, msg = p.returncode == 0, "cnngen --inference: " + p.stdout
-            if ok and a.syntax:
-                ok, msg = syntax_check(a.cc, target, os.path.join(d, spec["name"] + "_infer.c"))
-        except Exception as e:  # cnngen --schedules failed, or the harness
-            ok, msg = False, f"{type(e).__name__}: {e}"
-        if ok:
-            subprocess.run(["rm", "-rf", d])
-            continue
-        nfail += 1
-        print(f"seed {seed}: FAIL {describe_layers(spec)} | target {target}, batch {spec['train']['batch']}"
-              f"{', team of ' + str(team) if team else ''}, forced schedules [{' '.join(forced)}]\n{msg.strip()[-2000:]}\n"
-              f"seed {seed}: kept in {os.path.relpath(d)}; reproduce: {sys.executable} tests/random_specs.py run "
-              f"--seed {seed} --n 1 --targets {a.targets}{' --graph' if a.graph else ''}{' --team' if a.team else ''}",
-              flush=True)
+    seeds = range(a.seed, a.seed + a.n)
+    # --jobs cases at a time; the reports come out in seed order
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        for report in pool.map(lambda s: emit_case(a, targets, cnngen, s), seeds):
+            if report is not None:
+                nfail += 1
+                print(report, flush=True)
     print(f"random_specs emit: {a.n - nfail} generated, {nfail} failed (seeds {a.seed}..{a.seed + a.n - 1}, "
-          f"{time.time() - t_all:.0f}s)")
+          f"{a.jobs} at a time, {time.time() - t_all:.0f}s)")
     return 1 if nfail else 0
 
 
@@ -832,6 +889,8 @@ def main(argv=None):
     p.add_argument("--team", action="store_true",
                    help="half the seeds on 2 threads with a replica batch >= 16 generated with cnngen --team 2")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="processes side by side, each on a few consecutive seeds (default: the CPU count)")
     common(p)
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("emit")
@@ -842,6 +901,8 @@ def main(argv=None):
     p.add_argument("--team", action="store_true")
     p.add_argument("--syntax", action="store_true",
                    help="also cc -fsyntax-only -Wall -Wextra -Wshadow -Werror on the generated trainer and inference export, for the target's ISA (~0.4 s a case)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                   help="cases run side by side (default: the CPU count)")
     common(p)
     p.set_defaults(fn=cmd_emit)
     p = sub.add_parser("check")

@@ -115,15 +115,10 @@ $(B)/ttrainers/%: tests/torchnets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 TORCH_EVAL_ONLY := specs/resnet18.yaml
 check-torch: $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%) \
   $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%) $(TEAM_NETS:tests/nets/%.yaml=$(B)/teamtrainers/%)
-	@pass=0; fail=0; for s in $(SPECS) $(GRAPH_NETS) $(TORCH_NETS) $(TEAM_NETS); do n=$$(basename $$s .yaml); \
-	  t=$(B)/trainers/$$n; [ -x $$t ] || t=$(B)/gtrainers/$$n; [ -x $$t ] || t=$(B)/ttrainers/$$n; \
-	  b=; [ -x $$t ] || { t=$(B)/teamtrainers/$$n; b="--batch 2 3 17 --train-batch"; }; \
-	  modes="train eval"; case " $(TORCH_EVAL_ONLY) " in *" $$s "*) modes=eval; \
-	    echo "check-torch: $$s in inference mode only (see TORCH_EVAL_ONLY in tests/tests.mk)";; esac; \
-	  for mode in $$modes; do m=; [ $$mode = eval ] && m=--eval; \
-	  if $(PYTHON) tests/torch_ref.py check $$s $$t $(B)/torchwork $$m $$b; then pass=$$((pass+1)); \
-	  else fail=$$((fail+1)); echo "check-torch: FAILED $$s $$m"; fi; done; done; \
-	  echo "check-torch: $$pass passed, $$fail failed (training and --eval mode)"; test $$fail = 0
+	@# a job a spec, NPROC at a time (tests/parallel.py: each one's output whole, in order)
+	@for s in $(SPECS) $(GRAPH_NETS) $(TORCH_NETS) $(TEAM_NETS); do echo $$s; done | OMP_WAIT_POLICY=passive \
+	  $(PYTHON) tests/parallel.py -j $(NPROC) --name "check-torch: specs (training and --eval mode)" \
+	  -- tests/check_torch_spec.sh $(B) $(PYTHON) "$(TORCH_EVAL_ONLY)"
 
 # generated code + runtime under AddressSanitizer and UndefinedBehaviorSanitizer,
 # checked against PyTorch on specs that cover every layer kind
@@ -240,6 +235,15 @@ $(B)/mpi-check/team/lenet5: specs/lenet5.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/
 	@mkdir -p $(B)/mpi-check/team
 	$(B)/cnngen $< --team 2 -o $(B)/mpi-check/team >/dev/null
 	$(MPICC) $(OPT) $(TEAM_OMP) $(WARN) -Werror -std=c11 -Iruntime $@.c -Wl,-u,cg_comm_world $(B)/libcnngen_mpi.a $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
+# what make test builds before its parts run, on every core (make's own dependencies
+# order it; the parts then run one at a time, their compilers' work already done)
+TEST_BUILD = $(B)/check_all $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) \
+  $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%) $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%) \
+  $(TEAM_NETS:tests/nets/%.yaml=$(B)/teamtrainers/%) $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln \
+  $(B)/san/t_wino_g_ln $(B)/san/t_team_drop_ln $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5 \
+  $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
+.PHONY: test-build
+test-build: all $(TEST_BUILD)
 .PHONY: mpi-check
 mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5
 	$(PYTHON) tests/mpi_check.py $(B)/mpi-check

@@ -3,6 +3,8 @@
 # model.eval() and the trainer's eval-mode forward (its `predict`).
 # usage: run.sh BUILD PYTHON SPEC[:norm]...   (a spec's trainer is BUILD/trainers/NAME if
 # it exists, else it is built into the work directory)
+# The specs run as jobs of tests/parallel.py (run.sh --spec BUILD PYTHON SPEC[:norm] each),
+# as many at a time as the machine has cores.
 # Per spec, with random weights and non-trivial batch-norm statistics (torch_ref.py
 # infer-gen) and 19 samples:
 #   a: --weights (parameters baked in), batch 1: gcc -std=c99 -Wall -Wextra -Werror,
@@ -17,6 +19,7 @@
 #   eval forward within 1e-4 * max(1, max|ref|); a and the C++ driver bit for bit.
 # SPEC:norm also folds a random per-channel input normalization (--norm).
 set -eu
+one=; [ "$1" = --spec ] && { one=1; shift; }
 B=$1
 PY=$2
 shift 2
@@ -27,7 +30,12 @@ WARN="-Wall -Wextra -Werror"
 N=19
 mkdir -p "$W"
 fail() { echo "infer-check: FAILED: $*"; exit 1; }
-count=0
+if [ -z "$one" ]; then  # every spec, a job each
+  count=$#
+  printf '%s\n' "$@" | "$PY" "$HERE/../parallel.py" --name "infer-check: specs" -- "$0" --spec "$B" "$PY" \
+    || fail "a spec failed (above)"
+  set --
+fi
 for arg in "$@"; do
   spec=${arg%:norm}
   norm=; [ "$spec" != "$arg" ] && norm=1
@@ -65,8 +73,8 @@ for arg in "$@"; do
   "$PY" tests/torch_ref.py infer-compare "$d" "$d/Ya.bin" "$d/Yb.bin" "$d/Yc.bin" "$d/Ys.bin" "$d/Yt.npy" > "$d/compare.txt" \
     || { cat "$d/compare.txt"; fail "$n: outputs differ from PyTorch's eval forward"; }
   echo "infer-check: $n${norm:+ (normalized)}: $(grep -c ok "$d/compare.txt") outputs equal PyTorch eval (worst $(sed -n 's/.*max|d|=\([^ ]*\).*/\1/p' "$d/compare.txt" | sort -g | tail -1))"
-  count=$((count + 1))
 done
+[ -n "$one" ] && exit 0
 # NaN and Inf as in PyTorch (relu keeps NaN, max pooling takes it), at batch 1 and 16
 d=$W/nan
 rm -rf "$d" && mkdir -p "$d/1" "$d/16"
