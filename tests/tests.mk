@@ -258,7 +258,7 @@ mpi-check: $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5
 # $(B)/fuzz-diff/fail-SEED.yaml with the command that reproduces it.
 # diff-check: a fixed seed set plus the nets the tester found bugs with (each at every
 # target, compiled at the trainer's flags: the relu one is a miscompilation at -O3 only)
-# 45 seeds: 3m50 CPU for 6 nets + 60 seeds measured, so about 3 minutes on an idle 2-core machine
+# 45 seeds: a process a core (random_specs.py run --jobs), 76 s on 2 cores of Zen 3 (139 s one at a time)
 SEED ?= 1
 N    ?= 100
 DIFF_SEED := 1
@@ -266,11 +266,11 @@ DIFF_N    := 45
 DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml tests/torchnets/t_relu_shared_ln.yaml
 # emit-check: the generator alone on EMIT_N of the tester's cases (spec, target, forced
 # schedules, team) and their inference export, nothing compiled: any internal error or
-# rejection fails (~3 min for 1,000 on 2 cores; seed 45240's crash, b07acbe, takes the
+# rejection fails (72 s for 1,000, a case a core on 2 cores of Zen 3; seed 45240's crash, b07acbe, takes the
 # same sweep 2 s to show)
 # and EMIT_SYNTAX_N more with --syntax: trainer and inference export through clang's front
 # end at -Werror for the target's ISA (x86-64-v4 for avx512, whatever this CPU has; clang
-# alone warned in 29b4d74), ~0.4 s a case
+# alone warned in 29b4d74), 54 s for 200 on 2 cores
 EMIT_SEED := 1
 EMIT_N    := 1000
 EMIT_SYNTAX_N := 200
