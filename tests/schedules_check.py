@@ -13,7 +13,11 @@ compared with the float64 PyTorch reference of tests/torch_ref.py at batch 1 (2 
 batch norm) and the spec's batch. Exit 1 on any failure. The references are computed
 once per spec and batch. Mixes of three candidates' passes ("F|W|X", which the tuner
 writes: mixes() below) are checked the same way when the generator accepts them; the
-check fails if it accepts none of them in the whole run. Candidates are checked as
+check fails if it accepts none of them in the whole run.
+The candidates of a spec's layers are checked in rounds: round r forces the r-th
+candidate of every layer that has one, all in one trainer (one compile for a candidate
+of each layer, where the compiles took most of the time); a round that fails is checked
+again one candidate at a time, which is what the report names. Mixes run alone. Candidates are checked as
 many at a time as the machine has cores (each in a directory of its own); the output
 and the counts follow the listing's order.
 """
@@ -52,24 +56,46 @@ def mixes(cands):
 def one(cnngen, cc, lib, work, isa, spec, spec_path, cases, index, sig, cand):
     """Generate, compile and check one schedule of one layer: ("pass" | "refused" |
     "fail", lines to print)."""
+    d = f"{spec['name']}_l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}"
+    return check(cnngen, cc, lib, work, isa, spec, spec_path, cases, [(index, sig, cand)], d)
+
+
+def one_round(cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, r):
+    """A round: the r-th candidate of every layer that has one, forced together in one
+    trainer, so that a spec's candidates take as many compiles as its longest list, not
+    their sum. -> [(candidate, status, lines)] per forced candidate: all "pass" when the
+    round passes, else each candidate checked alone (the report names the culprit)."""
+    if len(forced) > 1:
+        status, _ = check(cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, f"{spec['name']}_round{r}")
+        if status == "pass":
+            return [(cand, "pass", []) for _, _, cand in forced]
+    return [(cand, *one(cnngen, cc, lib, work, isa, spec, spec_path, cases, index, sig, cand))
+            for index, sig, cand in forced]
+
+
+def check(cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, dname):
+    """Generate with every (layer index, signature, candidate) of forced in one wisdom
+    file, compile, check: ("pass" | "refused" | "fail", lines). "refused" only for a lone
+    mix the generator does not accept."""
     out = []
-    mix = "|" in cand
-    tag = f"{spec['name']} layer {index} {cand}"
-    d = os.path.join(work, f"{spec['name']}_l{index}_{re.sub('[^A-Za-z0-9]', '_', cand)}")
+    mix = len(forced) == 1 and "|" in forced[0][2]
+    tag = f"{spec['name']} " + ", ".join(f"layer {i} {c}" for i, _, c in forced)
+    d = os.path.join(work, dname)
     os.makedirs(d, exist_ok=True)
     wis = os.path.join(d, "wisdom.tsv")
     with open(wis, "w") as f:
-        f.write(f"{isa}\t{sig}\t{cand}\n")
+        f.writelines(f"{isa}\t{sig}\t{cand}\n" for _, sig, cand in forced)
     g = run([cnngen, "--wisdom", wis, spec_path, "-o", d])
     if g.returncode != 0:
         return "fail", [f"schedules-check: {tag}: FAILED: cnngen: {g.stderr}"]
     c = g.stdout.strip().splitlines()[-1]
     with open(c) as f:
         text = f.read()
-    if f"/* layer {index}: " not in text or f" * schedule {cand}: " not in text.split(f"/* layer {index}: ", 1)[1].split("\n", 2)[1]:
-        if mix:
-            return "refused", []  # a mix the generator does not accept: the heuristic's schedule instead
-        return "fail", [f"schedules-check: {tag}: FAILED: {c} does not name schedule {cand} for layer {index}"]
+    for index, _, cand in forced:
+        if f"/* layer {index}: " not in text or f" * schedule {cand}: " not in text.split(f"/* layer {index}: ", 1)[1].split("\n", 2)[1]:
+            if mix:
+                return "refused", []  # a mix the generator does not accept: the heuristic's schedule instead
+            return "fail", [f"schedules-check: {tag}: FAILED: {c} does not name schedule {cand} for layer {index}"]
     exe = c[:-2]
     b = run([cc, "-O1", "-march=native", "-std=c11", "-Wall", "-Wextra", "-Werror", "-Iruntime", c, lib,
              "-lzip", "-lz", "-lm", "-o", exe])
@@ -122,24 +148,30 @@ def main():
         if isa is None:
             s = run([cnngen, "--summary", spec_path]).stdout
             isa = s.split("Schedules for target ", 1)[1].split(" ", 1)[0]
+        rows = []
         for row in listing.stdout.splitlines():
             index, sig, cands = row.split("\t")
             cands = [c.rstrip("!") for c in cands.split(",")]  # "!": over the code budget, legal all the same
-            for cand in cands + mixes(cands):
-                jobs.append((cand, pool.submit(one, cnngen, cc, lib, work, isa, spec, spec_path, cases, index, sig, cand)))
-    for cand, job in jobs:  # in submission order: the output reads as a serial run's
-        status, lines = job.result()
-        if lines:
-            print("\n".join(lines))
-        if status == "pass":
-            npass += 1
-            nmix += "|" in cand
-        elif status == "refused":
-            nrefused += 1
-        else:
-            nfail += 1
+            rows.append((index, sig, cands))
+            for m in mixes(cands):  # a mix alone: the generator may refuse it
+                jobs.append(pool.submit(lambda *a: [(a[-1], *one(*a))], cnngen, cc, lib, work, isa, spec, spec_path,
+                                        cases, index, sig, m))
+        for r in range(max((len(c) for _, _, c in rows), default=0)):
+            forced = [(index, sig, cands[r]) for index, sig, cands in rows if r < len(cands)]
+            jobs.append(pool.submit(one_round, cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, r))
+    for job in jobs:  # in submission order: the output reads as a serial run's
+        for cand, status, lines in job.result():
+            if lines:
+                print("\n".join(lines))
+            if status == "pass":
+                npass += 1
+                nmix += "|" in cand
+            elif status == "refused":
+                nrefused += 1
+            else:
+                nfail += 1
     print(f"schedules-check: {npass} passed, {nfail} failed (every legal schedule of every layer, target {isa}; "
-          f"{nmix} of them mixes of passes, {nrefused} mixes refused)")
+          f"{nmix} of them mixes of passes, {nrefused} mixes refused; {len(jobs)} rounds and mixes)")
     if nmix == 0:
         print("schedules-check: FAILED: the generator accepted none of the mixes of passes")
         return 1
