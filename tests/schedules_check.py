@@ -17,9 +17,9 @@ check fails if it accepts none of them in the whole run.
 The candidates of a spec's layers are checked in rounds: round r forces the r-th
 candidate of every layer that has one, all in one trainer (one compile for a candidate
 of each layer, where the compiles took most of the time); a round that fails is checked
-again one candidate at a time, which is what the report names. Mixes run alone. Candidates are checked as
-many at a time as the machine has cores (each in a directory of its own); the output
-and the counts follow the listing's order.
+again one candidate at a time, which is what the report names. Mixes run alone.
+Rounds are checked as many at a time as the machine has cores (each in a directory of
+its own); the output and the counts follow the listing's order.
 """
 import os
 import re
@@ -64,7 +64,8 @@ def one_round(cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, r):
     """A round: the r-th candidate of every layer that has one, forced together in one
     trainer, so that a spec's candidates take as many compiles as its longest list, not
     their sum. -> [(candidate, status, lines)] per forced candidate: all "pass" when the
-    round passes, else each candidate checked alone (the report names the culprit)."""
+    round passes, else each candidate checked alone (the report names the culprit). A
+    round of one candidate (a mix; r None) is that candidate alone."""
     if len(forced) > 1:
         status, _ = check(cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, f"{spec['name']}_round{r}")
         if status == "pass":
@@ -153,9 +154,9 @@ def main():
             index, sig, cands = row.split("\t")
             cands = [c.rstrip("!") for c in cands.split(",")]  # "!": over the code budget, legal all the same
             rows.append((index, sig, cands))
-            for m in mixes(cands):  # a mix alone: the generator may refuse it
-                jobs.append(pool.submit(lambda *a: [(a[-1], *one(*a))], cnngen, cc, lib, work, isa, spec, spec_path,
-                                        cases, index, sig, m))
+            for m in mixes(cands):  # a mix in a round of its own: the generator may refuse it
+                jobs.append(pool.submit(one_round, cnngen, cc, lib, work, isa, spec, spec_path, cases,
+                                        [(index, sig, m)], None))
         for r in range(max((len(c) for _, _, c in rows), default=0)):
             forced = [(index, sig, cands[r]) for index, sig, cands in rows if r < len(cands)]
             jobs.append(pool.submit(one_round, cnngen, cc, lib, work, isa, spec, spec_path, cases, forced, r))
