@@ -1207,6 +1207,27 @@ local function cv_row_tiles(C, width, TP, tile)
   end
 end
 
+-- A cv tile's taps: for tap k = (ky, kx), the TV weight vectors at wr + k * CS (CS: the
+-- padded channel count of a tap's row), each times the scalar src[off(ky, kx, p)] of the
+-- tile's positions p = 0 .. tp - 1, added to the accumulators a<p>_<v>.
+local function cv_taps(C, g, V, CS, TV, tp, src, off)
+  for ky = 0, g.h.K - 1 do
+    for kx = 0, g.w.K - 1 do
+      local k = ky * g.w.K + kx
+      local loads = {}
+      for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CS + v * V) end
+      C:open("{")
+      C:line("const cg_v %s;", table.concat(loads, ", "))
+      for p = 0, tp - 1 do
+        local f = {}
+        for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += %s[%d] * w%d;", p, v, src, off(ky, kx, p), v) end
+        C:line(table.concat(f, " "))
+      end
+      C:close()
+    end
+  end
+end
+
 function M.forward_cv(L, C, ctx)
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CP, Cin, Cout, KK = sc.CP, L.cin, L.cout, d.KHW
@@ -1242,22 +1263,7 @@ function M.forward_cv(L, C, ctx)
     C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
     C:line("const float *restrict xr = xp + (oy * %d + %s) * %d + ci;", sc.Wp, x0, Cin)
     C:line("const float *restrict wr = wt + ci * %d + v0 * %d;", KK * CP, V)
-    for ky = 0, g.h.K - 1 do
-      for kx = 0, g.w.K - 1 do
-        local k = ky * g.w.K + kx
-        local loads = {}
-        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CP + v * V) end
-        C:open("{")
-        C:line("const cg_v %s;", table.concat(loads, ", "))
-        for p = 0, tp - 1 do
-          local off = (ky * g.h.D * sc.Wp + kx * g.w.D + p) * Cin
-          local f = {}
-          for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += xr[%d] * w%d;", p, v, off, v) end
-          C:line(table.concat(f, " "))
-        end
-        C:close()
-      end
-    end
+    cv_taps(C, g, V, CP, TV, tp, "xr", function(ky, kx, p) return (ky * g.h.D * sc.Wp + kx * g.w.D + p) * Cin end)
     C:close()
     for p = 0, tp - 1 do
       local st = {}
@@ -1397,23 +1403,10 @@ function M.backward_dx(L, C, ctx)
     C:open("for (int co = 0; co < %d; co++) {", Cout)
     C:line("const float *restrict dr = dyp + (iy * %d + %s) * %d + co;", sc.Wq, x0, Cout)
     C:line("const float *restrict wr = wf + co * %d + v0 * %d;", KK * CIP, V)
-    for ky = 0, g.h.K - 1 do
-      for kx = 0, g.w.K - 1 do
-        local k = ky * g.w.K + kx
-        local loads = {}
-        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CIP + v * V) end
-        C:open("{")
-        C:line("const cg_v %s;", table.concat(loads, ", "))
-        for p = 0, tp - 1 do
-          -- input iy reads output oy = iy + lo - ky*D, stored at row oy + Q = iy + D*(K-1-ky)
-          local off = (g.h.D * (g.h.K - 1 - ky) * sc.Wq + g.w.D * (g.w.K - 1 - kx) + p) * Cout
-          local f = {}
-          for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += dr[%d] * w%d;", p, v, off, v) end
-          C:line(table.concat(f, " "))
-        end
-        C:close()
-      end
-    end
+    -- input iy reads output oy = iy + lo - ky*D, stored at row oy + Q = iy + D*(K-1-ky)
+    cv_taps(C, g, V, CIP, TV, tp, "dr", function(ky, kx, p)
+      return (g.h.D * (g.h.K - 1 - ky) * sc.Wq + g.w.D * (g.w.K - 1 - kx) + p) * Cout
+    end)
     C:close()
     for p = 0, tp - 1 do
       local st = {}
