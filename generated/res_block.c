@@ -94,11 +94,11 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 432;
         float *restrict xp = S + 0 + (size_t)n * 588;
-        float *restrict yn = y + (size_t)n * 1152;
         memset(xp, 0, sizeof(float) * 588);
         for (int ci = 0; ci < 3; ci++)
             for (int iy = 0; iy < 12; iy++)
                 for (int ix = 0; ix < 12; ix++) xp[((iy + 1) * 14 + ix + 1) * 3 + ci] = xn[ci * 144 + iy * 12 + ix];
+        float *restrict yn = y + (size_t)n * 1152;
         for (int oy = 0; oy < 12; oy++) {
             for (int v0 = 0; v0 < 1; v0 += 1) {
                 for (int x0 = 0; x0 < 12; x0 += 12) {
@@ -608,11 +608,11 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 1152;
         float *restrict xp = S + 0 + (size_t)n * 1568;
-        float *restrict yn = y + (size_t)n * 1152;
         memset(xp, 0, sizeof(float) * 1568);
         for (int ci = 0; ci < 8; ci++)
             for (int iy = 0; iy < 12; iy++)
                 for (int ix = 0; ix < 12; ix++) xp[((iy + 1) * 14 + ix + 1) * 8 + ci] = xn[ci * 144 + iy * 12 + ix];
+        float *restrict yn = y + (size_t)n * 1152;
         for (int oy = 0; oy < 12; oy++) {
             for (int v0 = 0; v0 < 1; v0 += 1) {
                 for (int x0 = 0; x0 < 12; x0 += 12) {

@@ -6425,11 +6425,11 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 100352;
         float *restrict xp = S + 0 + (size_t)n * 131072;
-        float *restrict yn = y + (size_t)n * 100352;
         memset(xp, 0, sizeof(float) * 131072);
         for (int ci = 0; ci < 512; ci++)
             for (int iy = 0; iy < 14; iy++)
                 for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
+        float *restrict yn = y + (size_t)n * 100352;
         CG_PARALLEL_FOR
         for (int oy = 0; oy < 14; oy++) {
             for (int v0 = 0; v0 < 32; v0 += 4) {

@@ -54,9 +54,12 @@ embed-check: all
 	@echo "embed-check: installed headers and cnngen.pc build the C and C++ examples of examples/train_embed; both train"
 
 # test nets: generated, compiled without main, registered in one table
-# (t_team_* with --team: the team entry points, tests/check_team.c)
-$(B)/tnets/%.c: tests/nets/%.yaml $(B)/cnngen | $(B)/tnets
-	$(B)/cnngen $< $(if $(filter t_team_%,$*),--team 2) -o $(B)/tnets >/dev/null
+# (t_team_* with --team: the team entry points, tests/check_team.c; a net with a
+# tests/nets/NAME.wisdom with the tuner-only schedules it forces, so that check_all's
+# naive reference and finite differences see them too)
+$(B)/tnets/%.c: tests/nets/%.yaml $(B)/cnngen $(wildcard tests/nets/*.wisdom) | $(B)/tnets
+	$(B)/cnngen $< $(if $(filter t_team_%,$*),--team 2) $(if $(wildcard tests/nets/$*.wisdom),--wisdom tests/nets/$*.wisdom) \
+	  -o $(B)/tnets >/dev/null
 $(B)/tnets/%.o: $(B)/tnets/%.c
 	$(CC) -std=c11 $(WARN) -Werror $(CFLAGS) -Iruntime -DCNNGEN_NO_MAIN -c $< -o $@
 # a team net's replicas are threads of its OpenMP code
@@ -149,21 +152,30 @@ $(B)/san/t_wino_g_ln: tests/nets/t_wino_g_ln.yaml tests/nets/t_wino_g_ln.wisdom 
 	@grep -q "schedule lanes+wino4+dw4g: .*(from wisdom)" $@.c && grep -q "schedule lanes+wino+dwg: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_wino_g_ln.wisdom did not take effect in $@.c"; exit 1; }
 	$(SAN_LINK)
+# Winograd on channels-last copies (wv+wino, cv+wino; tuner-only, conv_cvw.lua)
+$(B)/san/t_cvw_loop: tests/nets/t_cvw_loop.yaml tests/nets/t_cvw_loop.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
+	@mkdir -p $(B)/san
+	$(B)/cnngen $< --wisdom tests/nets/t_cvw_loop.wisdom -o $(B)/san >/dev/null
+	@grep -q "schedule wv+wino: .*(from wisdom)" $@.c && grep -q "schedule cv+wino: .*(from wisdom)" $@.c || \
+	  { echo "sanitize-check: tests/nets/t_cvw_loop.wisdom did not take effect in $@.c"; exit 1; }
+	$(SAN_LINK) -fopenmp
 # a team (cnngen --team 2: the replicas' threads, batch norm's and dropout's team code),
 # its check from replicas of one sample to the team's batch
 $(B)/san/t_team_drop_ln: tests/nets/t_team_drop_ln.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< --team 2 -o $(B)/san >/dev/null
 	$(SAN_LINK) -fopenmp
-sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln $(B)/san/t_team_drop_ln
+sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln $(B)/san/t_cvw_loop $(B)/san/t_team_drop_ln
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cbi_ln.yaml $(B)/san/t_cbi_ln $(B)/sanwork || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_wino_g_ln.yaml $(B)/san/t_wino_g_ln \
 	  $(B)/sanwork --batch 3 17 || exit 1; \
+	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cvw_loop.yaml $(B)/san/t_cvw_loop \
+	  $(B)/sanwork --batch 1 3 || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_team_drop_ln.yaml $(B)/san/t_team_drop_ln \
 	  $(B)/sanwork --batch 2 3 17 --train-batch || exit 1; \
-	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's and t_wino_g_ln's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
+	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's, t_wino_g_ln's and t_cvw_loop's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
 # one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)
@@ -175,7 +187,7 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   tests/nets/t_fuse_dense_kb_ln.yaml tests/nets/t_c2_wvband_loop.yaml tests/nets/t_fuse_bwd.yaml tests/nets/t_fuse_bwd_loop.yaml \
   tests/nets/t_fuse_bwd_ln.yaml tests/nets/t_fuse_bwd_kb_ln.yaml \
   tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml \
-  tests/nets/t_wino_g_ln.yaml
+  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
@@ -240,7 +252,7 @@ $(B)/mpi-check/team/lenet5: specs/lenet5.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/
 TEST_BUILD = $(B)/check_all $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) \
   $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%) $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%) \
   $(TEAM_NETS:tests/nets/%.yaml=$(B)/teamtrainers/%) $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln \
-  $(B)/san/t_wino_g_ln $(B)/san/t_team_drop_ln $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5 \
+  $(B)/san/t_wino_g_ln $(B)/san/t_cvw_loop $(B)/san/t_team_drop_ln $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5 \
   $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 .PHONY: test-build
 test-build: all $(TEST_BUILD)

@@ -230,6 +230,8 @@ local function fwd_scratch(L, lanes)
   if L.kind:match("^conv") then
     if S.fwd.form == "wv" then return require("layers.conv_wv").scratch(L).DYP end
     if S.fwd.form == "cv" then return L.mod.cv_scratch(L).DYH end
+    -- cv+wino: its transformed weights after the whole cv layout
+    if S.fwd.form == "cvw" then return require("layers.conv_cvw").layout(L, L.mod.cv_scratch).total end
     if S.layout == "lanes" and S.fwd.form == "wino" then return require("layers.conv_wino").scratch(L) end
     if S.layout == "lanes" and S.fwd.form == "wino4" then return require("layers.conv_wino4").scratch(L) end
     -- lanes+pad: the padded input first, dy's padded planes after

@@ -6,6 +6,7 @@ local window = require("window")
 local wv = require("layers.conv_wv")
 local wino = require("layers.conv_wino")
 local wino4 = require("layers.conv_wino4")
+local cvw_mod = require("layers.conv_cvw")
 local fuse = require("fuse")
 local M = {kinds = {"conv1d", "conv2d"}}
 
@@ -327,6 +328,21 @@ function M.candidates(L, T)
     if cvw and fill(L.geom.w.I, L.vec) > fill(L.cin, L.vec) then cv, cvw = cvw, cv end
     c[#c + 1] = cv
     c[#c + 1] = cvw
+    -- for the tuner: Winograd F(2x2, 3x3) for the forward and dx on the same copies
+    -- (conv_cvw.lua), dW as the cv form's
+    if cvw_mod.ok(L) then
+      local ft, xt = cvw_mod.tile(L, T, L.cin, L.cout), cvw_mod.tile(L, T, L.cout, L.cin)
+      if ft and xt then
+        c[#c + 1] = {name = "cv+wino", layout = "nchw", fwd = {form = "cvw", tile = ft}, dw = cv.dw,
+          dx = {form = "cvw", tile = xt, apart = true}, variants = false}
+        -- dW as the row-vector form's, from its padded planes (conv64 at batch 8 on
+        -- 2 Zen 3 cores: the cv form's dW 38 ms, wv's 16)
+        if wv.ok(L) then
+          c[#c + 1] = {name = "wv+wino", layout = "nchw", fwd = {form = "cvw", tile = ft},
+            dw = {form = "wv", tile = wv.dw_tile(L, T)}, dx = {form = "cvw", tile = xt, apart = true}, variants = false}
+        end
+      end
+    end
   end
   -- the heuristic's order: straight-line for tiny layers, then row vectors, channel
   -- vectors from 6 output channels, then loops
@@ -418,6 +434,7 @@ function M.forward(L, C, ctx)
   local form = L.sched.fwd.form
   if form == "wv" then return wv.forward(L, C) end
   if form == "cv" then return M.forward_cv(L, C, ctx) end
+  if form == "cvw" then return cvw_mod.forward(L, C, M.cv_scratch, dims(L)) end
   local d = dims(L)
   local unroll = form == "straight"
   C:line("const float *restrict w = %s;", L.t.weight)
@@ -584,6 +601,7 @@ function M.scratch(L)
     return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0
   end
   if S.fwd.form == "wv" then return wv.scratch(L).total end
+  if S.fwd.form == "cvw" then return cvw_mod.layout(L, M.cv_scratch).total end
   if S.fwd.form ~= "cv" then return 0 end
   return M.cv_scratch(L).total + (S.dx.form == "wv" and wv.dyp_size(L) or 0)
 end
@@ -1243,14 +1261,8 @@ function M.forward_cv(L, C, ctx)
   C:line("for (int co = 0; co < %d; co++) bp[co] = %s;", CP,
     L.opt.bias and string.format("co < %d ? (%s)[co] : 0.0f", Cout, L.t.bias) or "0.0f")
   C:open("for (int n = 0; n < nb; n++) {")
-  C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
-  C:line("float *restrict xp = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
+  cvw_mod.pad_input_cl(C, L, d, "xp", sc.XP, sc.Hp, sc.Wp)
   C:line("float *restrict yn = y + (size_t)n * %d;", d.OUT)
-  C:line("memset(xp, 0, sizeof(float) * %d);", sc.Hp * sc.Wp * Cin)
-  C:line("for (int ci = 0; ci < %d; ci++)", Cin)
-  C:line("    for (int iy = 0; iy < %d; iy++)", g.h.I)
-  C:line("        for (int ix = 0; ix < %d; ix++) xp[((iy + %d) * %d + ix + %d) * %d + ci] = xn[ci * %d + iy * %d + ix];",
-    g.w.I, g.h.lo, sc.Wp, g.w.lo, Cin, d.IHW, g.w.I)
   util.par(C, L)
   C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
   C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
@@ -1372,6 +1384,7 @@ end
 -- channels; dy is zero-padded so every tap reads memory, and the weights are
 -- re-laid as [co][k][ci].
 function M.backward_dx(L, C, ctx)
+  if L.sched.dx.form == "cvw" then return cvw_mod.backward_dx(L, C, M.cv_scratch, dims(L)) end
   if L.sched.dx.form == "wv" then
     -- after the cv form's scratch when the forward is channel-vector
     return wv.backward_dx(L, C, L.sched.fwd.form == "cv" and M.cv_scratch(L).total or nil)
@@ -1390,11 +1403,7 @@ function M.backward_dx(L, C, ctx)
   C:open("for (int n = 0; n < nb; n++) {")
   C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
   C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
-  C:line("memset(dyp, 0, sizeof(float) * %d);", sc.Hq * sc.Wq * Cout)
-  C:line("for (int co = 0; co < %d; co++)", Cout)
-  C:line("    for (int oy = 0; oy < %d; oy++)", g.h.O)
-  C:line("        for (int ox = 0; ox < %d; ox++) dyp[((oy + %d) * %d + ox + %d) * %d + co] = dn[co * %d + oy * %d + ox];",
-    g.w.O, sc.Qh, sc.Wq, sc.Qw, Cout, d.OHW, g.w.O)
+  cvw_mod.pad_dy_cl(C, L, d, sc)
   util.par(C, L)
   C:open("for (int iy = 0; iy < %d; iy++) {", g.h.I)
   C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)

@@ -239,6 +239,16 @@ local function row_tile(C, L, tc, pos, init, red, nred, prolog, src, wgt, store,
   end
 end
 
+-- float *xp: every sample's input as zero-padded planes in the scratch, kept for dW
+-- (the forward's first step; conv_cvw.lua's forward with this form's dW too)
+function M.keep_input(L, C)
+  V = L.vec
+  local g, sc = L.geom, M.scratch(L)
+  C:line("float *restrict xp = S + %d;", sc.XP)
+  C:line("/* inputs -> zero-padded planes %dx%d (kept for dW) */", sc.Hp, sc.Wp)
+  pad_planes(C, L, "xp", "x", L.cin, g.h.I, g.w.I, sc.Hp, sc.Wp, g.h.lo, g.w.lo)
+end
+
 function M.forward(L, C)
   V = L.vec
   local g, sc = L.geom, M.scratch(L)
@@ -246,9 +256,7 @@ function M.forward(L, C)
   local TX, TC = L.sched.fwd.tile.TX, L.sched.fwd.tile.TC
   C:line("const float *restrict w = %s;", L.t.weight)
   if L.opt.bias then C:line("const float *restrict b = %s;", L.t.bias) end
-  C:line("float *restrict xp = S + %d;", sc.XP)
-  C:line("/* inputs -> zero-padded planes %dx%d (kept for dW) */", sc.Hp, sc.Wp)
-  pad_planes(C, L, "xp", "x", Cin, g.h.I, g.w.I, sc.Hp, sc.Wp, g.h.lo, g.w.lo)
+  M.keep_input(L, C)
   C:line("/* tiles of %d output channels x %d vectors of an output row */", TC, TX)
   util.par(C, L)
   C:open("for (int r = 0; r < nb * %d; r++) {", OH)

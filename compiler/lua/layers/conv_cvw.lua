@@ -1,0 +1,350 @@
+-- conv2d, "cvw" form: Winograd F(2x2, 3x3) on the channels-last copies of conv.lua's
+-- channel-vector form ("cv"), for the batches too small for the batch-innermost layout
+-- (a 3x3 conv 64 -> 64 on 56x56 at batch 8). Stride 1, dilation 1, no groups.
+--
+-- Per sample, the padded input xp [Hp][Wp][Cin] (conv.lua's cv_scratch: kept for the cv
+-- form's dW) is cut into 4x4 patches that overlap by 2, one for every 2x2 outputs:
+--   V = B^T d B     each patch and input channel: 16 values, adds only
+--   M = V . U       for each of the 16 points a GEMM over the input channels, a tile
+--                   of TT patches x TV vectors of output channels in registers
+--   Y = A^T M A     2x2 outputs of each patch, bias and the fused activation
+-- U = G g G^T of every channel pair is made once a call (16 x Cin x CP floats). 16
+-- multiply-adds per channel pair and 4 outputs instead of 36. dx is the same product on
+-- the zero-padded dy [Hq][Wq][Cout] with the kernel flipped and its channels swapped.
+-- dW is another form's, which reads the input the forward keeps in its layout:
+--   cv  (schedule "cv+wino")  every sample's channels-last copy (conv.lua's cv_scratch)
+--   wv  (schedule "wv+wino")  every sample's padded planes (conv_wv.lua); the forward
+--                             then turns one sample at a time into channels-last
+--
+-- A last patch row or column that has only one output (an odd output size) reads only
+-- three rows or columns: its fourth is outside the copy and is taken as zero, which
+-- only the output dropped would have used (generation time: no tests in the loops).
+local util = require("util")
+local fuse = require("fuse")
+local wv = require("layers.conv_wv")
+local M = {}
+
+local STACK_BYTES = 96 * 1024 -- a patch block's V and M buffers live on the thread's stack
+
+function M.ok(L)
+  local g = L.geom
+  if not (g.h and g.w) or L.batch_lanes or L.groups ~= 1 then return false end
+  for _, a in ipairs({g.h, g.w}) do
+    if a.K ~= 3 or a.S ~= 1 or a.D ~= 1 or a.lo > 2 or a.hi > 2 or a.O < 2 then return false end
+  end
+  return true
+end
+
+local function ceilv(L, n) return (n + L.vec - 1) // L.vec * L.vec end
+
+-- patches per block x output-channel vectors per register tile; nil when a block's
+-- buffers do not fit STACK_BYTES. Cr: channels summed over, Co: channels produced.
+function M.tile(L, T, Cr, Co)
+  local NV = ceilv(L, Co) // L.vec
+  local TV = util.largest_divisor(NV, math.max(1, T.acc // 4))
+  local TT = math.max(1, T.acc // TV)
+  while TT > 1 and 16 * TT * (Cr + ceilv(L, Co)) * 4 > STACK_BYTES do TT = TT - 1 end
+  if 16 * TT * (Cr + ceilv(L, Co)) * 4 > STACK_BYTES then return nil end
+  return {TT = TT, TV = TV}
+end
+
+-- Scratch layout (floats) after the dW form's: cv's channels-last copies (XP, all
+-- samples) or wv's padded planes, then this form's regions (XC: one sample's
+-- channels-last copy when the kept input is wv's).
+function M.layout(L, cv_scratch)
+  local g = L.geom
+  local keep = L.sched.dw.form
+  local CP, CIP = ceilv(L, L.cout), ceilv(L, L.cin)
+  local r = {CP = CP, CIP = CIP, keep = keep,
+    Hp = g.h.I + g.h.lo + g.h.hi, Wp = g.w.I + g.w.lo + g.w.hi,
+    Qh = 2 - g.h.lo, Qw = 2 - g.w.lo, Hq = g.h.I + 2, Wq = g.w.I + 2}
+  local at
+  if keep == "cv" then
+    local sc = cv_scratch(L)
+    r.XP, r.YH, r.BP, r.DYP, r.DXH, at = sc.XP, sc.YH, sc.BP, sc.DYP, sc.DXH, sc.total
+  else
+    r.XP, at = wv.scratch(L).XP, wv.scratch(L).total
+  end
+  local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
+  if keep ~= "cv" then
+    take("XC", r.Hp * r.Wp * L.cin)
+    take("YH", g.h.O * g.w.O * CP)
+    take("BP", CP)
+    take("DYP", r.Hq * r.Wq * L.cout)
+    take("DXH", g.h.I * g.w.I * CIP)
+  end
+  take("U", 16 * math.max(L.cin * CP, L.cout * CIP))
+  r.total = at
+  return r
+end
+
+-- U[p][r][o] = (G g G^T)[p] of the 3x3 kernel wexpr(r, o, k), o padded to Op (zeros)
+local function weights(C, U, R, O, Op, wexpr)
+  C:line("for (int i = 0; i < %d; i++) %s[i] = 0.0f;", 16 * R * Op, U)
+  C:open("for (int r = 0; r < %d; r++) {", R)
+  C:open("for (int o = 0; o < %d; o++) {", O)
+  local g = {}
+  for k = 0, 8 do g[#g + 1] = string.format("g%d = %s", k, wexpr("r", "o", k)) end
+  C:line("const float %s;", table.concat(g, ", "))
+  -- t = G g (4x3): rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 of the kernel's rows
+  for c = 0, 2 do
+    C:line("const float t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
+      c, c, c, c, 3 + c, 6 + c, c, c, 3 + c, 6 + c, c, 6 + c)
+  end
+  for a = 0, 3 do
+    local u = {
+      string.format("t%d0", a),
+      string.format("0.5f * (t%d0 + t%d1 + t%d2)", a, a, a),
+      string.format("0.5f * (t%d0 - t%d1 + t%d2)", a, a, a),
+      string.format("t%d2", a)}
+    local st = {}
+    for b = 0, 3 do st[#st + 1] = string.format("%s[(%d * %d + r) * %d + o] = %s;", U, a * 4 + b, R, Op, u[b + 1]) end
+    C:line(table.concat(st, " "))
+  end
+  C:close()
+  C:close()
+end
+
+-- Input transform of patch t (a C expression: a constant, or the loop's `t`) of the
+-- block, vectorized over the channels (contiguous in the copy and in Vb); rows, cols:
+-- 3 where the patch's fourth row or column is outside the copy (taken as zero).
+local function in_transform(C, a, tyexpr, x0expr, t, rows, cols)
+  C:line("const float *restrict d = %s + ((size_t)(2 * (%s)) * %d + 2 * (%s + %s)) * %d;", a.src, tyexpr, a.Ws, x0expr, t, a.Cs)
+  C:line("float *restrict vt = Vb + (%s) * %d;", t, a.Cr)
+  C:open("for (int c = 0; c < %d; c++) {", a.Cr)
+  local ld = {}
+  for i = 0, 3 do
+    for j = 0, 3 do
+      if i < rows and j < cols then
+        ld[#ld + 1] = string.format("d%d%d = d[%d + c]", i, j, (i * a.Ws + j) * a.Cs)
+      else
+        ld[#ld + 1] = string.format("d%d%d = 0.0f", i, j)
+      end
+    end
+  end
+  C:line("const float %s;", table.concat(ld, ", "))
+  -- B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; then the same on the columns
+  for j = 0, 3 do
+    C:line("const float e0%d = d0%d - d2%d, e1%d = d1%d + d2%d, e2%d = d2%d - d1%d, e3%d = d1%d - d3%d;",
+      j, j, j, j, j, j, j, j, j, j, j, j)
+  end
+  for i = 0, 3 do
+    local st = {}
+    local v = {
+      string.format("e%d0 - e%d2", i, i), string.format("e%d1 + e%d2", i, i),
+      string.format("e%d2 - e%d1", i, i), string.format("e%d1 - e%d3", i, i)}
+    for j = 0, 3 do st[#st + 1] = string.format("vt[%d + c] = %s;", (i * 4 + j) * a.TT * a.Cr, v[j + 1]) end
+    C:line(table.concat(st, " "))
+  end
+  C:close()
+end
+
+-- Output transform of patch t: A^T M A (rows m0 + m1 + m2 and m1 - m2 - m3), bias and
+-- the store; orows, ocols: the outputs kept (1 on an odd edge), only what they read
+-- is loaded and computed.
+local function out_transform(C, L, a, tyexpr, x0expr, t, orows, ocols)
+  local V, Op = L.vec, a.Op
+  C:open("for (int v = 0; v < %d; v++) {", Op // V)
+  local scols = ocols == 2 and {0, 1, 2, 3} or {0, 1, 2}
+  local need = {}
+  for i = 0, orows - 1 do
+    for _, b in ipairs(scols) do
+      for _, r in ipairs(i == 0 and {0, 1, 2} or {1, 2, 3}) do need[r * 4 + b] = true end
+    end
+  end
+  C:line("const float *restrict mt = Mb + (%s) * %d + v * %d;", t, Op, V)
+  local ml = {}
+  for p = 0, 15 do
+    if need[p] then ml[#ml + 1] = string.format("m%d = VLOAD(mt + %d)", p, p * a.TT * Op) end
+  end
+  C:line("const cg_v %s;", table.concat(ml, ", "))
+  for _, b in ipairs(scols) do
+    local sv = {string.format("s0%d = m%d + m%d + m%d", b, b, 4 + b, 8 + b)}
+    if orows == 2 then sv[2] = string.format("s1%d = m%d - m%d - m%d", b, 4 + b, 8 + b, 12 + b) end
+    C:line("const cg_v %s;", table.concat(sv, ", "))
+  end
+  for i = 0, orows - 1 do
+    local ys = {string.format("s%d0 + s%d1 + s%d2", i, i, i), string.format("s%d1 - s%d2 - s%d3", i, i, i)}
+    for j = 0, ocols - 1 do
+      local val = a.bias and string.format("%s + VLOAD(%s + v * %d)", ys[j + 1], a.bias, V) or ys[j + 1]
+      C:line("const cg_v o%d%d = %s;", i, j, val)
+      C:line("VSTORE(%s + ((size_t)(2 * (%s) + %d) * %d + 2 * (%s + %s) + %d) * %d + v * %d, %s);", a.out, tyexpr, i, a.Ow,
+        x0expr, t, j, Op, V, a.store(string.format("o%d%d", i, j)))
+    end
+  end
+  C:close()
+end
+
+-- One block of patches: tile row tyexpr, patches x0expr .. + nt - 1 of it. last_row:
+-- the row has one output row (its patches' 4th input row absent); odd_last: the block's
+-- last patch has one output column. a: the product's shapes and buffers.
+local function block(C, L, a, tyexpr, x0expr, nt, last_row, odd_last)
+  local V, TT, TV = L.vec, a.TT, a.TV
+  local Cr, Op = a.Cr, a.Op
+  local nf = odd_last and nt - 1 or nt -- patches of two output columns
+  C:open("{")
+  C:line("float Vb[%d], Mb[%d]; /* [16][%d patches][channels] */", 16 * TT * Cr, 16 * TT * Op, TT)
+  if nf > 0 then
+    C:open("for (int t = 0; t < %d; t++) {", nf)
+    in_transform(C, a, tyexpr, x0expr, "t", last_row and 3 or 4, 4)
+    C:close()
+  end
+  if odd_last then
+    C:open("{")
+    in_transform(C, a, tyexpr, x0expr, tostring(nt - 1), last_row and 3 or 4, 3)
+    C:close()
+  end
+  -- the 16 products: patches x output-channel vectors in registers, over the channels
+  C:open("for (int p = 0; p < 16; p++) {")
+  C:line("const float *restrict up = %s + (size_t)p * %d, *restrict vp = Vb + p * %d;", a.U, Cr * Op, TT * Cr)
+  C:line("float *restrict mp = Mb + p * %d;", TT * Op)
+  C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", Op // V, TV)
+  for t = 0, nt - 1 do
+    local z = {}
+    for v = 0, TV - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, v) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:open("for (int c = 0; c < %d; c++) {", Cr)
+  local wl = {}
+  for v = 0, TV - 1 do wl[#wl + 1] = string.format("w%d = VLOAD(up + c * %d + (v0 + %d) * %d)", v, Op, v, V) end
+  C:line("const cg_v %s;", table.concat(wl, ", "))
+  for t = 0, nt - 1 do
+    local f = {}
+    for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += vp[%d + c] * w%d;", t, v, t * Cr, v) end
+    C:line(table.concat(f, " "))
+  end
+  C:close()
+  for t = 0, nt - 1 do
+    local st = {}
+    for v = 0, TV - 1 do st[#st + 1] = string.format("VSTORE(mp + %d + (v0 + %d) * %d, a%d_%d);", t * Op, v, V, t, v) end
+    C:line(table.concat(st, " "))
+  end
+  C:close()
+  C:close()
+  if nf > 0 then
+    C:open("for (int t = 0; t < %d; t++) {", nf)
+    out_transform(C, L, a, tyexpr, x0expr, "t", last_row and 1 or 2, 2)
+    C:close()
+  end
+  if odd_last then
+    C:open("{")
+    out_transform(C, L, a, tyexpr, x0expr, tostring(nt - 1), last_row and 1 or 2, 1)
+    C:close()
+  end
+  C:close()
+end
+
+-- Every patch of one sample: src [Oh+2][Ws][Cs] (Ws >= Ow + 2) -> out [Oh][Ow][Op].
+-- a: {src, Ws, Cs, Cr (channels summed), U, Op, out, Oh, Ow, bias, store, TT, TV}
+local function product(C, L, a)
+  local FH, FW = a.Oh // 2, a.Ow // 2
+  local oddh, oddw = a.Oh % 2 == 1, a.Ow % 2 == 1
+  local nfull, rest = FW // a.TT, FW % a.TT
+  local function row(ty, last_row)
+    if nfull > 0 then
+      C:open("for (int x0 = 0; x0 < %d; x0 += %d) {", nfull * a.TT, a.TT)
+      block(C, L, a, ty, "x0", a.TT, last_row, false)
+      C:close()
+    end
+    local nt = rest + (oddw and 1 or 0)
+    if nt > 0 then block(C, L, a, ty, tostring(nfull * a.TT), nt, last_row, oddw) end
+  end
+  if FH > 0 then
+    util.par(C, L)
+    C:open("for (int ty = 0; ty < %d; ty++) {", FH)
+    row("ty", false)
+    C:close()
+  end
+  if oddh then row(tostring(FH), true) end
+end
+
+-- Sample n's input, zero-padded and channels-last, into `name` (float *, declared here)
+-- at S + at (conv.lua's cv forward too): xn, the sample's input, is declared here also.
+function M.pad_input_cl(C, L, d, name, at, Hp, Wp)
+  local g = L.geom
+  C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
+  C:line("float *restrict %s = S + %d + (size_t)n * %d;", name, at, Hp * Wp * L.cin)
+  C:line("memset(%s, 0, sizeof(float) * %d);", name, Hp * Wp * L.cin)
+  C:line("for (int ci = 0; ci < %d; ci++)", L.cin)
+  C:line("    for (int iy = 0; iy < %d; iy++)", g.h.I)
+  C:line("        for (int ix = 0; ix < %d; ix++) %s[((iy + %d) * %d + ix + %d) * %d + ci] = xn[ci * %d + iy * %d + ix];",
+    g.w.I, name, g.h.lo, Wp, g.w.lo, L.cin, d.IHW, g.w.I)
+end
+
+-- Sample n's dy (dn), zero-padded and channels-last, into dyp [Hq][Wq][Cout]: output
+-- (oy, ox) at (oy + Qh, ox + Qw), as the gather of dx reads it (conv.lua's cv dx too)
+function M.pad_dy_cl(C, L, d, sc)
+  local g = L.geom
+  C:line("memset(dyp, 0, sizeof(float) * %d);", sc.Hq * sc.Wq * L.cout)
+  C:line("for (int co = 0; co < %d; co++)", L.cout)
+  C:line("    for (int oy = 0; oy < %d; oy++)", g.h.O)
+  C:line("        for (int ox = 0; ox < %d; ox++) dyp[((oy + %d) * %d + ox + %d) * %d + co] = dn[co * %d + oy * %d + ox];",
+    g.w.O, sc.Qh, sc.Wq, sc.Qw, L.cout, d.OHW, g.w.O)
+end
+
+-- forward: the input kept for dW, channels-last, then the product into yh
+function M.forward(L, C, cv_scratch, d)
+  local g = L.geom
+  local Cin, Cout = L.cin, L.cout
+  local sc = M.layout(L, cv_scratch)
+  local CP = sc.CP
+  local t = L.sched.fwd.tile
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("float *restrict yh = S + %d, *restrict bp = S + %d, *restrict U = S + %d;", sc.YH, sc.BP, sc.U)
+  C:line("/* U[16][ci][co] = G w G^T of each channel pair, co padded to %d */", CP)
+  weights(C, "U", Cin, Cout, CP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", o, Cin, r, k) end)
+  C:line("for (int co = 0; co < %d; co++) bp[co] = %s;", CP,
+    L.opt.bias and string.format("co < %d ? (%s)[co] : 0.0f", Cout, L.t.bias) or "0.0f")
+  if sc.keep ~= "cv" then wv.keep_input(L, C) end
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("float *restrict yn = y + (size_t)n * %d;", d.OUT)
+  if sc.keep == "cv" then
+    M.pad_input_cl(C, L, d, "xc", sc.XP, sc.Hp, sc.Wp)
+  else
+    C:line("/* the sample's padded planes, channels-last */")
+    C:line("float *restrict xc = S + %d;", sc.XC)
+    C:line("const float *restrict xpn = xp + (size_t)n * %d;", Cin * sc.Hp * sc.Wp)
+    -- in blocks of 16 positions: a cache line of each plane read, 16 rows of xc written
+    local HW = sc.Hp * sc.Wp
+    util.par(C, L)
+    C:open("for (int i0 = 0; i0 < %d; i0 += 16) {", HW - HW % 16)
+    C:line("for (int ci = 0; ci < %d; ci++)", Cin)
+    C:line("    for (int i = i0; i < i0 + 16; i++) xc[i * %d + ci] = xpn[ci * %d + i];", Cin, HW)
+    C:close()
+    if HW % 16 > 0 then
+      C:line("for (int ci = 0; ci < %d; ci++)", Cin)
+      C:line("    for (int i = %d; i < %d; i++) xc[i * %d + ci] = xpn[ci * %d + i];", HW - HW % 16, HW, Cin, HW)
+    end
+  end
+  product(C, L, {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, U = "U", Op = CP, out = "yh", Oh = g.h.O, Ow = g.w.O,
+    bias = "bp", store = function(v) return fuse.v(L, v) end, TT = t.TT, TV = t.TV})
+  C:line("for (int co = 0; co < %d; co++)", Cout)
+  C:line("    for (int i = 0; i < %d; i++) yn[co * %d + i] = yh[i * %d + co];", d.OHW, d.OHW, CP)
+  C:close()
+  return {"P", "S", "x", "y", "nb"}
+end
+
+-- dx: dy zero-padded as the cv form's gather pads it, the flipped kernel's product
+function M.backward_dx(L, C, cv_scratch, d)
+  local g = L.geom
+  local Cin, Cout = L.cin, L.cout
+  local sc = M.layout(L, cv_scratch)
+  local CIP = sc.CIP
+  local t = L.sched.dx.tile
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("float *restrict dyp = S + %d, *restrict dxh = S + %d, *restrict U = S + %d;", sc.DYP, sc.DXH, sc.U)
+  C:line("/* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to %d */", CIP)
+  weights(C, "U", Cout, Cin, CIP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", r, Cin, o, 8 - k) end)
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
+  C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
+  M.pad_dy_cl(C, L, d, sc)
+  product(C, L, {src = "dyp", Ws = sc.Wq, Cs = Cout, Cr = Cout, U = "U", Op = CIP, out = "dxh", Oh = g.h.I, Ow = g.w.I,
+    store = function(v) return v end, TT = t.TT, TV = t.TV})
+  C:line("for (int ci = 0; ci < %d; ci++)", Cin)
+  C:line("    for (int i = 0; i < %d; i++) dxn[ci * %d + i] = dxh[i * %d + ci];", d.IHW, d.IHW, CIP)
+  C:close()
+  return {"P", "S", "dy", "dx", "nb"}
+end
+
+return M
