@@ -193,8 +193,9 @@ include tests/kernels/kernels.mk
 # every committed generated file compiles cleanly with both compilers; every generated
 # header and runtime header compiles as C++ too (extern "C", no zero-size arrays)
 # test nets checked for every target, with their wisdom file when they have one: the
-# GEMM-form Winograd dW, and a dx whose warning clang alone gave (gcc was silent)
-WARN_NETS := tests/nets/t_wino_g_ln.yaml tests/nets/t_c2_dilrows_ln.yaml
+# GEMM-form Winograd dW, a dx whose warning clang alone gave (gcc was silent), and
+# Winograd on channels-last copies (cv+wino, wv+wino)
+WARN_NETS := tests/nets/t_wino_g_ln.yaml tests/nets/t_c2_dilrows_ln.yaml tests/nets/t_cvw_loop.yaml
 # each generated file is compiled generic, for this CPU and for AVX-512 (x86-64-v4), so
 # the AVX-512 branches are checked on AVX2 machines too
 WARN_MARCH := "" -march=native -march=x86-64-v4
