@@ -5961,6 +5961,7 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     cg_to_lanes(x, ws + XIN, nb, 784, 64);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 576, buffers, ws + S01, ws + A00, ws + A01, nb, training);
@@ -5981,6 +5982,7 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (11449216); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
     l12_dense_backward(grads + 877888, ws + S12, ws + A10, ws + DOUT_L, nb);

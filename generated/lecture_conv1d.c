@@ -124,6 +124,7 @@ static void l00_conv1d_backward(const float *restrict P, float *restrict G, cons
 /* Forward over nb <= 4 samples; activations stay in ws for backward. */
 void lecture_conv1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     (void)buffers;
     (void)training;
     l00_conv1d_forward(params, x, ws + A00, nb);
@@ -132,6 +133,7 @@ void lecture_conv1d_forward(const float *params, float *buffers, const float *x,
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (32); grads accumulate. */
 void lecture_conv1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     l00_conv1d_backward(params, grads, x, ws + DOUT, dx ? dx : ws + DIN, nb);
 }
 

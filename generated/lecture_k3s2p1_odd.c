@@ -583,6 +583,7 @@ static void l02_dense_backward(const float *restrict P, float *restrict G, const
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void lecture_k3s2p1_odd_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, x, ws + A00, nb);
@@ -593,6 +594,7 @@ void lecture_k3s2p1_odd_forward(const float *params, float *buffers, const float
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (256); grads accumulate. */
 void lecture_k3s2p1_odd_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     l02_dense_backward(params + 57, grads + 57, ws + A00, ws + DOUT, ws + D01, nb);
     /* layer 1: flatten passes the gradient through */
     l00_conv2d_backward(params, grads, x, ws + D01, dx ? dx : ws + DIN, nb);

@@ -3444,6 +3444,7 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     (void)buffers;
     (void)training;
     cg_to_lanes(x, ws + XIN, nb, 784, 64);
@@ -3465,6 +3466,7 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (1252864); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
     l11_dense_backward(grads + 60856, ws + S11, ws + A09, ws + DOUT_L, nb);

@@ -2267,6 +2267,7 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     cg_to_lanes(x, ws + XIN, nb, 256, 16);
     l00_conv1d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 168, buffers, ws + S01, ws + A00, ws + A01, nb, training);
@@ -2291,6 +2292,7 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (39168); grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
     l14_dense_backward(grads + 1316, ws + S14, ws + A12, ws + DOUT_L, nb);

@@ -2468,6 +2468,7 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     l00_conv2d_forward(params, x, ws + A00, nb);
     l01_batchnorm_forward(params + 114, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* (in place: layer 2's tanh writes over its input) */
@@ -2488,6 +2489,7 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (61856); grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     l12_dense_backward(params + 492, grads + 492, ws + A10, ws + DOUT, ws + D11, nb);
     /* layer 11: flatten passes the gradient through */
     l10_maxpool2d_backward(ws + A09, ws + D11, ws + D09, nb);

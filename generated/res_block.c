@@ -1544,6 +1544,7 @@ static void l15_dense_backward(const float *restrict P, float *restrict G, const
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void res_block_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
     l01_batchnorm_forward(params + 216, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
@@ -1565,6 +1566,7 @@ void res_block_forward(const float *params, float *buffers, const float *x, floa
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (221680); grads accumulate. */
 void res_block_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     (void)x;
     l15_dense_backward(params + 1452, grads + 1452, ws + A14, ws + DOUT, ws + D14, nb);
     l14_dropout_backward(ws + S14, ws + D14, ws + D13, nb);

@@ -26834,6 +26834,7 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     cg_to_lanes(x, ws + XIN, nb, 150528, 32);
     l00_conv2d_forward(params, ws + S00, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 9408, buffers, ws + S01, ws + A00, ws + A01, nb, training);
@@ -26913,6 +26914,7 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (203988736); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
     (void)x;
     l68_dense_backward(grads + 11176512, ws + S68, ws + A66, ws + DOUT_L, nb);

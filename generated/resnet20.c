@@ -16875,6 +16875,7 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     cg_to_lanes(x, ws + XIN, nb, 784, 128);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 144, buffers, ws + S01, ws + A00, ws + A01, nb, training);
@@ -16957,6 +16958,7 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (46407712); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
     (void)x;
     l72_dense_backward(grads + 271536, ws + S72, ws + A70, ws + DOUT_L, nb);

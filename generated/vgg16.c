@@ -7438,6 +7438,7 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     (void)buffers;
     (void)training;
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
@@ -7482,6 +7483,7 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (92849200); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     (void)x;
     l36_dense_backward(grads + 134260544, ws + A34, ws + DOUT, nb);
     l36_dense_backward_dx(params + 134260544, ws + A34, ws + DOUT, ws + D35, nb);

@@ -25628,6 +25628,7 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
+    if (nb <= 0) return;
     (void)buffers;
     (void)training;
     cg_to_lanes(x, ws + XIN, nb, 3072, 32);
@@ -25674,6 +25675,7 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
 /* Backward after a training forward: dLoss/dOutput at ws + DOUT (10487936); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
+    if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
     l36_dense_backward(grads + 15240000, ws + S36, ws + A34, ws + DOUT_L, nb);

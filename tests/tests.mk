@@ -275,7 +275,7 @@ SEED ?= 1
 N    ?= 100
 DIFF_SEED := 1
 DIFF_N    := 45
-DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml tests/torchnets/t_relu_shared_ln.yaml
+DIFF_NETS := tests/nets/t_act_relu14.yaml tests/nets/t_mp2_k1.yaml tests/nets/t_mp2_k1_ln.yaml tests/nets/t_c2_pad1x1_loop.yaml tests/nets/t_c2_notap_loop.yaml tests/nets/t_c2_notap.yaml tests/nets/t_c1_notap_nobias.yaml tests/torchnets/t_relu_shared_ln.yaml tests/torchnets/t_avgpool1d_nb.yaml
 # emit-check: the generator alone on EMIT_N of the tester's cases (spec, target, forced
 # schedules, team) and their inference export, nothing compiled: any internal error or
 # rejection fails (72 s for 1,000, a case a core on 2 cores of Zen 3; seed 45240's crash, b07acbe, takes the
