@@ -271,10 +271,20 @@ function M.pad_input_cl(C, L, d, name, at, Hp, Wp)
     g.w.I, name, g.h.lo, Wp, g.w.lo, L.cin, d.IHW, g.w.I)
 end
 
--- Sample n's dy (dn), zero-padded and channels-last, into dyp [Hq][Wq][Cout]: output
--- (oy, ox) at (oy + Qh, ox + Qw), as the gather of dx reads it (conv.lua's cv dx too)
+-- Channels-last [hw][stride] -> the sample's planes dst [nch][hw] (the last step of the
+-- forward and dx here and in conv.lua's cv form)
+function M.store_planes(C, dst, src, c, nch, hw, stride)
+  C:line("for (int %s = 0; %s < %d; %s++)", c, c, nch, c)
+  C:line("    for (int i = 0; i < %d; i++) %s[%s * %d + i] = %s[i * %d + %s];", hw, dst, c, hw, src, stride, c)
+end
+
+-- Sample n's dy (dn, declared here with dxn, its dx), zero-padded and channels-last,
+-- into dyp [Hq][Wq][Cout]: output (oy, ox) at (oy + Qh, ox + Qw), as the gather of dx
+-- reads it (conv.lua's cv dx too)
 function M.pad_dy_cl(C, L, d, sc)
   local g = L.geom
+  C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
+  C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
   C:line("memset(dyp, 0, sizeof(float) * %d);", sc.Hq * sc.Wq * L.cout)
   C:line("for (int co = 0; co < %d; co++)", L.cout)
   C:line("    for (int oy = 0; oy < %d; oy++)", g.h.O)
@@ -318,8 +328,7 @@ function M.forward(L, C, cv_scratch, d)
   end
   product(C, L, {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, U = "U", Op = CP, out = "yh", Oh = g.h.O, Ow = g.w.O,
     bias = "bp", store = function(v) return fuse.v(L, v) end, TT = t.TT, TV = t.TV})
-  C:line("for (int co = 0; co < %d; co++)", Cout)
-  C:line("    for (int i = 0; i < %d; i++) yn[co * %d + i] = yh[i * %d + co];", d.OHW, d.OHW, CP)
+  M.store_planes(C, "yn", "yh", "co", Cout, d.OHW, CP)
   C:close()
   return {"P", "S", "x", "y", "nb"}
 end
@@ -336,13 +345,10 @@ function M.backward_dx(L, C, cv_scratch, d)
   C:line("/* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to %d */", CIP)
   weights(C, "U", Cout, Cin, CIP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", r, Cin, o, 8 - k) end)
   C:open("for (int n = 0; n < nb; n++) {")
-  C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
-  C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
   M.pad_dy_cl(C, L, d, sc)
   product(C, L, {src = "dyp", Ws = sc.Wq, Cs = Cout, Cr = Cout, U = "U", Op = CIP, out = "dxh", Oh = g.h.I, Ow = g.w.I,
     store = function(v) return v end, TT = t.TT, TV = t.TV})
-  C:line("for (int ci = 0; ci < %d; ci++)", Cin)
-  C:line("    for (int i = 0; i < %d; i++) dxn[ci * %d + i] = dxh[i * %d + ci];", d.IHW, d.IHW, CIP)
+  M.store_planes(C, "dxn", "dxh", "ci", Cin, d.IHW, CIP)
   C:close()
   return {"P", "S", "dy", "dx", "nb"}
 end
