@@ -195,7 +195,7 @@ include tests/kernels/kernels.mk
 # test nets checked for every target, with their wisdom file when they have one: the
 # GEMM-form Winograd dW, a dx whose warning clang alone gave (gcc was silent), and
 # Winograd on channels-last copies (cv+wino, wv+wino)
-WARN_NETS := tests/nets/t_wino_g_ln.yaml tests/nets/t_c2_dilrows_ln.yaml tests/nets/t_cvw_loop.yaml
+WARN_NETS := tests/nets/t_wino_g_ln.yaml tests/nets/t_c2_dilrows_ln.yaml tests/nets/t_cvw_loop.yaml tests/torchnets/t_cvw_big.yaml
 # each generated file is compiled generic, for this CPU and for AVX-512 (x86-64-v4), so
 # the AVX-512 branches are checked on AVX2 machines too
 WARN_MARCH := "" -march=native -march=x86-64-v4

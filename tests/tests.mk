@@ -101,7 +101,8 @@ $(B)/teamtrainers/%: tests/nets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	$(B)/cnngen $< --team 2 -o $(B)/teamtrainers >/dev/null
 	$(CC) $(OPT) $(TEAM_OMP) $(WARN) -Werror -std=c11 -Iruntime $@.c $(B)/libcnngen.a $(RT_LIBS) $(LDFLAGS) -o $@
 # nets for check-torch only: kinks (relu) past layer 0, where check-unit's finite
-# differences are not defined (tests/check_layers.c), e.g. relu fused after add
+# differences are not defined (tests/check_layers.c), e.g. relu fused after add; nets
+# too large for them (t_cvw_big: many channels)
 TORCH_NETS := $(wildcard tests/torchnets/*.yaml)
 $(B)/ttrainers/%: tests/torchnets/%.yaml $(B)/cnngen $(B)/libcnngen.a
 	@mkdir -p $(B)/ttrainers
@@ -159,13 +160,21 @@ $(B)/san/t_cvw_loop: tests/nets/t_cvw_loop.yaml tests/nets/t_cvw_loop.wisdom $(B
 	@grep -q "schedule wv+wino: .*(from wisdom)" $@.c && grep -q "schedule cv+wino: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_cvw_loop.wisdom did not take effect in $@.c"; exit 1; }
 	$(SAN_LINK) -fopenmp
+# the same with many channels: the blocked product (conv_cvw.lua's product_blocked)
+$(B)/san/t_cvw_big: tests/torchnets/t_cvw_big.yaml tests/torchnets/t_cvw_big.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
+	@mkdir -p $(B)/san
+	$(B)/cnngen $< --wisdom tests/torchnets/t_cvw_big.wisdom -o $(B)/san >/dev/null
+	@grep -q "schedule wv+wino: .*(from wisdom)" $@.c && grep -q "schedule cv+wino: .*(from wisdom)" $@.c && \
+	  grep -q "blocked product" $@.c || { echo "sanitize-check: t_cvw_big is not the blocked product in $@.c"; exit 1; }
+	$(SAN_LINK) -fopenmp
 # a team (cnngen --team 2: the replicas' threads, batch norm's and dropout's team code),
 # its check from replicas of one sample to the team's batch
 $(B)/san/t_team_drop_ln: tests/nets/t_team_drop_ln.yaml $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< --team 2 -o $(B)/san >/dev/null
 	$(SAN_LINK) -fopenmp
-sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln $(B)/san/t_cvw_loop $(B)/san/t_team_drop_ln
+sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln $(B)/san/t_cvw_loop $(B)/san/t_cvw_big \
+  $(B)/san/t_team_drop_ln
 	@for n in $(SAN_SPECS); do \
 	  ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check specs/$$n.yaml $(B)/san/$$n $(B)/sanwork || exit 1; \
 	done; ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cbi_ln.yaml $(B)/san/t_cbi_ln $(B)/sanwork || exit 1; \
@@ -173,9 +182,11 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln
 	  $(B)/sanwork --batch 3 17 || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_cvw_loop.yaml $(B)/san/t_cvw_loop \
 	  $(B)/sanwork --batch 1 3 || exit 1; \
+	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/torchnets/t_cvw_big.yaml $(B)/san/t_cvw_big \
+	  $(B)/sanwork --batch 1 2 || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_team_drop_ln.yaml $(B)/san/t_team_drop_ln \
 	  $(B)/sanwork --batch 2 3 17 --train-batch || exit 1; \
-	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's, t_wino_g_ln's and t_cvw_loop's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
+	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's, t_wino_g_ln's, t_cvw_loop's and t_cvw_big's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
 # one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)
@@ -187,7 +198,7 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   tests/nets/t_fuse_dense_kb_ln.yaml tests/nets/t_c2_wvband_loop.yaml tests/nets/t_fuse_bwd.yaml tests/nets/t_fuse_bwd_loop.yaml \
   tests/nets/t_fuse_bwd_ln.yaml tests/nets/t_fuse_bwd_kb_ln.yaml \
   tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml \
-  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml
+  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml tests/torchnets/t_cvw_big.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
@@ -252,7 +263,7 @@ $(B)/mpi-check/team/lenet5: specs/lenet5.yaml $(B)/cnngen $(B)/libcnngen.a $(B)/
 TEST_BUILD = $(B)/check_all $(TRAINERS) $(BIG_SPECS:specs/%.yaml=$(B)/trainers/%) \
   $(GRAPH_NETS:tests/nets/%.yaml=$(B)/gtrainers/%) $(TORCH_NETS:tests/torchnets/%.yaml=$(B)/ttrainers/%) \
   $(TEAM_NETS:tests/nets/%.yaml=$(B)/teamtrainers/%) $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln \
-  $(B)/san/t_wino_g_ln $(B)/san/t_cvw_loop $(B)/san/t_team_drop_ln $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5 \
+  $(B)/san/t_wino_g_ln $(B)/san/t_cvw_loop $(B)/san/t_cvw_big $(B)/san/t_team_drop_ln $(MPI_CHECK_NETS:%=$(B)/mpi-check/%) $(B)/mpi-check/team/lenet5 \
   $(FUZZ_TARGETS:%=$(FZ)/fuzz_%)
 .PHONY: test-build
 test-build: all $(TEST_BUILD)

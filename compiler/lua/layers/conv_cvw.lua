@@ -9,7 +9,11 @@
 --                   of TT patches x TV vectors of output channels in registers
 --   Y = A^T M A     2x2 outputs of each patch, bias and the fused activation
 -- U = G g G^T of every channel pair is made once a call (16 x Cin x CP floats). 16
--- multiply-adds per channel pair and 4 outputs instead of 36. dx is the same product on
+-- multiply-adds per channel pair and 4 outputs instead of 36. A block of TT patches has
+-- its V and M on the stack; with many channels (VGG-16's 256-512) they would not fit,
+-- and U (up to 16 MB) would be streamed once per TT patches: there the blocked product
+-- transforms rows of patches into shared buffers, then runs one GEMM per point and
+-- panel of output channels over all of them (product_blocked). dx is the same product on
 -- the zero-padded dy [Hq][Wq][Cout] with the kernel flipped and its channels swapped.
 -- dW is another form's, which reads the input the forward keeps in its layout:
 --   cv  (schedule "cv+wino")  every sample's channels-last copy (conv.lua's cv_scratch)
@@ -43,9 +47,18 @@ function M.tile(L, T, Cr, Co)
   local NV = ceilv(L, Co) // L.vec
   local TV = util.largest_divisor(NV, math.max(1, T.acc // 4))
   local TT = math.max(1, T.acc // TV)
-  while TT > 1 and 16 * TT * (Cr + ceilv(L, Co)) * 4 > STACK_BYTES do TT = TT - 1 end
-  if 16 * TT * (Cr + ceilv(L, Co)) * 4 > STACK_BYTES then return nil end
+  -- a block of TT patches whose buffers would not fit the stack: the blocked product
+  if 16 * TT * (Cr + ceilv(L, Co)) * 4 > STACK_BYTES then return {TT = TT, TV = TV, blocked = true} end
   return {TT = TT, TV = TV}
+end
+
+-- The blocked product's rows of patches a block: every point's slice of the block's
+-- transformed inputs and products, PB x (Cr + Op) floats, within SLICE_FLOATS (L2)
+local SLICE_FLOATS = 65536
+function M.blocking(Oh, Ow, Cr, Op)
+  local NPW, PR = (Ow + 1) // 2, (Oh + 1) // 2
+  local R = math.max(1, math.min(PR, SLICE_FLOATS // (NPW * (Cr + Op))))
+  return {NPW = NPW, PR = PR, R = R, PB = R * NPW}
 end
 
 -- Scratch layout (floats) after the dW form's: cv's channels-last copies (XP, all
@@ -74,13 +87,24 @@ function M.layout(L, cv_scratch)
     take("DXH", g.h.I * g.w.I * CIP)
   end
   take("U", 16 * math.max(L.cin * CP, L.cout * CIP))
+  -- the blocked product's transformed inputs and products (fwd, dx)
+  local vb, mb = 0, 0
+  local function blocked(tile, Oh, Ow, Cr, Op)
+    if not (tile and tile.blocked) then return end
+    local bk = M.blocking(Oh, Ow, Cr, Op)
+    vb, mb = math.max(vb, 16 * bk.PB * Cr), math.max(mb, 16 * bk.PB * Op)
+  end
+  blocked(L.sched.fwd.tile, g.h.O, g.w.O, L.cin, CP)
+  if L.sched.dx and L.sched.dx.form == "cvw" then blocked(L.sched.dx.tile, g.h.I, g.w.I, L.cout, CIP) end
+  if vb > 0 then take("VB", vb); take("MB", mb) end
   r.total = at
   return r
 end
 
 -- U[p][r][o] = (G g G^T)[p] of the 3x3 kernel wexpr(r, o, k), o padded to Op (zeros)
-local function weights(C, U, R, O, Op, wexpr)
-  C:line("for (int i = 0; i < %d; i++) %s[i] = 0.0f;", 16 * R * Op, U)
+local function weights(C, U, R, O, Op, wexpr, W, par)
+  if Op > O then C:line("for (int i = 0; i < %d; i++) %s[i] = 0.0f;", 16 * R * Op, U) end
+  if par and R >= 16 then C:line("CG_PARALLEL_FOR") end
   C:open("for (int r = 0; r < %d; r++) {", R)
   C:open("for (int o = 0; o < %d; o++) {", O)
   local g = {}
@@ -98,7 +122,14 @@ local function weights(C, U, R, O, Op, wexpr)
       string.format("0.5f * (t%d0 - t%d1 + t%d2)", a, a, a),
       string.format("t%d2", a)}
     local st = {}
-    for b = 0, 3 do st[#st + 1] = string.format("%s[(%d * %d + r) * %d + o] = %s;", U, a * 4 + b, R, Op, u[b + 1]) end
+    for b = 0, 3 do
+      if W then -- panels [16][Op / W][R][W]
+        st[#st + 1] = string.format("%s[((size_t)(%d + o / %d) * %d + r) * %d + o %% %d] = %s;", U, (a * 4 + b) * (Op // W), W,
+          R, W, W, u[b + 1])
+      else
+        st[#st + 1] = string.format("%s[(%d * %d + r) * %d + o] = %s;", U, a * 4 + b, R, Op, u[b + 1])
+      end
+    end
     C:line(table.concat(st, " "))
   end
   C:close()
@@ -108,9 +139,9 @@ end
 -- Input transform of patch t (a C expression: a constant, or the loop's `t`) of the
 -- block, vectorized over the channels (contiguous in the copy and in Vb); rows, cols:
 -- 3 where the patch's fourth row or column is outside the copy (taken as zero).
-local function in_transform(C, a, tyexpr, x0expr, t, rows, cols)
+local function in_transform(C, a, tyexpr, x0expr, t, rows, cols, q)
   C:line("const float *restrict d = %s + ((size_t)(2 * (%s)) * %d + 2 * (%s + %s)) * %d;", a.src, tyexpr, a.Ws, x0expr, t, a.Cs)
-  C:line("float *restrict vt = Vb + (%s) * %d;", t, a.Cr)
+  C:line("float *restrict vt = Vb + (%s) * %d;", q or t, a.Cr)
   C:open("for (int c = 0; c < %d; c++) {", a.Cr)
   local ld = {}
   for i = 0, 3 do
@@ -133,7 +164,7 @@ local function in_transform(C, a, tyexpr, x0expr, t, rows, cols)
     local v = {
       string.format("e%d0 - e%d2", i, i), string.format("e%d1 + e%d2", i, i),
       string.format("e%d2 - e%d1", i, i), string.format("e%d1 - e%d3", i, i)}
-    for j = 0, 3 do st[#st + 1] = string.format("vt[%d + c] = %s;", (i * 4 + j) * a.TT * a.Cr, v[j + 1]) end
+    for j = 0, 3 do st[#st + 1] = string.format("vt[%d + c] = %s;", (i * 4 + j) * a.PS * a.Cr, v[j + 1]) end
     C:line(table.concat(st, " "))
   end
   C:close()
@@ -142,7 +173,7 @@ end
 -- Output transform of patch t: A^T M A (rows m0 + m1 + m2 and m1 - m2 - m3), bias and
 -- the store; orows, ocols: the outputs kept (1 on an odd edge), only what they read
 -- is loaded and computed.
-local function out_transform(C, L, a, tyexpr, x0expr, t, orows, ocols)
+local function out_transform(C, L, a, tyexpr, x0expr, t, orows, ocols, q)
   local V, Op = L.vec, a.Op
   C:open("for (int v = 0; v < %d; v++) {", Op // V)
   local scols = ocols == 2 and {0, 1, 2, 3} or {0, 1, 2}
@@ -152,10 +183,10 @@ local function out_transform(C, L, a, tyexpr, x0expr, t, orows, ocols)
       for _, r in ipairs(i == 0 and {0, 1, 2} or {1, 2, 3}) do need[r * 4 + b] = true end
     end
   end
-  C:line("const float *restrict mt = Mb + (%s) * %d + v * %d;", t, Op, V)
+  C:line("const float *restrict mt = Mb + (%s) * %d + v * %d;", q or t, Op, V)
   local ml = {}
   for p = 0, 15 do
-    if need[p] then ml[#ml + 1] = string.format("m%d = VLOAD(mt + %d)", p, p * a.TT * Op) end
+    if need[p] then ml[#ml + 1] = string.format("m%d = VLOAD(mt + %d)", p, p * a.PS * Op) end
   end
   C:line("const cg_v %s;", table.concat(ml, ", "))
   for _, b in ipairs(scols) do
@@ -237,6 +268,7 @@ end
 -- Every patch of one sample: src [Oh+2][Ws][Cs] (Ws >= Ow + 2) -> out [Oh][Ow][Op].
 -- a: {src, Ws, Cs, Cr (channels summed), U, Op, out, Oh, Ow, bias, store, TT, TV}
 local function product(C, L, a)
+  a.PS = a.TT
   local FH, FW = a.Oh // 2, a.Ow // 2
   local oddh, oddw = a.Oh % 2 == 1, a.Ow % 2 == 1
   local nfull, rest = FW // a.TT, FW % a.TT
@@ -256,6 +288,114 @@ local function product(C, L, a)
     C:close()
   end
   if oddh then row(tostring(FH), true) end
+end
+
+-- A tile of nt patches (q0 .. q0 + nt - 1 of the block) x TV vectors of output channels
+-- in registers, summed over the Cr channels: up is the point's panel of U, vp its inputs
+local function gemm_tile(C, L, a, q0, nt)
+  local V, TV, W = L.vec, a.TV, a.TV * L.vec
+  C:open("{")
+  for t = 0, nt - 1 do
+    local z = {}
+    for v = 0, TV - 1 do z[#z + 1] = string.format("a%d_%d = vsplat(0.0f)", t, v) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:open("for (int c = 0; c < %d; c++) {", a.Cr)
+  local wl = {}
+  for v = 0, TV - 1 do wl[#wl + 1] = string.format("w%d = VLOAD(up + c * %d + %d)", v, W, v * V) end
+  C:line("const cg_v %s;", table.concat(wl, ", "))
+  for t = 0, nt - 1 do
+    local f = {}
+    for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += vp[(%s + %d) * %d + c] * w%d;", t, v, q0, t, a.Cr, v) end
+    C:line(table.concat(f, " "))
+  end
+  C:close()
+  for t = 0, nt - 1 do
+    local st = {}
+    for v = 0, TV - 1 do st[#st + 1] = string.format("VSTORE(mp + (%s + %d) * %d + %d, a%d_%d);", q0, t, a.Op, v * V, t, v) end
+    C:line(table.concat(st, " "))
+  end
+  C:close()
+end
+
+-- The product for many channels: blocks of R rows of patches, each in three passes on
+-- all threads: the inputs transformed into Vb [16][PB][Cr]; for every point and panel
+-- of W output channels a GEMM over the block's patches into Mb [16][PB][Op] (U is
+-- read once a block, its panels [16][Op / W][Cr][W] contiguous); the outputs.
+local function product_blocked(C, L, a)
+  local bk = M.blocking(a.Oh, a.Ow, a.Cr, a.Op)
+  local FH, FW = a.Oh // 2, a.Ow // 2
+  local oddh, oddw = a.Oh % 2 == 1, a.Ow % 2 == 1
+  local NPW, R = bk.NPW, bk.R
+  local W = a.TV * L.vec
+  local NJ = a.Op // W
+  a.PS = bk.PB
+  C:line("/* blocked product: %d rows of %d patches a block */", R, NPW)
+  C:line("float *restrict Vb = S + %d, *restrict Mb = S + %d;", a.VB, a.MB)
+  -- one pass over the rows ty0 .. ty0 + nr - 1 of the block, the last of one output
+  -- row when last_odd; each(ty, r, t, q, rows, cols) emits one patch
+  local function rows(ty0, nr, last_odd, each)
+    local nfull = last_odd and nr - 1 or nr
+    local function row(ty, r, last_row)
+      if FW > 0 then
+        C:open("for (int tx = 0; tx < %d; tx++) {", FW)
+        each(ty, "tx", string.format("%s * %d + tx", r, NPW), last_row, false)
+        C:close()
+      end
+      if oddw then
+        C:open("{")
+        each(ty, tostring(FW), string.format("%s * %d + %d", r, NPW, FW), last_row, true)
+        C:close()
+      end
+    end
+    if nfull > 0 then
+      if nfull > 1 then util.par(C, L) end
+      C:open("for (int r = 0; r < %d; r++) {", nfull)
+      row(string.format("%s + r", ty0), "r", false)
+      C:close()
+    end
+    if last_odd then
+      C:open("{")
+      row(string.format("%s + %d", ty0, nr - 1), tostring(nr - 1), true)
+      C:close()
+    end
+  end
+  local function blk(ty0, nr, last_odd)
+    rows(ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
+      in_transform(C, a, ty, "0", t, last_row and 3 or 4, odd_col and 3 or 4, q)
+    end)
+    local np = nr * NPW
+    if L.parallel then C:line("CG_PARALLEL_FOR2") end
+    C:line("for (int p = 0; p < 16; p++)")
+    C:open("for (int j = 0; j < %d; j++) {", NJ)
+    C:line("const float *restrict up = %s + ((size_t)p * %d + j) * %d, *restrict vp = Vb + (size_t)p * %d;", a.U, NJ,
+      a.Cr * W, a.PS * a.Cr)
+    C:line("float *restrict mp = Mb + (size_t)p * %d + j * %d;", a.PS * a.Op, W)
+    local nt, rest = np // a.TT, np % a.TT
+    if nt > 0 then
+      C:open("for (int q0 = 0; q0 < %d; q0 += %d) {", nt * a.TT, a.TT)
+      gemm_tile(C, L, a, "q0", a.TT)
+      C:close()
+    end
+    if rest > 0 then gemm_tile(C, L, a, tostring(nt * a.TT), rest) end
+    C:close()
+    rows(ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
+      out_transform(C, L, a, ty, "0", t, last_row and 1 or 2, odd_col and 1 or 2, q)
+    end)
+  end
+  local PR = FH + (oddh and 1 or 0)
+  local nbf = FH // R
+  if nbf > 0 then
+    C:open("for (int b = 0; b < %d; b++) {", nbf)
+    blk(string.format("b * %d", R), R, false)
+    C:close()
+  end
+  local rem = PR - nbf * R
+  if rem > 0 then
+    C:open("{")
+    blk(tostring(nbf * R), rem, oddh)
+    C:close()
+  end
 end
 
 -- Sample n's input, zero-padded and channels-last, into `name` (float *, declared here)
@@ -302,7 +442,8 @@ function M.forward(L, C, cv_scratch, d)
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict yh = S + %d, *restrict bp = S + %d, *restrict U = S + %d;", sc.YH, sc.BP, sc.U)
   C:line("/* U[16][ci][co] = G w G^T of each channel pair, co padded to %d */", CP)
-  weights(C, "U", Cin, Cout, CP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", o, Cin, r, k) end)
+  weights(C, "U", Cin, Cout, CP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", o, Cin, r, k) end,
+    t.blocked and t.TV * L.vec, L.parallel)
   C:line("for (int co = 0; co < %d; co++) bp[co] = %s;", CP,
     L.opt.bias and string.format("co < %d ? (%s)[co] : 0.0f", Cout, L.t.bias) or "0.0f")
   if sc.keep ~= "cv" then wv.keep_input(L, C) end
@@ -326,8 +467,10 @@ function M.forward(L, C, cv_scratch, d)
       C:line("    for (int i = %d; i < %d; i++) xc[i * %d + ci] = xpn[ci * %d + i];", HW - HW % 16, HW, Cin, HW)
     end
   end
-  product(C, L, {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, U = "U", Op = CP, out = "yh", Oh = g.h.O, Ow = g.w.O,
-    bias = "bp", store = function(v) return fuse.v(L, v) end, TT = t.TT, TV = t.TV})
+  local prod = t.blocked and product_blocked or product
+  prod(C, L, {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, U = "U", Op = CP,
+    out = "yh", Oh = g.h.O, Ow = g.w.O, bias = "bp", store = function(v) return fuse.v(L, v) end, TT = t.TT, TV = t.TV,
+    VB = sc.VB, MB = sc.MB})
   M.store_planes(C, "yn", "yh", "co", Cout, d.OHW, CP)
   C:close()
   return {"P", "S", "x", "y", "nb"}
@@ -343,11 +486,13 @@ function M.backward_dx(L, C, cv_scratch, d)
   C:line("const float *restrict w = %s;", L.t.weight)
   C:line("float *restrict dyp = S + %d, *restrict dxh = S + %d, *restrict U = S + %d;", sc.DYP, sc.DXH, sc.U)
   C:line("/* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to %d */", CIP)
-  weights(C, "U", Cout, Cin, CIP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", r, Cin, o, 8 - k) end)
+  weights(C, "U", Cout, Cin, CIP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", r, Cin, o, 8 - k) end,
+    t.blocked and t.TV * L.vec, L.parallel)
   C:open("for (int n = 0; n < nb; n++) {")
   M.pad_dy_cl(C, L, d, sc)
-  product(C, L, {src = "dyp", Ws = sc.Wq, Cs = Cout, Cr = Cout, U = "U", Op = CIP, out = "dxh", Oh = g.h.I, Ow = g.w.I,
-    store = function(v) return v end, TT = t.TT, TV = t.TV})
+  local prod = t.blocked and product_blocked or product
+  prod(C, L, {src = "dyp", Ws = sc.Wq, Cs = Cout, Cr = Cout, U = "U", Op = CIP,
+    out = "dxh", Oh = g.h.I, Ow = g.w.I, store = function(v) return v end, TT = t.TT, TV = t.TV, VB = sc.VB, MB = sc.MB})
   M.store_planes(C, "dxn", "dxh", "ci", Cin, d.IHW, CIP)
   C:close()
   return {"P", "S", "dy", "dx", "nb"}
