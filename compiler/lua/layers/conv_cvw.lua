@@ -58,8 +58,13 @@ local SLICE_FLOATS = 65536
 function M.blocking(Oh, Ow, Cr, Op)
   local NPW, PR = (Ow + 1) // 2, (Oh + 1) // 2
   local R = math.max(1, math.min(PR, SLICE_FLOATS // (NPW * (Cr + Op))))
-  return {NPW = NPW, PR = PR, R = R, PB = R * NPW}
+  -- a point's slices VPS, MPS floats apart: a cache line more than the slices, so that
+  -- the 16 points' streams of the transforms do not fall into one cache set
+  return {NPW = NPW, PR = PR, R = R, PB = R * NPW, VPS = R * NPW * Cr + 16, MPS = R * NPW * Op + 16}
 end
+
+-- the blocked product's U: a point's panels R x Op floats and a cache line apart
+function M.u_stride(R, Op) return R * Op + 16 end
 
 -- Scratch layout (floats) after the dW form's: cv's channels-last copies (XP, all
 -- samples) or wv's padded planes, then this form's regions (XC: one sample's
@@ -86,13 +91,13 @@ function M.layout(L, cv_scratch)
     take("DYP", r.Hq * r.Wq * L.cout)
     take("DXH", g.h.I * g.w.I * CIP)
   end
-  take("U", 16 * math.max(L.cin * CP, L.cout * CIP))
+  take("U", 16 * M.u_stride(1, math.max(L.cin * CP, L.cout * CIP)))
   -- the blocked product's transformed inputs and products (fwd, dx)
   local vb, mb = 0, 0
   local function blocked(tile, Oh, Ow, Cr, Op)
     if not (tile and tile.blocked) then return end
     local bk = M.blocking(Oh, Ow, Cr, Op)
-    vb, mb = math.max(vb, 16 * bk.PB * Cr), math.max(mb, 16 * bk.PB * Op)
+    vb, mb = math.max(vb, 16 * bk.VPS), math.max(mb, 16 * bk.MPS)
   end
   blocked(L.sched.fwd.tile, g.h.O, g.w.O, L.cin, CP)
   if L.sched.dx and L.sched.dx.form == "cvw" then blocked(L.sched.dx.tile, g.h.I, g.w.I, L.cout, CIP) end
@@ -102,11 +107,24 @@ function M.layout(L, cv_scratch)
 end
 
 -- U[p][r][o] = (G g G^T)[p] of the 3x3 kernel wexpr(r, o, k), o padded to Op (zeros)
-local function weights(C, U, R, O, Op, wexpr, W, par)
+local function weights(C, U, R, O, Op, wexpr, W, par, o_outer)
   if Op > O then C:line("for (int i = 0; i < %d; i++) %s[i] = 0.0f;", 16 * R * Op, U) end
-  if par and R >= 16 then C:line("CG_PARALLEL_FOR") end
-  C:open("for (int r = 0; r < %d; r++) {", R)
-  C:open("for (int o = 0; o < %d; o++) {", O)
+  -- the loop over the kernel's slower index outermost: each channel pair's 9 taps are
+  -- contiguous in w, consecutive pairs too (the other order strides by 9 x channels)
+  -- (the panels: panel, r, o within it, so that each point's W stores are one line)
+  if W then
+    if par and O > W then C:line("CG_PARALLEL_FOR") end
+    C:open("for (int j = 0; j < %d; j++) {", Op // W)
+    C:line("const int oe = j * %d + %d < %d ? j * %d + %d : %d;", W, W, O, W, W, O)
+    C:open("for (int r = 0; r < %d; r++) {", R)
+    C:open("for (int o = j * %d; o < oe; o++) {", W)
+  else
+    local outer, inner = {"r", R}, {"o", O}
+    if o_outer then outer, inner = inner, outer end
+    if par and outer[2] >= 16 then C:line("CG_PARALLEL_FOR") end
+    C:open("for (int %s = 0; %s < %d; %s++) {", outer[1], outer[1], outer[2], outer[1])
+    C:open("for (int %s = 0; %s < %d; %s++) {", inner[1], inner[1], inner[2], inner[1])
+  end
   local g = {}
   for k = 0, 8 do g[#g + 1] = string.format("g%d = %s", k, wexpr("r", "o", k)) end
   C:line("const float %s;", table.concat(g, ", "))
@@ -124,7 +142,7 @@ local function weights(C, U, R, O, Op, wexpr, W, par)
     local st = {}
     for b = 0, 3 do
       if W then -- panels [16][Op / W][R][W]
-        st[#st + 1] = string.format("%s[((size_t)(%d + o / %d) * %d + r) * %d + o %% %d] = %s;", U, (a * 4 + b) * (Op // W), W,
+        st[#st + 1] = string.format("%s[%d + ((size_t)j * %d + r) * %d + o - j * %d] = %s;", U, (a * 4 + b) * M.u_stride(R, Op),
           R, W, W, u[b + 1])
       else
         st[#st + 1] = string.format("%s[(%d * %d + r) * %d + o] = %s;", U, a * 4 + b, R, Op, u[b + 1])
@@ -134,40 +152,53 @@ local function weights(C, U, R, O, Op, wexpr, W, par)
   end
   C:close()
   C:close()
+  if W then C:close() end
 end
 
 -- Input transform of patch t (a C expression: a constant, or the loop's `t`) of the
 -- block, vectorized over the channels (contiguous in the copy and in Vb); rows, cols:
 -- 3 where the patch's fourth row or column is outside the copy (taken as zero).
-local function in_transform(C, a, tyexpr, x0expr, t, rows, cols, q)
+local function in_transform(C, L, a, tyexpr, x0expr, t, rows, cols, q)
   C:line("const float *restrict d = %s + ((size_t)(2 * (%s)) * %d + 2 * (%s + %s)) * %d;", a.src, tyexpr, a.Ws, x0expr, t, a.Cs)
   C:line("float *restrict vt = Vb + (%s) * %d;", q or t, a.Cr)
-  C:open("for (int c = 0; c < %d; c++) {", a.Cr)
-  local ld = {}
-  for i = 0, 3 do
-    for j = 0, 3 do
-      if i < rows and j < cols then
-        ld[#ld + 1] = string.format("d%d%d = d[%d + c]", i, j, (i * a.Ws + j) * a.Cs)
-      else
-        ld[#ld + 1] = string.format("d%d%d = 0.0f", i, j)
+  -- whole vectors of channels as cg_v (gcc does not vectorize the loop when Vb is not a
+  -- local array: it cannot tell that d and vt do not overlap), the rest one at a time
+  local CV = a.Cr - a.Cr % L.vec
+  local function body(ty, zero, ld, st)
+    local l = {}
+    for i = 0, 3 do
+      for j = 0, 3 do
+        l[#l + 1] = string.format("d%d%d = %s", i, j,
+          (i < rows and j < cols) and ld(string.format("d + %d + c", (i * a.Ws + j) * a.Cs)) or zero)
       end
     end
+    C:line("const %s %s;", ty, table.concat(l, ", "))
+    -- B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; then the same on the columns
+    for j = 0, 3 do
+      C:line("const %s e0%d = d0%d - d2%d, e1%d = d1%d + d2%d, e2%d = d2%d - d1%d, e3%d = d1%d - d3%d;",
+        ty, j, j, j, j, j, j, j, j, j, j, j, j)
+    end
+    for i = 0, 3 do
+      local o = {}
+      local v = {
+        string.format("e%d0 - e%d2", i, i), string.format("e%d1 + e%d2", i, i),
+        string.format("e%d2 - e%d1", i, i), string.format("e%d1 - e%d3", i, i)}
+      for j = 0, 3 do o[#o + 1] = st(string.format("vt + %d + c", (i * 4 + j) * a.VPS), v[j + 1]) end
+      C:line(table.concat(o, " "))
+    end
   end
-  C:line("const float %s;", table.concat(ld, ", "))
-  -- B^T d: rows d0 - d2, d1 + d2, d2 - d1, d1 - d3; then the same on the columns
-  for j = 0, 3 do
-    C:line("const float e0%d = d0%d - d2%d, e1%d = d1%d + d2%d, e2%d = d2%d - d1%d, e3%d = d1%d - d3%d;",
-      j, j, j, j, j, j, j, j, j, j, j, j)
+  if CV > 0 then
+    C:open("for (int c = 0; c < %d; c += %d) {", CV, L.vec)
+    body("cg_v", "vsplat(0.0f)", function(p) return string.format("VLOAD(%s)", p) end,
+      function(p, v) return string.format("VSTORE(%s, %s);", p, v) end)
+    C:close()
   end
-  for i = 0, 3 do
-    local st = {}
-    local v = {
-      string.format("e%d0 - e%d2", i, i), string.format("e%d1 + e%d2", i, i),
-      string.format("e%d2 - e%d1", i, i), string.format("e%d1 - e%d3", i, i)}
-    for j = 0, 3 do st[#st + 1] = string.format("vt[%d + c] = %s;", (i * 4 + j) * a.PS * a.Cr, v[j + 1]) end
-    C:line(table.concat(st, " "))
+  if CV < a.Cr then
+    C:open("for (int c = %d; c < %d; c++) {", CV, a.Cr)
+    body("float", "0.0f", function(p) return string.format("*(%s)", p) end,
+      function(p, v) return string.format("*(%s) = %s;", p, v) end)
+    C:close()
   end
-  C:close()
 end
 
 -- Output transform of patch t: A^T M A (rows m0 + m1 + m2 and m1 - m2 - m3), bias and
@@ -186,7 +217,7 @@ local function out_transform(C, L, a, tyexpr, x0expr, t, orows, ocols, q)
   C:line("const float *restrict mt = Mb + (%s) * %d + v * %d;", q or t, Op, V)
   local ml = {}
   for p = 0, 15 do
-    if need[p] then ml[#ml + 1] = string.format("m%d = VLOAD(mt + %d)", p, p * a.PS * Op) end
+    if need[p] then ml[#ml + 1] = string.format("m%d = VLOAD(mt + %d)", p, p * a.MPS) end
   end
   C:line("const cg_v %s;", table.concat(ml, ", "))
   for _, b in ipairs(scols) do
@@ -217,12 +248,12 @@ local function block(C, L, a, tyexpr, x0expr, nt, last_row, odd_last)
   C:line("float Vb[%d], Mb[%d]; /* [16][%d patches][channels] */", 16 * TT * Cr, 16 * TT * Op, TT)
   if nf > 0 then
     C:open("for (int t = 0; t < %d; t++) {", nf)
-    in_transform(C, a, tyexpr, x0expr, "t", last_row and 3 or 4, 4)
+    in_transform(C, L, a, tyexpr, x0expr, "t", last_row and 3 or 4, 4)
     C:close()
   end
   if odd_last then
     C:open("{")
-    in_transform(C, a, tyexpr, x0expr, tostring(nt - 1), last_row and 3 or 4, 3)
+    in_transform(C, L, a, tyexpr, x0expr, tostring(nt - 1), last_row and 3 or 4, 3)
     C:close()
   end
   -- the 16 products: patches x output-channel vectors in registers, over the channels
@@ -268,7 +299,7 @@ end
 -- Every patch of one sample: src [Oh+2][Ws][Cs] (Ws >= Ow + 2) -> out [Oh][Ow][Op].
 -- a: {src, Ws, Cs, Cr (channels summed), U, Op, out, Oh, Ow, bias, store, TT, TV}
 local function product(C, L, a)
-  a.PS = a.TT
+  a.VPS, a.MPS = a.TT * a.Cr, a.TT * a.Op
   local FH, FW = a.Oh // 2, a.Ow // 2
   local oddh, oddw = a.Oh % 2 == 1, a.Ow % 2 == 1
   local nfull, rest = FW // a.TT, FW % a.TT
@@ -329,7 +360,7 @@ local function product_blocked(C, L, a)
   local NPW, R = bk.NPW, bk.R
   local W = a.TV * L.vec
   local NJ = a.Op // W
-  a.PS = bk.PB
+  a.VPS, a.MPS = bk.VPS, bk.MPS
   C:line("/* blocked product: %d rows of %d patches a block */", R, NPW)
   C:line("float *restrict Vb = S + %d, *restrict Mb = S + %d;", a.VB, a.MB)
   -- one pass over the rows ty0 .. ty0 + nr - 1 of the block, the last of one output
@@ -362,15 +393,15 @@ local function product_blocked(C, L, a)
   end
   local function blk(ty0, nr, last_odd)
     rows(ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
-      in_transform(C, a, ty, "0", t, last_row and 3 or 4, odd_col and 3 or 4, q)
+      in_transform(C, L, a, ty, "0", t, last_row and 3 or 4, odd_col and 3 or 4, q)
     end)
     local np = nr * NPW
     if L.parallel then C:line("CG_PARALLEL_FOR2") end
     C:line("for (int p = 0; p < 16; p++)")
     C:open("for (int j = 0; j < %d; j++) {", NJ)
-    C:line("const float *restrict up = %s + ((size_t)p * %d + j) * %d, *restrict vp = Vb + (size_t)p * %d;", a.U, NJ,
-      a.Cr * W, a.PS * a.Cr)
-    C:line("float *restrict mp = Mb + (size_t)p * %d + j * %d;", a.PS * a.Op, W)
+    C:line("const float *restrict up = %s + (size_t)p * %d + j * %d, *restrict vp = Vb + (size_t)p * %d;", a.U,
+      M.u_stride(a.Cr, a.Op), a.Cr * W, a.VPS)
+    C:line("float *restrict mp = Mb + (size_t)p * %d + j * %d;", a.MPS, W)
     local nt, rest = np // a.TT, np % a.TT
     if nt > 0 then
       C:open("for (int q0 = 0; q0 < %d; q0 += %d) {", nt * a.TT, a.TT)
@@ -443,7 +474,7 @@ function M.forward(L, C, cv_scratch, d)
   C:line("float *restrict yh = S + %d, *restrict bp = S + %d, *restrict U = S + %d;", sc.YH, sc.BP, sc.U)
   C:line("/* U[16][ci][co] = G w G^T of each channel pair, co padded to %d */", CP)
   weights(C, "U", Cin, Cout, CP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", o, Cin, r, k) end,
-    t.blocked and t.TV * L.vec, L.parallel)
+    t.blocked and t.TV * L.vec, L.parallel, true)
   C:line("for (int co = 0; co < %d; co++) bp[co] = %s;", CP,
     L.opt.bias and string.format("co < %d ? (%s)[co] : 0.0f", Cout, L.t.bias) or "0.0f")
   if sc.keep ~= "cv" then wv.keep_input(L, C) end
