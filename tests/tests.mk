@@ -157,15 +157,15 @@ $(B)/san/t_wino_g_ln: tests/nets/t_wino_g_ln.yaml tests/nets/t_wino_g_ln.wisdom 
 $(B)/san/t_cvw_loop: tests/nets/t_cvw_loop.yaml tests/nets/t_cvw_loop.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< --wisdom tests/nets/t_cvw_loop.wisdom -o $(B)/san >/dev/null
-	@grep -q "schedule wv+wino: .*(from wisdom)" $@.c && grep -q "schedule cv+wino: .*(from wisdom)" $@.c || \
+	@grep -q "schedule wv+wino: .*(from wisdom)" $@.c && grep -q "schedule cv+wino+dw: .*(from wisdom)" $@.c || \
 	  { echo "sanitize-check: tests/nets/t_cvw_loop.wisdom did not take effect in $@.c"; exit 1; }
 	$(SAN_LINK) -fopenmp
 # the same with many channels: the blocked product (conv_cvw.lua's product_blocked)
 $(B)/san/t_cvw_big: tests/torchnets/t_cvw_big.yaml tests/torchnets/t_cvw_big.wisdom $(B)/cnngen $(RT_SRC) runtime/*.h
 	@mkdir -p $(B)/san
 	$(B)/cnngen $< --wisdom tests/torchnets/t_cvw_big.wisdom -o $(B)/san >/dev/null
-	@grep -q "schedule wv+wino: .*(from wisdom)" $@.c && grep -q "schedule cv+wino: .*(from wisdom)" $@.c && \
-	  grep -q "blocked product" $@.c || { echo "sanitize-check: t_cvw_big is not the blocked product in $@.c"; exit 1; }
+	@grep -q "schedule cv+wino+dw: .*(from wisdom)" $@.c && grep -q "schedule cv+wino: .*(from wisdom)" $@.c && \
+	  grep -q "blocked product" $@.c && grep -q "blocked dW" $@.c || { echo "sanitize-check: t_cvw_big is not the blocked product in $@.c"; exit 1; }
 	$(SAN_LINK) -fopenmp
 # a team (cnngen --team 2: the replicas' threads, batch norm's and dropout's team code),
 # its check from replicas of one sample to the team's batch

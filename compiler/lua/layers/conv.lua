@@ -335,6 +335,9 @@ function M.candidates(L, T)
       if ft and xt then
         c[#c + 1] = {name = "cv+wino", layout = "nchw", fwd = {form = "cvw", tile = ft}, dw = cv.dw,
           dx = {form = "cvw", tile = xt, apart = true}, variants = false}
+        -- dW in Winograd's form too, from the same copies
+        c[#c + 1] = {name = "cv+wino+dw", layout = "nchw", fwd = {form = "cvw", tile = ft},
+          dw = {form = "cvw", tile = cvw_mod.dw_tile(L, T)}, dx = {form = "cvw", tile = xt, apart = true}, variants = false}
         -- dW as the row-vector form's, from its padded planes (conv64 at batch 8 on
         -- 2 Zen 3 cores: the cv form's dW 38 ms, wv's 16)
         if wv.ok(L) then
@@ -492,6 +495,7 @@ function M.backward(L, C, ctx)
   local form = L.sched.dw.form
   if form == "wv" then return wv.backward(L, C) end
   if form == "cv" then return M.backward_cv(L, C, ctx) end
+  if form == "cvw" then return cvw_mod.backward_dw(L, C, M.cv_scratch, dims(L)) end
   local d = dims(L)
   local unroll = form == "straight"
   C:line("const float *restrict w = %s;", L.t.weight)

@@ -19,6 +19,7 @@
 --   cv  (schedule "cv+wino")  every sample's channels-last copy (conv.lua's cv_scratch)
 --   wv  (schedule "wv+wino")  every sample's padded planes (conv_wv.lua); the forward
 --                             then turns one sample at a time into channels-last
+--   cvw (schedule "cv+wino+dw") Winograd's from the cv form's copies (backward_dw below)
 --
 -- A last patch row or column that has only one output (an odd output size) reads only
 -- three rows or columns: its fourth is outside the copy and is taken as zero, which
@@ -52,15 +53,36 @@ function M.tile(L, T, Cr, Co)
   return {TT = TT, TV = TV}
 end
 
+-- dW's register tile: TI input channels x TV vectors of output channels
+function M.dw_tile(L, T)
+  local TV = util.largest_divisor(ceilv(L, L.cout) // L.vec, math.max(1, T.acc // 4))
+  return {TI = math.max(1, T.acc // TV), TV = TV}
+end
+
 -- The blocked product's rows of patches a block: every point's slice of the block's
 -- transformed inputs and products, PB x (Cr + Op) floats, within SLICE_FLOATS (L2)
 local SLICE_FLOATS = 65536
-function M.blocking(Oh, Ow, Cr, Op)
+-- dW's blocks: dU (16 x Cin x CP floats) is read and written once a block, so its blocks
+-- are larger (each point's slices in L3)
+-- (512 -> 512 at 28x28, batch 2, 2 Zen 3 cores, bench/ab.py: 1.075x the step with
+-- 262144 floats rather than 65536; 1048576 no different)
+local DW_SLICE = 262144
+function M.blocking(Oh, Ow, Cr, Op, slice)
   local NPW, PR = (Ow + 1) // 2, (Oh + 1) // 2
-  local R = math.max(1, math.min(PR, SLICE_FLOATS // (NPW * (Cr + Op))))
+  local R = math.max(1, math.min(PR, (slice or SLICE_FLOATS) // (NPW * (Cr + Op))))
   -- a point's slices VPS, MPS floats apart: a cache line more than the slices, so that
   -- the 16 points' streams of the transforms do not fall into one cache set
   return {NPW = NPW, PR = PR, R = R, PB = R * NPW, VPS = R * NPW * Cr + 16, MPS = R * NPW * Op + 16}
+end
+
+-- dW's rows of Vb and Zb (one patch's channels): walked across the patches, a cache
+-- line longer when a multiple of 64 floats (rows 2 KB apart fall into two of L1's sets)
+local function dw_row(n) return n % 64 == 0 and n + 16 or n end
+function M.dw_blocking(Oh, Ow, Cin, CP)
+  local bk = M.blocking(Oh, Ow, Cin, CP, DW_SLICE)
+  bk.VRS, bk.ZRS = dw_row(Cin), dw_row(CP)
+  bk.VPS, bk.MPS = bk.PB * bk.VRS + 16, bk.PB * bk.ZRS + 16
+  return bk
 end
 
 -- the blocked product's U: a point's panels R x Op floats and a cache line apart
@@ -71,7 +93,7 @@ function M.u_stride(R, Op) return R * Op + 16 end
 -- channels-last copy when the kept input is wv's).
 function M.layout(L, cv_scratch)
   local g = L.geom
-  local keep = L.sched.dw.form
+  local keep = L.sched.dw.form == "cvw" and "cv" or L.sched.dw.form
   local CP, CIP = ceilv(L, L.cout), ceilv(L, L.cin)
   local r = {CP = CP, CIP = CIP, keep = keep,
     Hp = g.h.I + g.h.lo + g.h.hi, Wp = g.w.I + g.w.lo + g.w.hi,
@@ -94,13 +116,17 @@ function M.layout(L, cv_scratch)
   take("U", 16 * M.u_stride(1, math.max(L.cin * CP, L.cout * CIP)))
   -- the blocked product's transformed inputs and products (fwd, dx)
   local vb, mb = 0, 0
-  local function blocked(tile, Oh, Ow, Cr, Op)
+  local function blocked(tile, Oh, Ow, Cr, Op, slice)
     if not (tile and tile.blocked) then return end
-    local bk = M.blocking(Oh, Ow, Cr, Op)
+    local bk = M.blocking(Oh, Ow, Cr, Op, slice)
     vb, mb = math.max(vb, 16 * bk.VPS), math.max(mb, 16 * bk.MPS)
   end
   blocked(L.sched.fwd.tile, g.h.O, g.w.O, L.cin, CP)
   if L.sched.dx and L.sched.dx.form == "cvw" then blocked(L.sched.dx.tile, g.h.I, g.w.I, L.cout, CIP) end
+  if L.sched.dw.form == "cvw" then
+    local bk = M.dw_blocking(g.h.O, g.w.O, L.cin, CP)
+    vb, mb = math.max(vb, 16 * bk.VPS), math.max(mb, 16 * bk.MPS)
+  end
   if vb > 0 then take("VB", vb); take("MB", mb) end
   r.total = at
   return r
@@ -160,7 +186,7 @@ end
 -- 3 where the patch's fourth row or column is outside the copy (taken as zero).
 local function in_transform(C, L, a, tyexpr, x0expr, t, rows, cols, q)
   C:line("const float *restrict d = %s + ((size_t)(2 * (%s)) * %d + 2 * (%s + %s)) * %d;", a.src, tyexpr, a.Ws, x0expr, t, a.Cs)
-  C:line("float *restrict vt = Vb + (%s) * %d;", q or t, a.Cr)
+  C:line("float *restrict vt = Vb + (%s) * %d;", q or t, a.VRS or a.Cr)
   -- whole vectors of channels as cg_v (gcc does not vectorize the loop when Vb is not a
   -- local array: it cannot tell that d and vt do not overlap), the rest one at a time
   local CV = a.Cr - a.Cr % L.vec
@@ -353,46 +379,65 @@ end
 -- all threads: the inputs transformed into Vb [16][PB][Cr]; for every point and panel
 -- of W output channels a GEMM over the block's patches into Mb [16][PB][Op] (U is
 -- read once a block, its panels [16][Op / W][Cr][W] contiguous); the outputs.
-local function product_blocked(C, L, a)
-  local bk = M.blocking(a.Oh, a.Ow, a.Cr, a.Op)
-  local FH, FW = a.Oh // 2, a.Ow // 2
-  local oddh, oddw = a.Oh % 2 == 1, a.Ow % 2 == 1
-  local NPW, R = bk.NPW, bk.R
-  local W = a.TV * L.vec
-  local NJ = a.Op // W
-  a.VPS, a.MPS = bk.VPS, bk.MPS
-  C:line("/* blocked product: %d rows of %d patches a block */", R, NPW)
-  C:line("float *restrict Vb = S + %d, *restrict Mb = S + %d;", a.VB, a.MB)
-  -- one pass over the rows ty0 .. ty0 + nr - 1 of the block, the last of one output
-  -- row when last_odd; each(ty, r, t, q, rows, cols) emits one patch
-  local function rows(ty0, nr, last_odd, each)
-    local nfull = last_odd and nr - 1 or nr
-    local function row(ty, r, last_row)
-      if FW > 0 then
-        C:open("for (int tx = 0; tx < %d; tx++) {", FW)
-        each(ty, "tx", string.format("%s * %d + tx", r, NPW), last_row, false)
-        C:close()
-      end
-      if oddw then
-        C:open("{")
-        each(ty, tostring(FW), string.format("%s * %d + %d", r, NPW, FW), last_row, true)
-        C:close()
-      end
-    end
-    if nfull > 0 then
-      if nfull > 1 then util.par(C, L) end
-      C:open("for (int r = 0; r < %d; r++) {", nfull)
-      row(string.format("%s + r", ty0), "r", false)
+-- One pass over the rows of patches ty0 .. ty0 + nr - 1 of a block (the last of one
+-- output row when last_odd) on all threads, patches of Oh x Ow outputs, NPW a row;
+-- each(ty, t, q, last_row, odd_col) emits patch t of row ty, the block's q-th
+local function patch_rows(C, L, Ow, NPW, ty0, nr, last_odd, each)
+  local FW, oddw = Ow // 2, Ow % 2 == 1
+  local nfull = last_odd and nr - 1 or nr
+  local function row(ty, r, last_row)
+    if FW > 0 then
+      C:open("for (int tx = 0; tx < %d; tx++) {", FW)
+      each(ty, "tx", string.format("%s * %d + tx", r, NPW), last_row, false)
       C:close()
     end
-    if last_odd then
+    if oddw then
       C:open("{")
-      row(string.format("%s + %d", ty0, nr - 1), tostring(nr - 1), true)
+      each(ty, tostring(FW), string.format("%s * %d + %d", r, NPW, FW), last_row, true)
       C:close()
     end
   end
-  local function blk(ty0, nr, last_odd)
-    rows(ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
+  if nfull > 0 then
+    if nfull > 1 then util.par(C, L) end
+    C:open("for (int r = 0; r < %d; r++) {", nfull)
+    row(string.format("%s + r", ty0), "r", false)
+    C:close()
+  end
+  if last_odd then
+    C:open("{")
+    row(string.format("%s + %d", ty0, nr - 1), tostring(nr - 1), true)
+    C:close()
+  end
+end
+
+-- The blocks of bk.R rows of patches of Oh outputs: blk(ty0, nr, last_odd) emits one
+local function blocks(C, Oh, bk, blk)
+  local FH, oddh = Oh // 2, Oh % 2 == 1
+  local PR, R = FH + (oddh and 1 or 0), bk.R
+  local nbf = FH // R
+  if nbf > 0 then
+    C:open("for (int b = 0; b < %d; b++) {", nbf)
+    blk(string.format("b * %d", R), R, false)
+    C:close()
+  end
+  local rem = PR - nbf * R
+  if rem > 0 then
+    C:open("{")
+    blk(tostring(nbf * R), rem, oddh)
+    C:close()
+  end
+end
+
+local function product_blocked(C, L, a)
+  local bk = M.blocking(a.Oh, a.Ow, a.Cr, a.Op)
+  local NPW = bk.NPW
+  local W = a.TV * L.vec
+  local NJ = a.Op // W
+  a.VPS, a.MPS = bk.VPS, bk.MPS
+  C:line("/* blocked product: %d rows of %d patches a block */", bk.R, NPW)
+  C:line("float *restrict Vb = S + %d, *restrict Mb = S + %d;", a.VB, a.MB)
+  blocks(C, a.Oh, bk, function(ty0, nr, last_odd)
+    patch_rows(C, L, a.Ow, NPW, ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
       in_transform(C, L, a, ty, "0", t, last_row and 3 or 4, odd_col and 3 or 4, q)
     end)
     local np = nr * NPW
@@ -410,23 +455,10 @@ local function product_blocked(C, L, a)
     end
     if rest > 0 then gemm_tile(C, L, a, tostring(nt * a.TT), rest) end
     C:close()
-    rows(ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
+    patch_rows(C, L, a.Ow, NPW, ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
       out_transform(C, L, a, ty, "0", t, last_row and 1 or 2, odd_col and 1 or 2, q)
     end)
-  end
-  local PR = FH + (oddh and 1 or 0)
-  local nbf = FH // R
-  if nbf > 0 then
-    C:open("for (int b = 0; b < %d; b++) {", nbf)
-    blk(string.format("b * %d", R), R, false)
-    C:close()
-  end
-  local rem = PR - nbf * R
-  if rem > 0 then
-    C:open("{")
-    blk(tostring(nbf * R), rem, oddh)
-    C:close()
-  end
+  end)
 end
 
 -- Sample n's input, zero-padded and channels-last, into `name` (float *, declared here)
@@ -505,6 +537,156 @@ function M.forward(L, C, cv_scratch, d)
   M.store_planes(C, "yn", "yh", "co", Cout, d.OHW, CP)
   C:close()
   return {"P", "S", "x", "y", "nb"}
+end
+
+-- dW in Winograd's form ("cv+wino+dw"): with Z = A dy A^T of each patch's 2x2 outputs
+-- (4x4 a channel), dU[p][ci][co] = sum over the patches of every sample of V[p][ci] Z[p][co]
+-- (16 GEMMs over the patches, dU in panels as U), then dW = G^T dU G. The input is the
+-- cv form's kept channels-last copy of every sample; dy goes channels-last one sample at a
+-- time into the forward's output buffer. Odd edges: the missing outputs' dy is zero,
+-- which is all the input row or column absent from V would have met.
+
+-- Z = A y A^T of patch t's outputs (orows x ocols of them, the rest zero), vectors of
+-- channels of dyc [Oh][Ow][CP] -> Zb; A^T's rows (1 1 1 0) and (0 1 -1 -1)
+local function dy_transform(C, L, a, tyexpr, t, orows, ocols, q)
+  local V = L.vec
+  C:line("const float *restrict yt = dyc + ((size_t)(2 * (%s)) * %d + 2 * (%s)) * %d;", tyexpr, a.Ow, t, a.CP)
+  C:line("float *restrict zt = Zb + (%s) * %d;", q, a.ZRS)
+  C:open("for (int c = 0; c < %d; c += %d) {", a.CP, V)
+  local l = {}
+  for i = 0, 1 do
+    for j = 0, 1 do
+      l[#l + 1] = string.format("y%d%d = %s", i, j,
+        (i < orows and j < ocols) and string.format("VLOAD(yt + %d + c)", (i * a.Ow + j) * a.CP) or "vsplat(0.0f)")
+    end
+  end
+  C:line("const cg_v %s;", table.concat(l, ", "))
+  -- rows: h0 = y0, h1 = y0 + y1, h2 = y0 - y1, h3 = -y1; then the same on the columns
+  for j = 0, 1 do
+    C:line("const cg_v h0%d = y0%d, h1%d = y0%d + y1%d, h2%d = y0%d - y1%d, h3%d = -y1%d;", j, j, j, j, j, j, j, j, j, j)
+  end
+  for i = 0, 3 do
+    local z = {string.format("h%d0", i), string.format("h%d0 + h%d1", i, i), string.format("h%d0 - h%d1", i, i),
+      string.format("-h%d1", i)}
+    local o = {}
+    for j = 0, 3 do o[#o + 1] = string.format("VSTORE(zt + %d + c, %s);", (i * 4 + j) * a.ZPS, z[j + 1]) end
+    C:line(table.concat(o, " "))
+  end
+  C:close()
+end
+
+-- dU's tile: input channels ci0 .. + ni - 1 x TV vectors of the panel's output channels,
+-- summed over the block's np patches onto what dU holds
+local function dw_tile(C, L, a, ci0, ni, np)
+  local V, TV = L.vec, a.TV
+  C:open("{")
+  for i = 0, ni - 1 do
+    local z = {}
+    for v = 0, TV - 1 do z[#z + 1] = string.format("a%d_%d = VLOAD(dup + (%s + %d) * %d + %d)", i, v, ci0, i, a.W, v * V) end
+    C:line("cg_v %s;", table.concat(z, ", "))
+  end
+  C:open("for (int q = 0; q < %d; q++) {", np)
+  local zl = {}
+  for v = 0, TV - 1 do zl[#zl + 1] = string.format("z%d = VLOAD(zp + q * %d + %d)", v, a.ZRS, v * V) end
+  C:line("const cg_v %s;", table.concat(zl, ", "))
+  C:line("const float *restrict vq = vp + q * %d + %s;", a.VRS, ci0)
+  for i = 0, ni - 1 do
+    local f = {}
+    for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += vq[%d] * z%d;", i, v, i, v) end
+    C:line(table.concat(f, " "))
+  end
+  C:close()
+  for i = 0, ni - 1 do
+    local st = {}
+    for v = 0, TV - 1 do st[#st + 1] = string.format("VSTORE(dup + (%s + %d) * %d + %d, a%d_%d);", ci0, i, a.W, v * V, i, v) end
+    C:line(table.concat(st, " "))
+  end
+  C:close()
+end
+
+function M.backward_dw(L, C, cv_scratch, d)
+  local g = L.geom
+  local Cin, Cout = L.cin, L.cout
+  local sc = M.layout(L, cv_scratch)
+  local CP, V = sc.CP, L.vec
+  local t = L.sched.dw.tile
+  local W = t.TV * V
+  local NJ = CP // W
+  local US = M.u_stride(Cin, CP)
+  local Oh, Ow = g.h.O, g.w.O
+  local bk = M.dw_blocking(Oh, Ow, Cin, CP)
+  local a = {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, Cin = Cin, CP = CP, Ow = Ow, VPS = bk.VPS, ZPS = bk.MPS,
+    VRS = bk.VRS, ZRS = bk.ZRS, TV = t.TV, W = W}
+  C:line("float *restrict gw = %s;", L.t_grad.weight)
+  if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
+  C:line("/* blocked dW: %d rows of %d patches a block */", bk.R, bk.NPW)
+  C:line("float *restrict dU = S + %d, *restrict dyc = S + %d, *restrict Vb = S + %d, *restrict Zb = S + %d;", sc.U, sc.YH,
+    sc.VB, sc.MB)
+  C:line("memset(dU, 0, sizeof(float) * %d);", 16 * US)
+  if L.opt.bias then
+    C:open("for (int co = 0; co < %d; co++) {", Cout)
+    C:line("float s = 0.0f;")
+    C:line("for (int n = 0; n < nb; n++)")
+    C:line("    for (int i = 0; i < %d; i++) s += dy[(size_t)n * %d + co * %d + i];", d.OHW, d.OUT, d.OHW)
+    C:line("gb[co] += s;")
+    C:close()
+  end
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
+  C:line("const float *restrict xc = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
+  C:line("/* the sample's dy channels-last, padded channels zero */")
+  util.par(C, L)
+  C:open("for (int i = 0; i < %d; i++) {", d.OHW)
+  C:line("for (int co = 0; co < %d; co++) dyc[i * %d + co] = dn[co * %d + i];", Cout, CP, d.OHW)
+  if CP > Cout then C:line("for (int co = %d; co < %d; co++) dyc[i * %d + co] = 0.0f;", Cout, CP, CP) end
+  C:close()
+  blocks(C, Oh, bk, function(ty0, nr, last_odd)
+    patch_rows(C, L, Ow, bk.NPW, ty0, nr, last_odd, function(ty, tt, q, last_row, odd_col)
+      in_transform(C, L, a, ty, "0", tt, last_row and 3 or 4, odd_col and 3 or 4, q)
+      dy_transform(C, L, a, ty, tt, last_row and 1 or 2, odd_col and 1 or 2, q)
+    end)
+    local np = nr * bk.NPW
+    if L.parallel then C:line("CG_PARALLEL_FOR2") end
+    C:line("for (int p = 0; p < 16; p++)")
+    C:open("for (int j = 0; j < %d; j++) {", NJ)
+    C:line("float *restrict dup = dU + (size_t)p * %d + j * %d;", US, Cin * W)
+    C:line("const float *restrict vp = Vb + (size_t)p * %d, *restrict zp = Zb + (size_t)p * %d + j * %d;", bk.VPS,
+      bk.MPS, W)
+    local nt, rest = Cin // t.TI, Cin % t.TI
+    if nt > 0 then
+      C:open("for (int ci0 = 0; ci0 < %d; ci0 += %d) {", nt * t.TI, t.TI)
+      dw_tile(C, L, a, "ci0", t.TI, np)
+      C:close()
+    end
+    if rest > 0 then dw_tile(C, L, a, tostring(nt * t.TI), rest, np) end
+    C:close()
+  end)
+  C:close()
+  C:line("/* dW = G^T dU G of each channel pair */")
+  -- a panel's W output channels innermost: each point's W values of a pair are one line
+  if L.parallel and NJ > 1 then C:line("CG_PARALLEL_FOR") end
+  C:open("for (int j = 0; j < %d; j++) {", NJ)
+  C:line("const int oe = j * %d + %d < %d ? j * %d + %d : %d;", W, W, Cout, W, W, Cout)
+  C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
+  C:open("for (int co = j * %d; co < oe; co++) {", W)
+  C:line("const float *restrict u = dU + (size_t)(j * %d + ci) * %d + co - j * %d;", Cin, W, W)
+  local x = {}
+  for p = 0, 15 do x[#x + 1] = string.format("x%d = u[%d]", p, p * US) end
+  C:line("const float %s;", table.concat(x, ", "))
+  -- t = G^T X (3x4): rows X0 + (X1 + X2)/2, (X1 - X2)/2, (X1 + X2)/2 + X3 over the columns j
+  for j = 0, 3 do
+    C:line("const float t0%d = x%d + 0.5f * (x%d + x%d), t1%d = 0.5f * (x%d - x%d), t2%d = 0.5f * (x%d + x%d) + x%d;",
+      j, j, 4 + j, 8 + j, j, 4 + j, 8 + j, j, 4 + j, 8 + j, 12 + j)
+  end
+  C:line("float *restrict gk = gw + ((size_t)co * %d + ci) * 9;", Cin)
+  for r = 0, 2 do
+    C:line("gk[%d] += t%d0 + 0.5f * (t%d1 + t%d2); gk[%d] += 0.5f * (t%d1 - t%d2); gk[%d] += 0.5f * (t%d1 + t%d2) + t%d3;",
+      r * 3, r, r, r, r * 3 + 1, r, r, r * 3 + 2, r, r, r)
+  end
+  C:close()
+  C:close()
+  C:close()
+  return {"G", "S", "dy", "nb"}
 end
 
 -- dx: dy zero-padded as the cv form's gather pads it, the flipped kernel's product
