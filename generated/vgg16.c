@@ -795,393 +795,162 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5)
- * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded */
 static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    const float *restrict b = P + 36864;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 226x226 (kept for dW) */
+    float *restrict yh = S + 6537728, *restrict bp = S + 9785856, *restrict U = S + 22725440;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 64 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 64; pl++) {
-        const float *restrict s = x + (size_t)pl * 50176;
-        float *restrict d = xp + (size_t)pl * 51076;
-        memset(d, 0, sizeof(float) * 226);
-        for (int i = 0; i < 224; i++) {
-            float *restrict r = d + (i + 1) * 226;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 224, sizeof(float) * 224);
-            memset(r + 225, 0, sizeof(float) * 1);
+    for (int o = 0; o < 64; o++) {
+        for (int r = 0; r < 64; r++) {
+            const float g0 = w[(o * 64 + r) * 9 + 0], g1 = w[(o * 64 + r) * 9 + 1], g2 = w[(o * 64 + r) * 9 + 2], g3 = w[(o * 64 + r) * 9 + 3], g4 = w[(o * 64 + r) * 9 + 4], g5 = w[(o * 64 + r) * 9 + 5], g6 = w[(o * 64 + r) * 9 + 6], g7 = w[(o * 64 + r) * 9 + 7], g8 = w[(o * 64 + r) * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            U[(0 * 64 + r) * 64 + o] = t00; U[(1 * 64 + r) * 64 + o] = 0.5f * (t00 + t01 + t02); U[(2 * 64 + r) * 64 + o] = 0.5f * (t00 - t01 + t02); U[(3 * 64 + r) * 64 + o] = t02;
+            U[(4 * 64 + r) * 64 + o] = t10; U[(5 * 64 + r) * 64 + o] = 0.5f * (t10 + t11 + t12); U[(6 * 64 + r) * 64 + o] = 0.5f * (t10 - t11 + t12); U[(7 * 64 + r) * 64 + o] = t12;
+            U[(8 * 64 + r) * 64 + o] = t20; U[(9 * 64 + r) * 64 + o] = 0.5f * (t20 + t21 + t22); U[(10 * 64 + r) * 64 + o] = 0.5f * (t20 - t21 + t22); U[(11 * 64 + r) * 64 + o] = t22;
+            U[(12 * 64 + r) * 64 + o] = t30; U[(13 * 64 + r) * 64 + o] = 0.5f * (t30 + t31 + t32); U[(14 * 64 + r) * 64 + o] = 0.5f * (t30 - t31 + t32); U[(15 * 64 + r) * 64 + o] = t32;
         }
-        memset(d + 50850, 0, sizeof(float) * 226);
     }
-    memset(xp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 output channels x 4 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 224; r++) {
-        const int n = r / 224, oy = r % 224;
-        const float *restrict xr0 = xp + ((size_t)n * 14464 + oy) * 226;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 224;
-        for (int co0 = 0; co0 < 60; co0 += 6) {
-            for (int x0 = 0; x0 < 192; x0 += 64) {
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
-                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2; a2_3 += wr[1152] * v3;
-                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2; a3_3 += wr[1728] * v3;
-                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1; a4_2 += wr[2304] * v2; a4_3 += wr[2304] * v3;
-                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1; a5_2 += wr[2880] * v2; a5_3 += wr[2880] * v3;
+    for (int co = 0; co < 64; co++) bp[co] = co < 64 ? (P + 36864)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 3211264;
+        const float *restrict xn = x + (size_t)n * 3211264;
+        float *restrict xc = S + 0 + (size_t)n * 3268864;
+        memset(xc, 0, sizeof(float) * 3268864);
+        for (int ci = 0; ci < 64; ci++)
+            for (int iy = 0; iy < 224; iy++)
+                for (int ix = 0; ix < 224; ix++) xc[((iy + 1) * 226 + ix + 1) * 64 + ci] = xn[ci * 50176 + iy * 224 + ix];
+        CG_PARALLEL_FOR
+        for (int ty = 0; ty < 112; ty++) {
+            for (int x0 = 0; x0 < 108; x0 += 6) {
+                {
+                    float Vb[6144], Mb[6144]; /* [16][6 patches][channels] */
+                    for (int t = 0; t < 6; t++) {
+                        const float *restrict d = xc + ((size_t)(2 * (ty)) * 226 + 2 * (x0 + t)) * 64;
+                        float *restrict vt = Vb + (t) * 64;
+                        for (int c = 0; c < 64; c += 16) {
+                            const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 14464 + c), d11 = VLOAD(d + 14528 + c), d12 = VLOAD(d + 14592 + c), d13 = VLOAD(d + 14656 + c), d20 = VLOAD(d + 28928 + c), d21 = VLOAD(d + 28992 + c), d22 = VLOAD(d + 29056 + c), d23 = VLOAD(d + 29120 + c), d30 = VLOAD(d + 43392 + c), d31 = VLOAD(d + 43456 + c), d32 = VLOAD(d + 43520 + c), d33 = VLOAD(d + 43584 + c);
+                            const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                            const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                            const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                            const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                            VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 384 + c, e01 + e02); VSTORE(vt + 768 + c, e02 - e01); VSTORE(vt + 1152 + c, e01 - e03);
+                            VSTORE(vt + 1536 + c, e10 - e12); VSTORE(vt + 1920 + c, e11 + e12); VSTORE(vt + 2304 + c, e12 - e11); VSTORE(vt + 2688 + c, e11 - e13);
+                            VSTORE(vt + 3072 + c, e20 - e22); VSTORE(vt + 3456 + c, e21 + e22); VSTORE(vt + 3840 + c, e22 - e21); VSTORE(vt + 4224 + c, e21 - e23);
+                            VSTORE(vt + 4608 + c, e30 - e32); VSTORE(vt + 4992 + c, e31 + e32); VSTORE(vt + 5376 + c, e32 - e31); VSTORE(vt + 5760 + c, e31 - e33);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
-                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2; a2_3 += wr[1153] * v3;
-                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2; a3_3 += wr[1729] * v3;
-                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1; a4_2 += wr[2305] * v2; a4_3 += wr[2305] * v3;
-                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1; a5_2 += wr[2881] * v2; a5_3 += wr[2881] * v3;
+                    for (int p = 0; p < 16; p++) {
+                        const float *restrict up = U + (size_t)p * 4096, *restrict vp = Vb + p * 384;
+                        float *restrict mp = Mb + p * 384;
+                        for (int v0 = 0; v0 < 4; v0 += 4) {
+                            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                            for (int c = 0; c < 64; c++) {
+                                const cg_v w0 = VLOAD(up + c * 64 + (v0 + 0) * 16), w1 = VLOAD(up + c * 64 + (v0 + 1) * 16), w2 = VLOAD(up + c * 64 + (v0 + 2) * 16), w3 = VLOAD(up + c * 64 + (v0 + 3) * 16);
+                                a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                                a1_0 += vp[64 + c] * w0; a1_1 += vp[64 + c] * w1; a1_2 += vp[64 + c] * w2; a1_3 += vp[64 + c] * w3;
+                                a2_0 += vp[128 + c] * w0; a2_1 += vp[128 + c] * w1; a2_2 += vp[128 + c] * w2; a2_3 += vp[128 + c] * w3;
+                                a3_0 += vp[192 + c] * w0; a3_1 += vp[192 + c] * w1; a3_2 += vp[192 + c] * w2; a3_3 += vp[192 + c] * w3;
+                                a4_0 += vp[256 + c] * w0; a4_1 += vp[256 + c] * w1; a4_2 += vp[256 + c] * w2; a4_3 += vp[256 + c] * w3;
+                                a5_0 += vp[320 + c] * w0; a5_1 += vp[320 + c] * w1; a5_2 += vp[320 + c] * w2; a5_3 += vp[320 + c] * w3;
+                            }
+                            VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                            VSTORE(mp + 64 + (v0 + 0) * 16, a1_0); VSTORE(mp + 64 + (v0 + 1) * 16, a1_1); VSTORE(mp + 64 + (v0 + 2) * 16, a1_2); VSTORE(mp + 64 + (v0 + 3) * 16, a1_3);
+                            VSTORE(mp + 128 + (v0 + 0) * 16, a2_0); VSTORE(mp + 128 + (v0 + 1) * 16, a2_1); VSTORE(mp + 128 + (v0 + 2) * 16, a2_2); VSTORE(mp + 128 + (v0 + 3) * 16, a2_3);
+                            VSTORE(mp + 192 + (v0 + 0) * 16, a3_0); VSTORE(mp + 192 + (v0 + 1) * 16, a3_1); VSTORE(mp + 192 + (v0 + 2) * 16, a3_2); VSTORE(mp + 192 + (v0 + 3) * 16, a3_3);
+                            VSTORE(mp + 256 + (v0 + 0) * 16, a4_0); VSTORE(mp + 256 + (v0 + 1) * 16, a4_1); VSTORE(mp + 256 + (v0 + 2) * 16, a4_2); VSTORE(mp + 256 + (v0 + 3) * 16, a4_3);
+                            VSTORE(mp + 320 + (v0 + 0) * 16, a5_0); VSTORE(mp + 320 + (v0 + 1) * 16, a5_1); VSTORE(mp + 320 + (v0 + 2) * 16, a5_2); VSTORE(mp + 320 + (v0 + 3) * 16, a5_3);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
-                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2; a2_3 += wr[1154] * v3;
-                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2; a3_3 += wr[1730] * v3;
-                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1; a4_2 += wr[2306] * v2; a4_3 += wr[2306] * v3;
-                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1; a5_2 += wr[2882] * v2; a5_3 += wr[2882] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242), v2 = VLOAD(xr + 258), v3 = VLOAD(xr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
-                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2; a2_3 += wr[1155] * v3;
-                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2; a3_3 += wr[1731] * v3;
-                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1; a4_2 += wr[2307] * v2; a4_3 += wr[2307] * v3;
-                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1; a5_2 += wr[2883] * v2; a5_3 += wr[2883] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243), v2 = VLOAD(xr + 259), v3 = VLOAD(xr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
-                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2; a2_3 += wr[1156] * v3;
-                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2; a3_3 += wr[1732] * v3;
-                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1; a4_2 += wr[2308] * v2; a4_3 += wr[2308] * v3;
-                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1; a5_2 += wr[2884] * v2; a5_3 += wr[2884] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
-                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2; a2_3 += wr[1157] * v3;
-                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2; a3_3 += wr[1733] * v3;
-                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1; a4_2 += wr[2309] * v2; a4_3 += wr[2309] * v3;
-                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1; a5_2 += wr[2885] * v2; a5_3 += wr[2885] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468), v2 = VLOAD(xr + 484), v3 = VLOAD(xr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
-                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2; a2_3 += wr[1158] * v3;
-                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2; a3_3 += wr[1734] * v3;
-                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1; a4_2 += wr[2310] * v2; a4_3 += wr[2310] * v3;
-                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1; a5_2 += wr[2886] * v2; a5_3 += wr[2886] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469), v2 = VLOAD(xr + 485), v3 = VLOAD(xr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
-                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2; a2_3 += wr[1159] * v3;
-                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2; a3_3 += wr[1735] * v3;
-                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1; a4_2 += wr[2311] * v2; a4_3 += wr[2311] * v3;
-                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1; a5_2 += wr[2887] * v2; a5_3 += wr[2887] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470), v2 = VLOAD(xr + 486), v3 = VLOAD(xr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
-                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2; a2_3 += wr[1160] * v3;
-                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
-                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1; a4_2 += wr[2312] * v2; a4_3 += wr[2312] * v3;
-                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2; a5_3 += wr[2888] * v3;
+                    for (int t = 0; t < 6; t++) {
+                        for (int v = 0; v < 4; v++) {
+                            const float *restrict mt = Mb + (t) * 64 + v * 16;
+                            const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 384), m2 = VLOAD(mt + 768), m3 = VLOAD(mt + 1152), m4 = VLOAD(mt + 1536), m5 = VLOAD(mt + 1920), m6 = VLOAD(mt + 2304), m7 = VLOAD(mt + 2688), m8 = VLOAD(mt + 3072), m9 = VLOAD(mt + 3456), m10 = VLOAD(mt + 3840), m11 = VLOAD(mt + 4224), m12 = VLOAD(mt + 4608), m13 = VLOAD(mt + 4992), m14 = VLOAD(mt + 5376), m15 = VLOAD(mt + 5760);
+                            const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                            const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                            const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                            const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                            const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (x0 + t) + 0) * 64 + v * 16, vrelu(o00));
+                            const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (x0 + t) + 1) * 64 + v * 16, vrelu(o01));
+                            const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (x0 + t) + 0) * 64 + v * 16, vrelu(o10));
+                            const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (x0 + t) + 1) * 64 + v * 16, vrelu(o11));
+                        }
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, vrelu(a0_3));
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, vrelu(a1_3));
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, vrelu(a2_3));
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, vrelu(a3_3));
-                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 48, vrelu(a4_3));
-                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 48, vrelu(a5_3));
             }
             {
-                const int x0 = 192;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1;
-                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1;
-                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1;
-                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1;
-                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1;
-                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1;
-                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1;
-                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1;
-                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1;
-                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1;
-                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1;
-                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1;
-                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1;
-                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1;
-                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1;
-                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1;
-                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1;
-                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1;
-                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1;
-                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1;
-                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1;
-                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1;
-                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1;
-                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1;
-                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1;
-                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1;
-                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1;
-                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1;
-                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1;
-                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1;
-                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1;
-                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1;
-                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1;
-                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1;
-                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1;
-                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1;
-                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1;
+                float Vb[6144], Mb[6144]; /* [16][6 patches][channels] */
+                for (int t = 0; t < 4; t++) {
+                    const float *restrict d = xc + ((size_t)(2 * (ty)) * 226 + 2 * (108 + t)) * 64;
+                    float *restrict vt = Vb + (t) * 64;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 14464 + c), d11 = VLOAD(d + 14528 + c), d12 = VLOAD(d + 14592 + c), d13 = VLOAD(d + 14656 + c), d20 = VLOAD(d + 28928 + c), d21 = VLOAD(d + 28992 + c), d22 = VLOAD(d + 29056 + c), d23 = VLOAD(d + 29120 + c), d30 = VLOAD(d + 43392 + c), d31 = VLOAD(d + 43456 + c), d32 = VLOAD(d + 43520 + c), d33 = VLOAD(d + 43584 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 384 + c, e01 + e02); VSTORE(vt + 768 + c, e02 - e01); VSTORE(vt + 1152 + c, e01 - e03);
+                        VSTORE(vt + 1536 + c, e10 - e12); VSTORE(vt + 1920 + c, e11 + e12); VSTORE(vt + 2304 + c, e12 - e11); VSTORE(vt + 2688 + c, e11 - e13);
+                        VSTORE(vt + 3072 + c, e20 - e22); VSTORE(vt + 3456 + c, e21 + e22); VSTORE(vt + 3840 + c, e22 - e21); VSTORE(vt + 4224 + c, e21 - e23);
+                        VSTORE(vt + 4608 + c, e30 - e32); VSTORE(vt + 4992 + c, e31 + e32); VSTORE(vt + 5376 + c, e32 - e31); VSTORE(vt + 5760 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1));
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1));
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1));
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1));
-                VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 50176 + x0 + 16, vrelu(a4_1));
-                VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 50176 + x0 + 16, vrelu(a5_1));
+                for (int p = 0; p < 16; p++) {
+                    const float *restrict up = U + (size_t)p * 4096, *restrict vp = Vb + p * 384;
+                    float *restrict mp = Mb + p * 384;
+                    for (int v0 = 0; v0 < 4; v0 += 4) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        for (int c = 0; c < 64; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + (v0 + 0) * 16), w1 = VLOAD(up + c * 64 + (v0 + 1) * 16), w2 = VLOAD(up + c * 64 + (v0 + 2) * 16), w3 = VLOAD(up + c * 64 + (v0 + 3) * 16);
+                            a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                            a1_0 += vp[64 + c] * w0; a1_1 += vp[64 + c] * w1; a1_2 += vp[64 + c] * w2; a1_3 += vp[64 + c] * w3;
+                            a2_0 += vp[128 + c] * w0; a2_1 += vp[128 + c] * w1; a2_2 += vp[128 + c] * w2; a2_3 += vp[128 + c] * w3;
+                            a3_0 += vp[192 + c] * w0; a3_1 += vp[192 + c] * w1; a3_2 += vp[192 + c] * w2; a3_3 += vp[192 + c] * w3;
+                        }
+                        VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                        VSTORE(mp + 64 + (v0 + 0) * 16, a1_0); VSTORE(mp + 64 + (v0 + 1) * 16, a1_1); VSTORE(mp + 64 + (v0 + 2) * 16, a1_2); VSTORE(mp + 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(mp + 128 + (v0 + 0) * 16, a2_0); VSTORE(mp + 128 + (v0 + 1) * 16, a2_1); VSTORE(mp + 128 + (v0 + 2) * 16, a2_2); VSTORE(mp + 128 + (v0 + 3) * 16, a2_3);
+                        VSTORE(mp + 192 + (v0 + 0) * 16, a3_0); VSTORE(mp + 192 + (v0 + 1) * 16, a3_1); VSTORE(mp + 192 + (v0 + 2) * 16, a3_2); VSTORE(mp + 192 + (v0 + 3) * 16, a3_3);
+                    }
+                }
+                for (int t = 0; t < 4; t++) {
+                    for (int v = 0; v < 4; v++) {
+                        const float *restrict mt = Mb + (t) * 64 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 384), m2 = VLOAD(mt + 768), m3 = VLOAD(mt + 1152), m4 = VLOAD(mt + 1536), m5 = VLOAD(mt + 1920), m6 = VLOAD(mt + 2304), m7 = VLOAD(mt + 2688), m8 = VLOAD(mt + 3072), m9 = VLOAD(mt + 3456), m10 = VLOAD(mt + 3840), m11 = VLOAD(mt + 4224), m12 = VLOAD(mt + 4608), m13 = VLOAD(mt + 4992), m14 = VLOAD(mt + 5376), m15 = VLOAD(mt + 5760);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (108 + t) + 0) * 64 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (108 + t) + 1) * 64 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (108 + t) + 0) * 64 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (108 + t) + 1) * 64 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
-        {
-            const int co0 = 60;
-            for (int x0 = 0; x0 < 192; x0 += 64) {
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
-                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2; a2_3 += wr[1152] * v3;
-                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2; a3_3 += wr[1728] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
-                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2; a2_3 += wr[1153] * v3;
-                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2; a3_3 += wr[1729] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
-                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2; a2_3 += wr[1154] * v3;
-                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2; a3_3 += wr[1730] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242), v2 = VLOAD(xr + 258), v3 = VLOAD(xr + 274); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
-                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2; a2_3 += wr[1155] * v3;
-                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2; a3_3 += wr[1731] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243), v2 = VLOAD(xr + 259), v3 = VLOAD(xr + 275); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
-                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2; a2_3 += wr[1156] * v3;
-                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2; a3_3 += wr[1732] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
-                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2; a2_3 += wr[1157] * v3;
-                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2; a3_3 += wr[1733] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468), v2 = VLOAD(xr + 484), v3 = VLOAD(xr + 500); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
-                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2; a2_3 += wr[1158] * v3;
-                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2; a3_3 += wr[1734] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469), v2 = VLOAD(xr + 485), v3 = VLOAD(xr + 501); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
-                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2; a2_3 += wr[1159] * v3;
-                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2; a3_3 += wr[1735] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470), v2 = VLOAD(xr + 486), v3 = VLOAD(xr + 502); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
-                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2; a2_3 += wr[1160] * v3;
-                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 48, vrelu(a0_3));
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 48, vrelu(a1_3));
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 48, vrelu(a2_3));
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 48, vrelu(a3_3));
-            }
-            {
-                const int x0 = 192;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 51076 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1;
-                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1;
-                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1;
-                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1;
-                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1;
-                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1;
-                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 226), v1 = VLOAD(xr + 242); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1;
-                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1;
-                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 227), v1 = VLOAD(xr + 243); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1;
-                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1;
-                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1;
-                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1;
-                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 452), v1 = VLOAD(xr + 468); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1;
-                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1;
-                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 453), v1 = VLOAD(xr + 469); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1;
-                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1;
-                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 454), v1 = VLOAD(xr + 470); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1;
-                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1;
-                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 50176 + x0 + 16, vrelu(a0_1));
-                VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 50176 + x0 + 16, vrelu(a1_1));
-                VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 50176 + x0 + 16, vrelu(a2_1));
-                VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 50176 + x0 + 16, vrelu(a3_1));
-            }
-        }
+        for (int co = 0; co < 64; co++)
+            for (int i = 0; i < 50176; i++) yn[co * 50176 + i] = yh[i * 64 + co];
     }
 }
 
@@ -1189,107 +958,204 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 36864;
-    CG_PARALLEL_FOR
+    /* blocked dW: 18 rows of 112 patches a block */
+    float *restrict dU = S + 22725440, *restrict dyc = S + 6537728, *restrict Vb = S + 22791232, *restrict Zb = S + 25371968;
+    memset(dU, 0, sizeof(float) * 65792);
     for (int co = 0; co < 64; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 64 + co) * 50176;
-            for (int i = 0; i < 50176; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 50176; i++) s += dy[(size_t)n * 3211264 + co * 50176 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 2048; t++) {
-        const int co0 = t / 64 * 2, ci = t % 64;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 224; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 64 + co0) * 50176 + oy * 224;
-                const float *restrict xr = xp + ((size_t)n * 64 + ci) * 51076 + (oy) * 226;
-                for (int x = 0; x < 224; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 50176 + x);
-                    const cg_v d1_0 = VLOAD(dr + 224 + x), d1_1 = VLOAD(dr + 50400 + x);
-                    const cg_v d2_0 = VLOAD(dr + 448 + x), d2_1 = VLOAD(dr + 50624 + x);
-                    const cg_v d3_0 = VLOAD(dr + 672 + x), d3_1 = VLOAD(dr + 50848 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 3211264;
+        const float *restrict xc = S + 0 + (size_t)n * 3268864;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 50176; i++) {
+            for (int co = 0; co < 64; co++) dyc[i * 64 + co] = dn[co * 50176 + i];
+        }
+        for (int b = 0; b < 6; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 18; r++) {
+                for (int tx = 0; tx < 112; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 18 + r)) * 226 + 2 * (0 + tx)) * 64;
+                    float *restrict vt = Vb + (r * 112 + tx) * 80;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 14464 + c), d11 = VLOAD(d + 14528 + c), d12 = VLOAD(d + 14592 + c), d13 = VLOAD(d + 14656 + c), d20 = VLOAD(d + 28928 + c), d21 = VLOAD(d + 28992 + c), d22 = VLOAD(d + 29056 + c), d23 = VLOAD(d + 29120 + c), d30 = VLOAD(d + 43392 + c), d31 = VLOAD(d + 43456 + c), d32 = VLOAD(d + 43520 + c), d33 = VLOAD(d + 43584 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 161296 + c, e01 + e02); VSTORE(vt + 322592 + c, e02 - e01); VSTORE(vt + 483888 + c, e01 - e03);
+                        VSTORE(vt + 645184 + c, e10 - e12); VSTORE(vt + 806480 + c, e11 + e12); VSTORE(vt + 967776 + c, e12 - e11); VSTORE(vt + 1129072 + c, e11 - e13);
+                        VSTORE(vt + 1290368 + c, e20 - e22); VSTORE(vt + 1451664 + c, e21 + e22); VSTORE(vt + 1612960 + c, e22 - e21); VSTORE(vt + 1774256 + c, e21 - e23);
+                        VSTORE(vt + 1935552 + c, e30 - e32); VSTORE(vt + 2096848 + c, e31 + e32); VSTORE(vt + 2258144 + c, e32 - e31); VSTORE(vt + 2419440 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 226 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 227 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 452 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 453 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 454 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 678 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 679 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 680 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 904 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 905 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 906 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1130 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1131 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1132 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 18 + r)) * 224 + 2 * (tx)) * 64;
+                    float *restrict zt = Zb + (r * 112 + tx) * 80;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 64 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14400 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 161296 + c, h00 + h01); VSTORE(zt + 322592 + c, h00 - h01); VSTORE(zt + 483888 + c, -h01);
+                        VSTORE(zt + 645184 + c, h10); VSTORE(zt + 806480 + c, h10 + h11); VSTORE(zt + 967776 + c, h10 - h11); VSTORE(zt + 1129072 + c, -h11);
+                        VSTORE(zt + 1290368 + c, h20); VSTORE(zt + 1451664 + c, h20 + h21); VSTORE(zt + 1612960 + c, h20 - h21); VSTORE(zt + 1774256 + c, -h21);
+                        VSTORE(zt + 1935552 + c, h30); VSTORE(zt + 2096848 + c, h30 + h31); VSTORE(zt + 2258144 + c, h30 - h31); VSTORE(zt + 2419440 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 1; j++) {
+                float *restrict dup = dU + (size_t)p * 4112 + j * 4096;
+                const float *restrict vp = Vb + (size_t)p * 161296, *restrict zp = Zb + (size_t)p * 161296 + j * 64;
+                for (int ci0 = 0; ci0 < 60; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 2016; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 80 + 0), z1 = VLOAD(zp + q * 80 + 16), z2 = VLOAD(zp + q * 80 + 32), z3 = VLOAD(zp + q * 80 + 48);
+                            const float *restrict vq = vp + q * 80 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (60 + 0) * 64 + 0), a0_1 = VLOAD(dup + (60 + 0) * 64 + 16), a0_2 = VLOAD(dup + (60 + 0) * 64 + 32), a0_3 = VLOAD(dup + (60 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (60 + 1) * 64 + 0), a1_1 = VLOAD(dup + (60 + 1) * 64 + 16), a1_2 = VLOAD(dup + (60 + 1) * 64 + 32), a1_3 = VLOAD(dup + (60 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (60 + 2) * 64 + 0), a2_1 = VLOAD(dup + (60 + 2) * 64 + 16), a2_2 = VLOAD(dup + (60 + 2) * 64 + 32), a2_3 = VLOAD(dup + (60 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (60 + 3) * 64 + 0), a3_1 = VLOAD(dup + (60 + 3) * 64 + 16), a3_2 = VLOAD(dup + (60 + 3) * 64 + 32), a3_3 = VLOAD(dup + (60 + 3) * 64 + 48);
+                    for (int q = 0; q < 2016; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 80 + 0), z1 = VLOAD(zp + q * 80 + 16), z2 = VLOAD(zp + q * 80 + 32), z3 = VLOAD(zp + q * 80 + 48);
+                        const float *restrict vq = vp + q * 80 + 60;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (60 + 0) * 64 + 0, a0_0); VSTORE(dup + (60 + 0) * 64 + 16, a0_1); VSTORE(dup + (60 + 0) * 64 + 32, a0_2); VSTORE(dup + (60 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (60 + 1) * 64 + 0, a1_0); VSTORE(dup + (60 + 1) * 64 + 16, a1_1); VSTORE(dup + (60 + 1) * 64 + 32, a1_2); VSTORE(dup + (60 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (60 + 2) * 64 + 0, a2_0); VSTORE(dup + (60 + 2) * 64 + 16, a2_1); VSTORE(dup + (60 + 2) * 64 + 32, a2_2); VSTORE(dup + (60 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (60 + 3) * 64 + 0, a3_0); VSTORE(dup + (60 + 3) * 64 + 16, a3_1); VSTORE(dup + (60 + 3) * 64 + 32, a3_2); VSTORE(dup + (60 + 3) * 64 + 48, a3_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 8] += vsum(a1_8);
+        {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 112; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (108 + r)) * 226 + 2 * (0 + tx)) * 64;
+                    float *restrict vt = Vb + (r * 112 + tx) * 80;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 14464 + c), d11 = VLOAD(d + 14528 + c), d12 = VLOAD(d + 14592 + c), d13 = VLOAD(d + 14656 + c), d20 = VLOAD(d + 28928 + c), d21 = VLOAD(d + 28992 + c), d22 = VLOAD(d + 29056 + c), d23 = VLOAD(d + 29120 + c), d30 = VLOAD(d + 43392 + c), d31 = VLOAD(d + 43456 + c), d32 = VLOAD(d + 43520 + c), d33 = VLOAD(d + 43584 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 161296 + c, e01 + e02); VSTORE(vt + 322592 + c, e02 - e01); VSTORE(vt + 483888 + c, e01 - e03);
+                        VSTORE(vt + 645184 + c, e10 - e12); VSTORE(vt + 806480 + c, e11 + e12); VSTORE(vt + 967776 + c, e12 - e11); VSTORE(vt + 1129072 + c, e11 - e13);
+                        VSTORE(vt + 1290368 + c, e20 - e22); VSTORE(vt + 1451664 + c, e21 + e22); VSTORE(vt + 1612960 + c, e22 - e21); VSTORE(vt + 1774256 + c, e21 - e23);
+                        VSTORE(vt + 1935552 + c, e30 - e32); VSTORE(vt + 2096848 + c, e31 + e32); VSTORE(vt + 2258144 + c, e32 - e31); VSTORE(vt + 2419440 + c, e31 - e33);
+                    }
+                    const float *restrict yt = dyc + ((size_t)(2 * (108 + r)) * 224 + 2 * (tx)) * 64;
+                    float *restrict zt = Zb + (r * 112 + tx) * 80;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 64 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14400 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 161296 + c, h00 + h01); VSTORE(zt + 322592 + c, h00 - h01); VSTORE(zt + 483888 + c, -h01);
+                        VSTORE(zt + 645184 + c, h10); VSTORE(zt + 806480 + c, h10 + h11); VSTORE(zt + 967776 + c, h10 - h11); VSTORE(zt + 1129072 + c, -h11);
+                        VSTORE(zt + 1290368 + c, h20); VSTORE(zt + 1451664 + c, h20 + h21); VSTORE(zt + 1612960 + c, h20 - h21); VSTORE(zt + 1774256 + c, -h21);
+                        VSTORE(zt + 1935552 + c, h30); VSTORE(zt + 2096848 + c, h30 + h31); VSTORE(zt + 2258144 + c, h30 - h31); VSTORE(zt + 2419440 + c, -h31);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 1; j++) {
+                float *restrict dup = dU + (size_t)p * 4112 + j * 4096;
+                const float *restrict vp = Vb + (size_t)p * 161296, *restrict zp = Zb + (size_t)p * 161296 + j * 64;
+                for (int ci0 = 0; ci0 < 60; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 448; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 80 + 0), z1 = VLOAD(zp + q * 80 + 16), z2 = VLOAD(zp + q * 80 + 32), z3 = VLOAD(zp + q * 80 + 48);
+                            const float *restrict vq = vp + q * 80 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (60 + 0) * 64 + 0), a0_1 = VLOAD(dup + (60 + 0) * 64 + 16), a0_2 = VLOAD(dup + (60 + 0) * 64 + 32), a0_3 = VLOAD(dup + (60 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (60 + 1) * 64 + 0), a1_1 = VLOAD(dup + (60 + 1) * 64 + 16), a1_2 = VLOAD(dup + (60 + 1) * 64 + 32), a1_3 = VLOAD(dup + (60 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (60 + 2) * 64 + 0), a2_1 = VLOAD(dup + (60 + 2) * 64 + 16), a2_2 = VLOAD(dup + (60 + 2) * 64 + 32), a2_3 = VLOAD(dup + (60 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (60 + 3) * 64 + 0), a3_1 = VLOAD(dup + (60 + 3) * 64 + 16), a3_2 = VLOAD(dup + (60 + 3) * 64 + 32), a3_3 = VLOAD(dup + (60 + 3) * 64 + 48);
+                    for (int q = 0; q < 448; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 80 + 0), z1 = VLOAD(zp + q * 80 + 16), z2 = VLOAD(zp + q * 80 + 32), z3 = VLOAD(zp + q * 80 + 48);
+                        const float *restrict vq = vp + q * 80 + 60;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (60 + 0) * 64 + 0, a0_0); VSTORE(dup + (60 + 0) * 64 + 16, a0_1); VSTORE(dup + (60 + 0) * 64 + 32, a0_2); VSTORE(dup + (60 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (60 + 1) * 64 + 0, a1_0); VSTORE(dup + (60 + 1) * 64 + 16, a1_1); VSTORE(dup + (60 + 1) * 64 + 32, a1_2); VSTORE(dup + (60 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (60 + 2) * 64 + 0, a2_0); VSTORE(dup + (60 + 2) * 64 + 16, a2_1); VSTORE(dup + (60 + 2) * 64 + 32, a2_2); VSTORE(dup + (60 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (60 + 3) * 64 + 0, a3_0); VSTORE(dup + (60 + 3) * 64 + 16, a3_1); VSTORE(dup + (60 + 3) * 64 + 32, a3_2); VSTORE(dup + (60 + 3) * 64 + 48, a3_3);
+                }
+            }
+        }
+    }
+    /* dW = G^T dU G of each channel pair */
+    for (int j = 0; j < 1; j++) {
+        const int oe = j * 64 + 64 < 64 ? j * 64 + 64 : 64;
+        for (int ci = 0; ci < 64; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 64 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[4112], x2 = u[8224], x3 = u[12336], x4 = u[16448], x5 = u[20560], x6 = u[24672], x7 = u[28784], x8 = u[32896], x9 = u[37008], x10 = u[41120], x11 = u[45232], x12 = u[49344], x13 = u[53456], x14 = u[57568], x15 = u[61680];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 64 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -1297,395 +1163,155 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    float *restrict dyp = S + 6537744;
-    /* dy -> zero-padded rows [n][226][64][226] */
+    float *restrict dyp = S + 16245312, *restrict dxh = S + 19514176, *restrict U = S + 22725440;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 64 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 64; pl++) {
-        const int n = pl / 64, c = pl % 64;
-        const float *restrict s = dy + (size_t)pl * 50176;
-        float *restrict d = dyp + (size_t)n * 3268864 + c * 226;
-        for (int i = 0; i < 226; i++) {
-            float *restrict r = d + (size_t)i * 14464;
-            if (i < 1 || i >= 225) {
-                memset(r, 0, sizeof(float) * 226);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 224, sizeof(float) * 224);
-                memset(r + 225, 0, sizeof(float) * 1);
-            }
+    for (int r = 0; r < 64; r++) {
+        for (int o = 0; o < 64; o++) {
+            const float g0 = w[(r * 64 + o) * 9 + 8], g1 = w[(r * 64 + o) * 9 + 7], g2 = w[(r * 64 + o) * 9 + 6], g3 = w[(r * 64 + o) * 9 + 5], g4 = w[(r * 64 + o) * 9 + 4], g5 = w[(r * 64 + o) * 9 + 3], g6 = w[(r * 64 + o) * 9 + 2], g7 = w[(r * 64 + o) * 9 + 1], g8 = w[(r * 64 + o) * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            U[(0 * 64 + r) * 64 + o] = t00; U[(1 * 64 + r) * 64 + o] = 0.5f * (t00 + t01 + t02); U[(2 * 64 + r) * 64 + o] = 0.5f * (t00 - t01 + t02); U[(3 * 64 + r) * 64 + o] = t02;
+            U[(4 * 64 + r) * 64 + o] = t10; U[(5 * 64 + r) * 64 + o] = 0.5f * (t10 + t11 + t12); U[(6 * 64 + r) * 64 + o] = 0.5f * (t10 - t11 + t12); U[(7 * 64 + r) * 64 + o] = t12;
+            U[(8 * 64 + r) * 64 + o] = t20; U[(9 * 64 + r) * 64 + o] = 0.5f * (t20 + t21 + t22); U[(10 * 64 + r) * 64 + o] = 0.5f * (t20 - t21 + t22); U[(11 * 64 + r) * 64 + o] = t22;
+            U[(12 * 64 + r) * 64 + o] = t30; U[(13 * 64 + r) * 64 + o] = 0.5f * (t30 + t31 + t32); U[(14 * 64 + r) * 64 + o] = 0.5f * (t30 - t31 + t32); U[(15 * 64 + r) * 64 + o] = t32;
         }
     }
-    memset(dyp + (size_t)nb * 3268864, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 input channels x 4 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 224; r++) {
-        const int n = r / 224, iy = r % 224;
-        const float *restrict dr0 = dyp + ((size_t)n * 226 + iy) * 14464;
-        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 224;
-        for (int ci0 = 0; ci0 < 60; ci0 += 6) {
-            for (int x0 = 0; x0 < 192; x0 += 64) {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + co * 226 + x0;
-                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 500); __builtin_prefetch(dr + 516); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946), v2 = VLOAD(dr + 28962), v3 = VLOAD(dr + 28978); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 3211264;
+        float *restrict dxn = dx + (size_t)n * 3211264;
+        memset(dyp, 0, sizeof(float) * 3268864);
+        for (int co = 0; co < 64; co++)
+            for (int oy = 0; oy < 224; oy++)
+                for (int ox = 0; ox < 224; ox++) dyp[((oy + 1) * 226 + ox + 1) * 64 + co] = dn[co * 50176 + oy * 224 + ox];
+        CG_PARALLEL_FOR
+        for (int ty = 0; ty < 112; ty++) {
+            for (int x0 = 0; x0 < 108; x0 += 6) {
+                {
+                    float Vb[6144], Mb[6144]; /* [16][6 patches][channels] */
+                    for (int t = 0; t < 6; t++) {
+                        const float *restrict d = dyp + ((size_t)(2 * (ty)) * 226 + 2 * (x0 + t)) * 64;
+                        float *restrict vt = Vb + (t) * 64;
+                        for (int c = 0; c < 64; c += 16) {
+                            const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 14464 + c), d11 = VLOAD(d + 14528 + c), d12 = VLOAD(d + 14592 + c), d13 = VLOAD(d + 14656 + c), d20 = VLOAD(d + 28928 + c), d21 = VLOAD(d + 28992 + c), d22 = VLOAD(d + 29056 + c), d23 = VLOAD(d + 29120 + c), d30 = VLOAD(d + 43392 + c), d31 = VLOAD(d + 43456 + c), d32 = VLOAD(d + 43520 + c), d33 = VLOAD(d + 43584 + c);
+                            const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                            const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                            const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                            const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                            VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 384 + c, e01 + e02); VSTORE(vt + 768 + c, e02 - e01); VSTORE(vt + 1152 + c, e01 - e03);
+                            VSTORE(vt + 1536 + c, e10 - e12); VSTORE(vt + 1920 + c, e11 + e12); VSTORE(vt + 2304 + c, e12 - e11); VSTORE(vt + 2688 + c, e11 - e13);
+                            VSTORE(vt + 3072 + c, e20 - e22); VSTORE(vt + 3456 + c, e21 + e22); VSTORE(vt + 3840 + c, e22 - e21); VSTORE(vt + 4224 + c, e21 - e23);
+                            VSTORE(vt + 4608 + c, e30 - e32); VSTORE(vt + 4992 + c, e31 + e32); VSTORE(vt + 5376 + c, e32 - e31); VSTORE(vt + 5760 + c, e31 - e33);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945), v2 = VLOAD(dr + 28961), v3 = VLOAD(dr + 28977); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
+                    for (int p = 0; p < 16; p++) {
+                        const float *restrict up = U + (size_t)p * 4096, *restrict vp = Vb + p * 384;
+                        float *restrict mp = Mb + p * 384;
+                        for (int v0 = 0; v0 < 4; v0 += 4) {
+                            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                            for (int c = 0; c < 64; c++) {
+                                const cg_v w0 = VLOAD(up + c * 64 + (v0 + 0) * 16), w1 = VLOAD(up + c * 64 + (v0 + 1) * 16), w2 = VLOAD(up + c * 64 + (v0 + 2) * 16), w3 = VLOAD(up + c * 64 + (v0 + 3) * 16);
+                                a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                                a1_0 += vp[64 + c] * w0; a1_1 += vp[64 + c] * w1; a1_2 += vp[64 + c] * w2; a1_3 += vp[64 + c] * w3;
+                                a2_0 += vp[128 + c] * w0; a2_1 += vp[128 + c] * w1; a2_2 += vp[128 + c] * w2; a2_3 += vp[128 + c] * w3;
+                                a3_0 += vp[192 + c] * w0; a3_1 += vp[192 + c] * w1; a3_2 += vp[192 + c] * w2; a3_3 += vp[192 + c] * w3;
+                                a4_0 += vp[256 + c] * w0; a4_1 += vp[256 + c] * w1; a4_2 += vp[256 + c] * w2; a4_3 += vp[256 + c] * w3;
+                                a5_0 += vp[320 + c] * w0; a5_1 += vp[320 + c] * w1; a5_2 += vp[320 + c] * w2; a5_3 += vp[320 + c] * w3;
+                            }
+                            VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                            VSTORE(mp + 64 + (v0 + 0) * 16, a1_0); VSTORE(mp + 64 + (v0 + 1) * 16, a1_1); VSTORE(mp + 64 + (v0 + 2) * 16, a1_2); VSTORE(mp + 64 + (v0 + 3) * 16, a1_3);
+                            VSTORE(mp + 128 + (v0 + 0) * 16, a2_0); VSTORE(mp + 128 + (v0 + 1) * 16, a2_1); VSTORE(mp + 128 + (v0 + 2) * 16, a2_2); VSTORE(mp + 128 + (v0 + 3) * 16, a2_3);
+                            VSTORE(mp + 192 + (v0 + 0) * 16, a3_0); VSTORE(mp + 192 + (v0 + 1) * 16, a3_1); VSTORE(mp + 192 + (v0 + 2) * 16, a3_2); VSTORE(mp + 192 + (v0 + 3) * 16, a3_3);
+                            VSTORE(mp + 256 + (v0 + 0) * 16, a4_0); VSTORE(mp + 256 + (v0 + 1) * 16, a4_1); VSTORE(mp + 256 + (v0 + 2) * 16, a4_2); VSTORE(mp + 256 + (v0 + 3) * 16, a4_3);
+                            VSTORE(mp + 320 + (v0 + 0) * 16, a5_0); VSTORE(mp + 320 + (v0 + 1) * 16, a5_1); VSTORE(mp + 320 + (v0 + 2) * 16, a5_2); VSTORE(mp + 320 + (v0 + 3) * 16, a5_3);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944), v2 = VLOAD(dr + 28960), v3 = VLOAD(dr + 28976); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482), v2 = VLOAD(dr + 14498), v3 = VLOAD(dr + 14514); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481), v2 = VLOAD(dr + 14497), v3 = VLOAD(dr + 14513); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480), v2 = VLOAD(dr + 14496), v3 = VLOAD(dr + 14512); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    for (int t = 0; t < 6; t++) {
+                        for (int v = 0; v < 4; v++) {
+                            const float *restrict mt = Mb + (t) * 64 + v * 16;
+                            const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 384), m2 = VLOAD(mt + 768), m3 = VLOAD(mt + 1152), m4 = VLOAD(mt + 1536), m5 = VLOAD(mt + 1920), m6 = VLOAD(mt + 2304), m7 = VLOAD(mt + 2688), m8 = VLOAD(mt + 3072), m9 = VLOAD(mt + 3456), m10 = VLOAD(mt + 3840), m11 = VLOAD(mt + 4224), m12 = VLOAD(mt + 4608), m13 = VLOAD(mt + 4992), m14 = VLOAD(mt + 5376), m15 = VLOAD(mt + 5760);
+                            const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                            const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                            const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                            const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                            const cg_v o00 = s00 + s01 + s02;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (x0 + t) + 0) * 64 + v * 16, o00);
+                            const cg_v o01 = s01 - s02 - s03;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (x0 + t) + 1) * 64 + v * 16, o01);
+                            const cg_v o10 = s10 + s11 + s12;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (x0 + t) + 0) * 64 + v * 16, o10);
+                            const cg_v o11 = s11 - s12 - s13;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (x0 + t) + 1) * 64 + v * 16, o11);
+                        }
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 48, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 48, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 48, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 48, a3_3);
-                VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 48, a4_3);
-                VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 48, a5_3);
             }
             {
-                const int x0 = 192;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + co * 226 + x0;
-                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
+                float Vb[6144], Mb[6144]; /* [16][6 patches][channels] */
+                for (int t = 0; t < 4; t++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (ty)) * 226 + 2 * (108 + t)) * 64;
+                    float *restrict vt = Vb + (t) * 64;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 14464 + c), d11 = VLOAD(d + 14528 + c), d12 = VLOAD(d + 14592 + c), d13 = VLOAD(d + 14656 + c), d20 = VLOAD(d + 28928 + c), d21 = VLOAD(d + 28992 + c), d22 = VLOAD(d + 29056 + c), d23 = VLOAD(d + 29120 + c), d30 = VLOAD(d + 43392 + c), d31 = VLOAD(d + 43456 + c), d32 = VLOAD(d + 43520 + c), d33 = VLOAD(d + 43584 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 384 + c, e01 + e02); VSTORE(vt + 768 + c, e02 - e01); VSTORE(vt + 1152 + c, e01 - e03);
+                        VSTORE(vt + 1536 + c, e10 - e12); VSTORE(vt + 1920 + c, e11 + e12); VSTORE(vt + 2304 + c, e12 - e11); VSTORE(vt + 2688 + c, e11 - e13);
+                        VSTORE(vt + 3072 + c, e20 - e22); VSTORE(vt + 3456 + c, e21 + e22); VSTORE(vt + 3840 + c, e22 - e21); VSTORE(vt + 4224 + c, e21 - e23);
+                        VSTORE(vt + 4608 + c, e30 - e32); VSTORE(vt + 4992 + c, e31 + e32); VSTORE(vt + 5376 + c, e32 - e31); VSTORE(vt + 5760 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1);
-                VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 50176 + x0 + 16, a4_1);
-                VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 50176 + x0 + 16, a5_1);
+                for (int p = 0; p < 16; p++) {
+                    const float *restrict up = U + (size_t)p * 4096, *restrict vp = Vb + p * 384;
+                    float *restrict mp = Mb + p * 384;
+                    for (int v0 = 0; v0 < 4; v0 += 4) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        for (int c = 0; c < 64; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + (v0 + 0) * 16), w1 = VLOAD(up + c * 64 + (v0 + 1) * 16), w2 = VLOAD(up + c * 64 + (v0 + 2) * 16), w3 = VLOAD(up + c * 64 + (v0 + 3) * 16);
+                            a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                            a1_0 += vp[64 + c] * w0; a1_1 += vp[64 + c] * w1; a1_2 += vp[64 + c] * w2; a1_3 += vp[64 + c] * w3;
+                            a2_0 += vp[128 + c] * w0; a2_1 += vp[128 + c] * w1; a2_2 += vp[128 + c] * w2; a2_3 += vp[128 + c] * w3;
+                            a3_0 += vp[192 + c] * w0; a3_1 += vp[192 + c] * w1; a3_2 += vp[192 + c] * w2; a3_3 += vp[192 + c] * w3;
+                        }
+                        VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                        VSTORE(mp + 64 + (v0 + 0) * 16, a1_0); VSTORE(mp + 64 + (v0 + 1) * 16, a1_1); VSTORE(mp + 64 + (v0 + 2) * 16, a1_2); VSTORE(mp + 64 + (v0 + 3) * 16, a1_3);
+                        VSTORE(mp + 128 + (v0 + 0) * 16, a2_0); VSTORE(mp + 128 + (v0 + 1) * 16, a2_1); VSTORE(mp + 128 + (v0 + 2) * 16, a2_2); VSTORE(mp + 128 + (v0 + 3) * 16, a2_3);
+                        VSTORE(mp + 192 + (v0 + 0) * 16, a3_0); VSTORE(mp + 192 + (v0 + 1) * 16, a3_1); VSTORE(mp + 192 + (v0 + 2) * 16, a3_2); VSTORE(mp + 192 + (v0 + 3) * 16, a3_3);
+                    }
+                }
+                for (int t = 0; t < 4; t++) {
+                    for (int v = 0; v < 4; v++) {
+                        const float *restrict mt = Mb + (t) * 64 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 384), m2 = VLOAD(mt + 768), m3 = VLOAD(mt + 1152), m4 = VLOAD(mt + 1536), m5 = VLOAD(mt + 1920), m6 = VLOAD(mt + 2304), m7 = VLOAD(mt + 2688), m8 = VLOAD(mt + 3072), m9 = VLOAD(mt + 3456), m10 = VLOAD(mt + 3840), m11 = VLOAD(mt + 4224), m12 = VLOAD(mt + 4608), m13 = VLOAD(mt + 4992), m14 = VLOAD(mt + 5376), m15 = VLOAD(mt + 5760);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (108 + t) + 0) * 64 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 224 + 2 * (108 + t) + 1) * 64 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (108 + t) + 0) * 64 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 224 + 2 * (108 + t) + 1) * 64 + v * 16, o11);
+                    }
+                }
             }
         }
-        {
-            const int ci0 = 60;
-            for (int x0 = 0; x0 < 192; x0 += 64) {
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + co * 226 + x0;
-                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 500); __builtin_prefetch(dr + 516); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946), v2 = VLOAD(dr + 28962), v3 = VLOAD(dr + 28978); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945), v2 = VLOAD(dr + 28961), v3 = VLOAD(dr + 28977); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944), v2 = VLOAD(dr + 28960), v3 = VLOAD(dr + 28976); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482), v2 = VLOAD(dr + 14498), v3 = VLOAD(dr + 14514); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481), v2 = VLOAD(dr + 14497), v3 = VLOAD(dr + 14513); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480), v2 = VLOAD(dr + 14496), v3 = VLOAD(dr + 14512); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 48, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 48, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 48, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 48, a3_3);
-            }
-            {
-                const int x0 = 192;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                for (int co = 0; co < 64; co++) {
-                    const float *restrict dr = dr0 + co * 226 + x0;
-                    __builtin_prefetch(dr + 452); __builtin_prefetch(dr + 468); __builtin_prefetch(dr + 484); __builtin_prefetch(dr + 14916); __builtin_prefetch(dr + 14932); __builtin_prefetch(dr + 14948); __builtin_prefetch(dr + 29380); __builtin_prefetch(dr + 29396); __builtin_prefetch(dr + 29412);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 28930), v1 = VLOAD(dr + 28946); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28929), v1 = VLOAD(dr + 28945); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 28928), v1 = VLOAD(dr + 28944); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14466), v1 = VLOAD(dr + 14482); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14465), v1 = VLOAD(dr + 14481); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14464), v1 = VLOAD(dr + 14480); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 50176 + x0 + 16, a0_1);
-                VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 50176 + x0 + 16, a1_1);
-                VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 50176 + x0 + 16, a2_1);
-                VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 50176 + x0 + 16, a3_1);
-            }
-        }
+        for (int ci = 0; ci < 64; ci++)
+            for (int i = 0; i < 50176; i++) dxn[ci * 50176 + i] = dxh[i * 64 + ci];
     }
 }
 
@@ -1742,351 +1368,156 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 5: conv2d 64x112x112 -> 128x112x112 (specs/vgg16.yaml:21:5)
- * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded */
 static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    const float *restrict b = P + 73728;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 114x114 (kept for dW) */
+    float *restrict yh = S + 1663488, *restrict bp = S + 3342848, *restrict U = S + 9094272;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 128 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 64; pl++) {
-        const float *restrict s = x + (size_t)pl * 12544;
-        float *restrict d = xp + (size_t)pl * 12996;
-        memset(d, 0, sizeof(float) * 114);
-        for (int i = 0; i < 112; i++) {
-            float *restrict r = d + (i + 1) * 114;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
-            memset(r + 113, 0, sizeof(float) * 1);
+    for (int o = 0; o < 128; o++) {
+        for (int r = 0; r < 64; r++) {
+            const float g0 = w[(o * 64 + r) * 9 + 0], g1 = w[(o * 64 + r) * 9 + 1], g2 = w[(o * 64 + r) * 9 + 2], g3 = w[(o * 64 + r) * 9 + 3], g4 = w[(o * 64 + r) * 9 + 4], g5 = w[(o * 64 + r) * 9 + 5], g6 = w[(o * 64 + r) * 9 + 6], g7 = w[(o * 64 + r) * 9 + 7], g8 = w[(o * 64 + r) * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            U[(0 * 64 + r) * 128 + o] = t00; U[(1 * 64 + r) * 128 + o] = 0.5f * (t00 + t01 + t02); U[(2 * 64 + r) * 128 + o] = 0.5f * (t00 - t01 + t02); U[(3 * 64 + r) * 128 + o] = t02;
+            U[(4 * 64 + r) * 128 + o] = t10; U[(5 * 64 + r) * 128 + o] = 0.5f * (t10 + t11 + t12); U[(6 * 64 + r) * 128 + o] = 0.5f * (t10 - t11 + t12); U[(7 * 64 + r) * 128 + o] = t12;
+            U[(8 * 64 + r) * 128 + o] = t20; U[(9 * 64 + r) * 128 + o] = 0.5f * (t20 + t21 + t22); U[(10 * 64 + r) * 128 + o] = 0.5f * (t20 - t21 + t22); U[(11 * 64 + r) * 128 + o] = t22;
+            U[(12 * 64 + r) * 128 + o] = t30; U[(13 * 64 + r) * 128 + o] = 0.5f * (t30 + t31 + t32); U[(14 * 64 + r) * 128 + o] = 0.5f * (t30 - t31 + t32); U[(15 * 64 + r) * 128 + o] = t32;
         }
-        memset(d + 12882, 0, sizeof(float) * 114);
     }
-    memset(xp + (size_t)nb * 831744, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 output channels x 4 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 112; r++) {
-        const int n = r / 112, oy = r % 112;
-        const float *restrict xr0 = xp + ((size_t)n * 7296 + oy) * 114;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 112;
-        for (int co0 = 0; co0 < 126; co0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
-                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2; a2_3 += wr[1152] * v3;
-                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2; a3_3 += wr[1728] * v3;
-                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1; a4_2 += wr[2304] * v2; a4_3 += wr[2304] * v3;
-                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1; a5_2 += wr[2880] * v2; a5_3 += wr[2880] * v3;
+    for (int co = 0; co < 128; co++) bp[co] = co < 128 ? (P + 73728)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 1605632;
+        const float *restrict xn = x + (size_t)n * 802816;
+        float *restrict xc = S + 0 + (size_t)n * 831744;
+        memset(xc, 0, sizeof(float) * 831744);
+        for (int ci = 0; ci < 64; ci++)
+            for (int iy = 0; iy < 112; iy++)
+                for (int ix = 0; ix < 112; ix++) xc[((iy + 1) * 114 + ix + 1) * 64 + ci] = xn[ci * 12544 + iy * 112 + ix];
+        CG_PARALLEL_FOR
+        for (int ty = 0; ty < 56; ty++) {
+            for (int x0 = 0; x0 < 54; x0 += 6) {
+                {
+                    float Vb[6144], Mb[12288]; /* [16][6 patches][channels] */
+                    for (int t = 0; t < 6; t++) {
+                        const float *restrict d = xc + ((size_t)(2 * (ty)) * 114 + 2 * (x0 + t)) * 64;
+                        float *restrict vt = Vb + (t) * 64;
+                        for (int c = 0; c < 64; c += 16) {
+                            const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 7296 + c), d11 = VLOAD(d + 7360 + c), d12 = VLOAD(d + 7424 + c), d13 = VLOAD(d + 7488 + c), d20 = VLOAD(d + 14592 + c), d21 = VLOAD(d + 14656 + c), d22 = VLOAD(d + 14720 + c), d23 = VLOAD(d + 14784 + c), d30 = VLOAD(d + 21888 + c), d31 = VLOAD(d + 21952 + c), d32 = VLOAD(d + 22016 + c), d33 = VLOAD(d + 22080 + c);
+                            const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                            const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                            const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                            const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                            VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 384 + c, e01 + e02); VSTORE(vt + 768 + c, e02 - e01); VSTORE(vt + 1152 + c, e01 - e03);
+                            VSTORE(vt + 1536 + c, e10 - e12); VSTORE(vt + 1920 + c, e11 + e12); VSTORE(vt + 2304 + c, e12 - e11); VSTORE(vt + 2688 + c, e11 - e13);
+                            VSTORE(vt + 3072 + c, e20 - e22); VSTORE(vt + 3456 + c, e21 + e22); VSTORE(vt + 3840 + c, e22 - e21); VSTORE(vt + 4224 + c, e21 - e23);
+                            VSTORE(vt + 4608 + c, e30 - e32); VSTORE(vt + 4992 + c, e31 + e32); VSTORE(vt + 5376 + c, e32 - e31); VSTORE(vt + 5760 + c, e31 - e33);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
-                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2; a2_3 += wr[1153] * v3;
-                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2; a3_3 += wr[1729] * v3;
-                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1; a4_2 += wr[2305] * v2; a4_3 += wr[2305] * v3;
-                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1; a5_2 += wr[2881] * v2; a5_3 += wr[2881] * v3;
+                    for (int p = 0; p < 16; p++) {
+                        const float *restrict up = U + (size_t)p * 8192, *restrict vp = Vb + p * 384;
+                        float *restrict mp = Mb + p * 768;
+                        for (int v0 = 0; v0 < 8; v0 += 4) {
+                            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                            for (int c = 0; c < 64; c++) {
+                                const cg_v w0 = VLOAD(up + c * 128 + (v0 + 0) * 16), w1 = VLOAD(up + c * 128 + (v0 + 1) * 16), w2 = VLOAD(up + c * 128 + (v0 + 2) * 16), w3 = VLOAD(up + c * 128 + (v0 + 3) * 16);
+                                a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                                a1_0 += vp[64 + c] * w0; a1_1 += vp[64 + c] * w1; a1_2 += vp[64 + c] * w2; a1_3 += vp[64 + c] * w3;
+                                a2_0 += vp[128 + c] * w0; a2_1 += vp[128 + c] * w1; a2_2 += vp[128 + c] * w2; a2_3 += vp[128 + c] * w3;
+                                a3_0 += vp[192 + c] * w0; a3_1 += vp[192 + c] * w1; a3_2 += vp[192 + c] * w2; a3_3 += vp[192 + c] * w3;
+                                a4_0 += vp[256 + c] * w0; a4_1 += vp[256 + c] * w1; a4_2 += vp[256 + c] * w2; a4_3 += vp[256 + c] * w3;
+                                a5_0 += vp[320 + c] * w0; a5_1 += vp[320 + c] * w1; a5_2 += vp[320 + c] * w2; a5_3 += vp[320 + c] * w3;
+                            }
+                            VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                            VSTORE(mp + 128 + (v0 + 0) * 16, a1_0); VSTORE(mp + 128 + (v0 + 1) * 16, a1_1); VSTORE(mp + 128 + (v0 + 2) * 16, a1_2); VSTORE(mp + 128 + (v0 + 3) * 16, a1_3);
+                            VSTORE(mp + 256 + (v0 + 0) * 16, a2_0); VSTORE(mp + 256 + (v0 + 1) * 16, a2_1); VSTORE(mp + 256 + (v0 + 2) * 16, a2_2); VSTORE(mp + 256 + (v0 + 3) * 16, a2_3);
+                            VSTORE(mp + 384 + (v0 + 0) * 16, a3_0); VSTORE(mp + 384 + (v0 + 1) * 16, a3_1); VSTORE(mp + 384 + (v0 + 2) * 16, a3_2); VSTORE(mp + 384 + (v0 + 3) * 16, a3_3);
+                            VSTORE(mp + 512 + (v0 + 0) * 16, a4_0); VSTORE(mp + 512 + (v0 + 1) * 16, a4_1); VSTORE(mp + 512 + (v0 + 2) * 16, a4_2); VSTORE(mp + 512 + (v0 + 3) * 16, a4_3);
+                            VSTORE(mp + 640 + (v0 + 0) * 16, a5_0); VSTORE(mp + 640 + (v0 + 1) * 16, a5_1); VSTORE(mp + 640 + (v0 + 2) * 16, a5_2); VSTORE(mp + 640 + (v0 + 3) * 16, a5_3);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
-                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2; a2_3 += wr[1154] * v3;
-                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2; a3_3 += wr[1730] * v3;
-                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1; a4_2 += wr[2306] * v2; a4_3 += wr[2306] * v3;
-                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1; a5_2 += wr[2882] * v2; a5_3 += wr[2882] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
-                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2; a2_3 += wr[1155] * v3;
-                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2; a3_3 += wr[1731] * v3;
-                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1; a4_2 += wr[2307] * v2; a4_3 += wr[2307] * v3;
-                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1; a5_2 += wr[2883] * v2; a5_3 += wr[2883] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
-                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2; a2_3 += wr[1156] * v3;
-                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2; a3_3 += wr[1732] * v3;
-                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1; a4_2 += wr[2308] * v2; a4_3 += wr[2308] * v3;
-                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1; a5_2 += wr[2884] * v2; a5_3 += wr[2884] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
-                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2; a2_3 += wr[1157] * v3;
-                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2; a3_3 += wr[1733] * v3;
-                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1; a4_2 += wr[2309] * v2; a4_3 += wr[2309] * v3;
-                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1; a5_2 += wr[2885] * v2; a5_3 += wr[2885] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
-                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2; a2_3 += wr[1158] * v3;
-                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2; a3_3 += wr[1734] * v3;
-                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1; a4_2 += wr[2310] * v2; a4_3 += wr[2310] * v3;
-                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1; a5_2 += wr[2886] * v2; a5_3 += wr[2886] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
-                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2; a2_3 += wr[1159] * v3;
-                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2; a3_3 += wr[1735] * v3;
-                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1; a4_2 += wr[2311] * v2; a4_3 += wr[2311] * v3;
-                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1; a5_2 += wr[2887] * v2; a5_3 += wr[2887] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
-                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2; a2_3 += wr[1160] * v3;
-                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2; a3_3 += wr[1736] * v3;
-                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1; a4_2 += wr[2312] * v2; a4_3 += wr[2312] * v3;
-                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2; a5_3 += wr[2888] * v3;
+                    for (int t = 0; t < 6; t++) {
+                        for (int v = 0; v < 8; v++) {
+                            const float *restrict mt = Mb + (t) * 128 + v * 16;
+                            const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 768), m2 = VLOAD(mt + 1536), m3 = VLOAD(mt + 2304), m4 = VLOAD(mt + 3072), m5 = VLOAD(mt + 3840), m6 = VLOAD(mt + 4608), m7 = VLOAD(mt + 5376), m8 = VLOAD(mt + 6144), m9 = VLOAD(mt + 6912), m10 = VLOAD(mt + 7680), m11 = VLOAD(mt + 8448), m12 = VLOAD(mt + 9216), m13 = VLOAD(mt + 9984), m14 = VLOAD(mt + 10752), m15 = VLOAD(mt + 11520);
+                            const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                            const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                            const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                            const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                            const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 0) * 128 + v * 16, vrelu(o00));
+                            const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 1) * 128 + v * 16, vrelu(o01));
+                            const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 0) * 128 + v * 16, vrelu(o10));
+                            const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 1) * 128 + v * 16, vrelu(o11));
+                        }
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, vrelu(a2_3));
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, vrelu(a3_3));
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, vrelu(a4_3));
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, vrelu(a5_3));
             }
             {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2;
-                        a2_0 += wr[1152] * v0; a2_1 += wr[1152] * v1; a2_2 += wr[1152] * v2;
-                        a3_0 += wr[1728] * v0; a3_1 += wr[1728] * v1; a3_2 += wr[1728] * v2;
-                        a4_0 += wr[2304] * v0; a4_1 += wr[2304] * v1; a4_2 += wr[2304] * v2;
-                        a5_0 += wr[2880] * v0; a5_1 += wr[2880] * v1; a5_2 += wr[2880] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2;
-                        a2_0 += wr[1153] * v0; a2_1 += wr[1153] * v1; a2_2 += wr[1153] * v2;
-                        a3_0 += wr[1729] * v0; a3_1 += wr[1729] * v1; a3_2 += wr[1729] * v2;
-                        a4_0 += wr[2305] * v0; a4_1 += wr[2305] * v1; a4_2 += wr[2305] * v2;
-                        a5_0 += wr[2881] * v0; a5_1 += wr[2881] * v1; a5_2 += wr[2881] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2;
-                        a2_0 += wr[1154] * v0; a2_1 += wr[1154] * v1; a2_2 += wr[1154] * v2;
-                        a3_0 += wr[1730] * v0; a3_1 += wr[1730] * v1; a3_2 += wr[1730] * v2;
-                        a4_0 += wr[2306] * v0; a4_1 += wr[2306] * v1; a4_2 += wr[2306] * v2;
-                        a5_0 += wr[2882] * v0; a5_1 += wr[2882] * v1; a5_2 += wr[2882] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2;
-                        a2_0 += wr[1155] * v0; a2_1 += wr[1155] * v1; a2_2 += wr[1155] * v2;
-                        a3_0 += wr[1731] * v0; a3_1 += wr[1731] * v1; a3_2 += wr[1731] * v2;
-                        a4_0 += wr[2307] * v0; a4_1 += wr[2307] * v1; a4_2 += wr[2307] * v2;
-                        a5_0 += wr[2883] * v0; a5_1 += wr[2883] * v1; a5_2 += wr[2883] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2;
-                        a2_0 += wr[1156] * v0; a2_1 += wr[1156] * v1; a2_2 += wr[1156] * v2;
-                        a3_0 += wr[1732] * v0; a3_1 += wr[1732] * v1; a3_2 += wr[1732] * v2;
-                        a4_0 += wr[2308] * v0; a4_1 += wr[2308] * v1; a4_2 += wr[2308] * v2;
-                        a5_0 += wr[2884] * v0; a5_1 += wr[2884] * v1; a5_2 += wr[2884] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2;
-                        a2_0 += wr[1157] * v0; a2_1 += wr[1157] * v1; a2_2 += wr[1157] * v2;
-                        a3_0 += wr[1733] * v0; a3_1 += wr[1733] * v1; a3_2 += wr[1733] * v2;
-                        a4_0 += wr[2309] * v0; a4_1 += wr[2309] * v1; a4_2 += wr[2309] * v2;
-                        a5_0 += wr[2885] * v0; a5_1 += wr[2885] * v1; a5_2 += wr[2885] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2;
-                        a2_0 += wr[1158] * v0; a2_1 += wr[1158] * v1; a2_2 += wr[1158] * v2;
-                        a3_0 += wr[1734] * v0; a3_1 += wr[1734] * v1; a3_2 += wr[1734] * v2;
-                        a4_0 += wr[2310] * v0; a4_1 += wr[2310] * v1; a4_2 += wr[2310] * v2;
-                        a5_0 += wr[2886] * v0; a5_1 += wr[2886] * v1; a5_2 += wr[2886] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2;
-                        a2_0 += wr[1159] * v0; a2_1 += wr[1159] * v1; a2_2 += wr[1159] * v2;
-                        a3_0 += wr[1735] * v0; a3_1 += wr[1735] * v1; a3_2 += wr[1735] * v2;
-                        a4_0 += wr[2311] * v0; a4_1 += wr[2311] * v1; a4_2 += wr[2311] * v2;
-                        a5_0 += wr[2887] * v0; a5_1 += wr[2887] * v1; a5_2 += wr[2887] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2;
-                        a2_0 += wr[1160] * v0; a2_1 += wr[1160] * v1; a2_2 += wr[1160] * v2;
-                        a3_0 += wr[1736] * v0; a3_1 += wr[1736] * v1; a3_2 += wr[1736] * v2;
-                        a4_0 += wr[2312] * v0; a4_1 += wr[2312] * v1; a4_2 += wr[2312] * v2;
-                        a5_0 += wr[2888] * v0; a5_1 += wr[2888] * v1; a5_2 += wr[2888] * v2;
+                float Vb[6144], Mb[12288]; /* [16][6 patches][channels] */
+                for (int t = 0; t < 2; t++) {
+                    const float *restrict d = xc + ((size_t)(2 * (ty)) * 114 + 2 * (54 + t)) * 64;
+                    float *restrict vt = Vb + (t) * 64;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 7296 + c), d11 = VLOAD(d + 7360 + c), d12 = VLOAD(d + 7424 + c), d13 = VLOAD(d + 7488 + c), d20 = VLOAD(d + 14592 + c), d21 = VLOAD(d + 14656 + c), d22 = VLOAD(d + 14720 + c), d23 = VLOAD(d + 14784 + c), d30 = VLOAD(d + 21888 + c), d31 = VLOAD(d + 21952 + c), d32 = VLOAD(d + 22016 + c), d33 = VLOAD(d + 22080 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 384 + c, e01 + e02); VSTORE(vt + 768 + c, e02 - e01); VSTORE(vt + 1152 + c, e01 - e03);
+                        VSTORE(vt + 1536 + c, e10 - e12); VSTORE(vt + 1920 + c, e11 + e12); VSTORE(vt + 2304 + c, e12 - e11); VSTORE(vt + 2688 + c, e11 - e13);
+                        VSTORE(vt + 3072 + c, e20 - e22); VSTORE(vt + 3456 + c, e21 + e22); VSTORE(vt + 3840 + c, e22 - e21); VSTORE(vt + 4224 + c, e21 - e23);
+                        VSTORE(vt + 4608 + c, e30 - e32); VSTORE(vt + 4992 + c, e31 + e32); VSTORE(vt + 5376 + c, e32 - e31); VSTORE(vt + 5760 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2));
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2));
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2));
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2));
+                for (int p = 0; p < 16; p++) {
+                    const float *restrict up = U + (size_t)p * 8192, *restrict vp = Vb + p * 384;
+                    float *restrict mp = Mb + p * 768;
+                    for (int v0 = 0; v0 < 8; v0 += 4) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        for (int c = 0; c < 64; c++) {
+                            const cg_v w0 = VLOAD(up + c * 128 + (v0 + 0) * 16), w1 = VLOAD(up + c * 128 + (v0 + 1) * 16), w2 = VLOAD(up + c * 128 + (v0 + 2) * 16), w3 = VLOAD(up + c * 128 + (v0 + 3) * 16);
+                            a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                            a1_0 += vp[64 + c] * w0; a1_1 += vp[64 + c] * w1; a1_2 += vp[64 + c] * w2; a1_3 += vp[64 + c] * w3;
+                        }
+                        VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                        VSTORE(mp + 128 + (v0 + 0) * 16, a1_0); VSTORE(mp + 128 + (v0 + 1) * 16, a1_1); VSTORE(mp + 128 + (v0 + 2) * 16, a1_2); VSTORE(mp + 128 + (v0 + 3) * 16, a1_3);
+                    }
+                }
+                for (int t = 0; t < 2; t++) {
+                    for (int v = 0; v < 8; v++) {
+                        const float *restrict mt = Mb + (t) * 128 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 768), m2 = VLOAD(mt + 1536), m3 = VLOAD(mt + 2304), m4 = VLOAD(mt + 3072), m5 = VLOAD(mt + 3840), m6 = VLOAD(mt + 4608), m7 = VLOAD(mt + 5376), m8 = VLOAD(mt + 6144), m9 = VLOAD(mt + 6912), m10 = VLOAD(mt + 7680), m11 = VLOAD(mt + 8448), m12 = VLOAD(mt + 9216), m13 = VLOAD(mt + 9984), m14 = VLOAD(mt + 10752), m15 = VLOAD(mt + 11520);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 0) * 128 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 1) * 128 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 0) * 128 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 1) * 128 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
-        {
-            const int co0 = 126;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2; a1_3 += wr[576] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2; a1_3 += wr[577] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2; a1_3 += wr[578] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2; a1_3 += wr[579] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2; a1_3 += wr[580] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2; a1_3 += wr[581] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2; a1_3 += wr[582] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2; a1_3 += wr[583] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2; a1_3 += wr[584] * v3;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
-            }
-            {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
-                for (int ci = 0; ci < 64; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 576 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[576] * v0; a1_1 += wr[576] * v1; a1_2 += wr[576] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[577] * v0; a1_1 += wr[577] * v1; a1_2 += wr[577] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[578] * v0; a1_1 += wr[578] * v1; a1_2 += wr[578] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[579] * v0; a1_1 += wr[579] * v1; a1_2 += wr[579] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[580] * v0; a1_1 += wr[580] * v1; a1_2 += wr[580] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[581] * v0; a1_1 += wr[581] * v1; a1_2 += wr[581] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[582] * v0; a1_1 += wr[582] * v1; a1_2 += wr[582] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[583] * v0; a1_1 += wr[583] * v1; a1_2 += wr[583] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[584] * v0; a1_1 += wr[584] * v1; a1_2 += wr[584] * v2;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
-            }
-        }
+        for (int co = 0; co < 128; co++)
+            for (int i = 0; i < 12544; i++) yn[co * 12544 + i] = yh[i * 128 + co];
     }
 }
 
@@ -2094,107 +1525,205 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 73728;
-    CG_PARALLEL_FOR
+    /* blocked dW: 24 rows of 56 patches a block */
+    float *restrict dU = S + 9094272, *restrict dyc = S + 1663488, *restrict Vb = S + 9225600, *restrict Zb = S + 10946176;
+    memset(dU, 0, sizeof(float) * 131328);
     for (int co = 0; co < 128; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 128 + co) * 12544;
-            for (int i = 0; i < 12544; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + co * 12544 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 4096; t++) {
-        const int co0 = t / 64 * 2, ci = t % 64;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 112; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
-                const float *restrict xr = xp + ((size_t)n * 64 + ci) * 12996 + (oy) * 114;
-                for (int x = 0; x < 112; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
-                    const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
-                    const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
-                    const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 1605632;
+        const float *restrict xc = S + 0 + (size_t)n * 831744;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 12544; i++) {
+            for (int co = 0; co < 128; co++) dyc[i * 128 + co] = dn[co * 12544 + i];
+        }
+        for (int b = 0; b < 2; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 24; r++) {
+                for (int tx = 0; tx < 56; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 24 + r)) * 114 + 2 * (0 + tx)) * 64;
+                    float *restrict vt = Vb + (r * 56 + tx) * 80;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 7296 + c), d11 = VLOAD(d + 7360 + c), d12 = VLOAD(d + 7424 + c), d13 = VLOAD(d + 7488 + c), d20 = VLOAD(d + 14592 + c), d21 = VLOAD(d + 14656 + c), d22 = VLOAD(d + 14720 + c), d23 = VLOAD(d + 14784 + c), d30 = VLOAD(d + 21888 + c), d31 = VLOAD(d + 21952 + c), d32 = VLOAD(d + 22016 + c), d33 = VLOAD(d + 22080 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 107536 + c, e01 + e02); VSTORE(vt + 215072 + c, e02 - e01); VSTORE(vt + 322608 + c, e01 - e03);
+                        VSTORE(vt + 430144 + c, e10 - e12); VSTORE(vt + 537680 + c, e11 + e12); VSTORE(vt + 645216 + c, e12 - e11); VSTORE(vt + 752752 + c, e11 - e13);
+                        VSTORE(vt + 860288 + c, e20 - e22); VSTORE(vt + 967824 + c, e21 + e22); VSTORE(vt + 1075360 + c, e22 - e21); VSTORE(vt + 1182896 + c, e21 - e23);
+                        VSTORE(vt + 1290432 + c, e30 - e32); VSTORE(vt + 1397968 + c, e31 + e32); VSTORE(vt + 1505504 + c, e32 - e31); VSTORE(vt + 1613040 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 24 + r)) * 112 + 2 * (tx)) * 128;
+                    float *restrict zt = Zb + (r * 56 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 128 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14464 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 193552 + c, h00 + h01); VSTORE(zt + 387104 + c, h00 - h01); VSTORE(zt + 580656 + c, -h01);
+                        VSTORE(zt + 774208 + c, h10); VSTORE(zt + 967760 + c, h10 + h11); VSTORE(zt + 1161312 + c, h10 - h11); VSTORE(zt + 1354864 + c, -h11);
+                        VSTORE(zt + 1548416 + c, h20); VSTORE(zt + 1741968 + c, h20 + h21); VSTORE(zt + 1935520 + c, h20 - h21); VSTORE(zt + 2129072 + c, -h21);
+                        VSTORE(zt + 2322624 + c, h30); VSTORE(zt + 2516176 + c, h30 + h31); VSTORE(zt + 2709728 + c, h30 - h31); VSTORE(zt + 2903280 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 2; j++) {
+                float *restrict dup = dU + (size_t)p * 8208 + j * 4096;
+                const float *restrict vp = Vb + (size_t)p * 107536, *restrict zp = Zb + (size_t)p * 193552 + j * 64;
+                for (int ci0 = 0; ci0 < 60; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 1344; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                            const float *restrict vq = vp + q * 80 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (60 + 0) * 64 + 0), a0_1 = VLOAD(dup + (60 + 0) * 64 + 16), a0_2 = VLOAD(dup + (60 + 0) * 64 + 32), a0_3 = VLOAD(dup + (60 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (60 + 1) * 64 + 0), a1_1 = VLOAD(dup + (60 + 1) * 64 + 16), a1_2 = VLOAD(dup + (60 + 1) * 64 + 32), a1_3 = VLOAD(dup + (60 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (60 + 2) * 64 + 0), a2_1 = VLOAD(dup + (60 + 2) * 64 + 16), a2_2 = VLOAD(dup + (60 + 2) * 64 + 32), a2_3 = VLOAD(dup + (60 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (60 + 3) * 64 + 0), a3_1 = VLOAD(dup + (60 + 3) * 64 + 16), a3_2 = VLOAD(dup + (60 + 3) * 64 + 32), a3_3 = VLOAD(dup + (60 + 3) * 64 + 48);
+                    for (int q = 0; q < 1344; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                        const float *restrict vq = vp + q * 80 + 60;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (60 + 0) * 64 + 0, a0_0); VSTORE(dup + (60 + 0) * 64 + 16, a0_1); VSTORE(dup + (60 + 0) * 64 + 32, a0_2); VSTORE(dup + (60 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (60 + 1) * 64 + 0, a1_0); VSTORE(dup + (60 + 1) * 64 + 16, a1_1); VSTORE(dup + (60 + 1) * 64 + 32, a1_2); VSTORE(dup + (60 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (60 + 2) * 64 + 0, a2_0); VSTORE(dup + (60 + 2) * 64 + 16, a2_1); VSTORE(dup + (60 + 2) * 64 + 32, a2_2); VSTORE(dup + (60 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (60 + 3) * 64 + 0, a3_0); VSTORE(dup + (60 + 3) * 64 + 16, a3_1); VSTORE(dup + (60 + 3) * 64 + 32, a3_2); VSTORE(dup + (60 + 3) * 64 + 48, a3_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 576 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 576 + ci * 9 + 8] += vsum(a1_8);
+        {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 8; r++) {
+                for (int tx = 0; tx < 56; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (48 + r)) * 114 + 2 * (0 + tx)) * 64;
+                    float *restrict vt = Vb + (r * 56 + tx) * 80;
+                    for (int c = 0; c < 64; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 64 + c), d02 = VLOAD(d + 128 + c), d03 = VLOAD(d + 192 + c), d10 = VLOAD(d + 7296 + c), d11 = VLOAD(d + 7360 + c), d12 = VLOAD(d + 7424 + c), d13 = VLOAD(d + 7488 + c), d20 = VLOAD(d + 14592 + c), d21 = VLOAD(d + 14656 + c), d22 = VLOAD(d + 14720 + c), d23 = VLOAD(d + 14784 + c), d30 = VLOAD(d + 21888 + c), d31 = VLOAD(d + 21952 + c), d32 = VLOAD(d + 22016 + c), d33 = VLOAD(d + 22080 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 107536 + c, e01 + e02); VSTORE(vt + 215072 + c, e02 - e01); VSTORE(vt + 322608 + c, e01 - e03);
+                        VSTORE(vt + 430144 + c, e10 - e12); VSTORE(vt + 537680 + c, e11 + e12); VSTORE(vt + 645216 + c, e12 - e11); VSTORE(vt + 752752 + c, e11 - e13);
+                        VSTORE(vt + 860288 + c, e20 - e22); VSTORE(vt + 967824 + c, e21 + e22); VSTORE(vt + 1075360 + c, e22 - e21); VSTORE(vt + 1182896 + c, e21 - e23);
+                        VSTORE(vt + 1290432 + c, e30 - e32); VSTORE(vt + 1397968 + c, e31 + e32); VSTORE(vt + 1505504 + c, e32 - e31); VSTORE(vt + 1613040 + c, e31 - e33);
+                    }
+                    const float *restrict yt = dyc + ((size_t)(2 * (48 + r)) * 112 + 2 * (tx)) * 128;
+                    float *restrict zt = Zb + (r * 56 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 128 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14464 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 193552 + c, h00 + h01); VSTORE(zt + 387104 + c, h00 - h01); VSTORE(zt + 580656 + c, -h01);
+                        VSTORE(zt + 774208 + c, h10); VSTORE(zt + 967760 + c, h10 + h11); VSTORE(zt + 1161312 + c, h10 - h11); VSTORE(zt + 1354864 + c, -h11);
+                        VSTORE(zt + 1548416 + c, h20); VSTORE(zt + 1741968 + c, h20 + h21); VSTORE(zt + 1935520 + c, h20 - h21); VSTORE(zt + 2129072 + c, -h21);
+                        VSTORE(zt + 2322624 + c, h30); VSTORE(zt + 2516176 + c, h30 + h31); VSTORE(zt + 2709728 + c, h30 - h31); VSTORE(zt + 2903280 + c, -h31);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 2; j++) {
+                float *restrict dup = dU + (size_t)p * 8208 + j * 4096;
+                const float *restrict vp = Vb + (size_t)p * 107536, *restrict zp = Zb + (size_t)p * 193552 + j * 64;
+                for (int ci0 = 0; ci0 < 60; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 448; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                            const float *restrict vq = vp + q * 80 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (60 + 0) * 64 + 0), a0_1 = VLOAD(dup + (60 + 0) * 64 + 16), a0_2 = VLOAD(dup + (60 + 0) * 64 + 32), a0_3 = VLOAD(dup + (60 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (60 + 1) * 64 + 0), a1_1 = VLOAD(dup + (60 + 1) * 64 + 16), a1_2 = VLOAD(dup + (60 + 1) * 64 + 32), a1_3 = VLOAD(dup + (60 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (60 + 2) * 64 + 0), a2_1 = VLOAD(dup + (60 + 2) * 64 + 16), a2_2 = VLOAD(dup + (60 + 2) * 64 + 32), a2_3 = VLOAD(dup + (60 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (60 + 3) * 64 + 0), a3_1 = VLOAD(dup + (60 + 3) * 64 + 16), a3_2 = VLOAD(dup + (60 + 3) * 64 + 32), a3_3 = VLOAD(dup + (60 + 3) * 64 + 48);
+                    for (int q = 0; q < 448; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                        const float *restrict vq = vp + q * 80 + 60;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (60 + 0) * 64 + 0, a0_0); VSTORE(dup + (60 + 0) * 64 + 16, a0_1); VSTORE(dup + (60 + 0) * 64 + 32, a0_2); VSTORE(dup + (60 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (60 + 1) * 64 + 0, a1_0); VSTORE(dup + (60 + 1) * 64 + 16, a1_1); VSTORE(dup + (60 + 1) * 64 + 32, a1_2); VSTORE(dup + (60 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (60 + 2) * 64 + 0, a2_0); VSTORE(dup + (60 + 2) * 64 + 16, a2_1); VSTORE(dup + (60 + 2) * 64 + 32, a2_2); VSTORE(dup + (60 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (60 + 3) * 64 + 0, a3_0); VSTORE(dup + (60 + 3) * 64 + 16, a3_1); VSTORE(dup + (60 + 3) * 64 + 32, a3_2); VSTORE(dup + (60 + 3) * 64 + 48, a3_3);
+                }
+            }
+        }
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 2; j++) {
+        const int oe = j * 64 + 64 < 128 ? j * 64 + 64 : 128;
+        for (int ci = 0; ci < 64; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 64 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[8208], x2 = u[16416], x3 = u[24624], x4 = u[32832], x5 = u[41040], x6 = u[49248], x7 = u[57456], x8 = u[65664], x9 = u[73872], x10 = u[82080], x11 = u[90288], x12 = u[98496], x13 = u[106704], x14 = u[114912], x15 = u[123120];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 64 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -2202,397 +1731,149 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict dyp = S + 1663504;
-    /* dy -> zero-padded rows [n][114][128][114] */
+    float *restrict dyp = S + 6627968, *restrict dxh = S + 8291456, *restrict U = S + 9094272;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 64 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 128; pl++) {
-        const int n = pl / 128, c = pl % 128;
-        const float *restrict s = dy + (size_t)pl * 12544;
-        float *restrict d = dyp + (size_t)n * 1663488 + c * 114;
-        for (int i = 0; i < 114; i++) {
-            float *restrict r = d + (size_t)i * 14592;
-            if (i < 1 || i >= 113) {
-                memset(r, 0, sizeof(float) * 114);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 112, sizeof(float) * 112);
-                memset(r + 113, 0, sizeof(float) * 1);
-            }
+    for (int r = 0; r < 128; r++) {
+        for (int o = 0; o < 64; o++) {
+            const float g0 = w[(r * 64 + o) * 9 + 8], g1 = w[(r * 64 + o) * 9 + 7], g2 = w[(r * 64 + o) * 9 + 6], g3 = w[(r * 64 + o) * 9 + 5], g4 = w[(r * 64 + o) * 9 + 4], g5 = w[(r * 64 + o) * 9 + 3], g6 = w[(r * 64 + o) * 9 + 2], g7 = w[(r * 64 + o) * 9 + 1], g8 = w[(r * 64 + o) * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            U[(0 * 128 + r) * 64 + o] = t00; U[(1 * 128 + r) * 64 + o] = 0.5f * (t00 + t01 + t02); U[(2 * 128 + r) * 64 + o] = 0.5f * (t00 - t01 + t02); U[(3 * 128 + r) * 64 + o] = t02;
+            U[(4 * 128 + r) * 64 + o] = t10; U[(5 * 128 + r) * 64 + o] = 0.5f * (t10 + t11 + t12); U[(6 * 128 + r) * 64 + o] = 0.5f * (t10 - t11 + t12); U[(7 * 128 + r) * 64 + o] = t12;
+            U[(8 * 128 + r) * 64 + o] = t20; U[(9 * 128 + r) * 64 + o] = 0.5f * (t20 + t21 + t22); U[(10 * 128 + r) * 64 + o] = 0.5f * (t20 - t21 + t22); U[(11 * 128 + r) * 64 + o] = t22;
+            U[(12 * 128 + r) * 64 + o] = t30; U[(13 * 128 + r) * 64 + o] = 0.5f * (t30 + t31 + t32); U[(14 * 128 + r) * 64 + o] = 0.5f * (t30 - t31 + t32); U[(15 * 128 + r) * 64 + o] = t32;
         }
     }
-    memset(dyp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 input channels x 4 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 112; r++) {
-        const int n = r / 112, iy = r % 112;
-        const float *restrict dr0 = dyp + ((size_t)n * 114 + iy) * 14592;
-        float *restrict xr = dx + ((size_t)n * 7168 + iy) * 112;
-        for (int ci0 = 0; ci0 < 60; ci0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 1605632;
+        float *restrict dxn = dx + (size_t)n * 802816;
+        memset(dyp, 0, sizeof(float) * 1663488);
+        for (int co = 0; co < 128; co++)
+            for (int oy = 0; oy < 112; oy++)
+                for (int ox = 0; ox < 112; ox++) dyp[((oy + 1) * 114 + ox + 1) * 128 + co] = dn[co * 12544 + oy * 112 + ox];
+        CG_PARALLEL_FOR
+        for (int ty = 0; ty < 56; ty++) {
+            for (int x0 = 0; x0 < 54; x0 += 6) {
+                {
+                    float Vb[12288], Mb[6144]; /* [16][6 patches][channels] */
+                    for (int t = 0; t < 6; t++) {
+                        const float *restrict d = dyp + ((size_t)(2 * (ty)) * 114 + 2 * (x0 + t)) * 128;
+                        float *restrict vt = Vb + (t) * 128;
+                        for (int c = 0; c < 128; c += 16) {
+                            const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                            const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                            const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                            const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                            const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                            VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 768 + c, e01 + e02); VSTORE(vt + 1536 + c, e02 - e01); VSTORE(vt + 2304 + c, e01 - e03);
+                            VSTORE(vt + 3072 + c, e10 - e12); VSTORE(vt + 3840 + c, e11 + e12); VSTORE(vt + 4608 + c, e12 - e11); VSTORE(vt + 5376 + c, e11 - e13);
+                            VSTORE(vt + 6144 + c, e20 - e22); VSTORE(vt + 6912 + c, e21 + e22); VSTORE(vt + 7680 + c, e22 - e21); VSTORE(vt + 8448 + c, e21 - e23);
+                            VSTORE(vt + 9216 + c, e30 - e32); VSTORE(vt + 9984 + c, e31 + e32); VSTORE(vt + 10752 + c, e32 - e31); VSTORE(vt + 11520 + c, e31 - e33);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
+                    for (int p = 0; p < 16; p++) {
+                        const float *restrict up = U + (size_t)p * 8192, *restrict vp = Vb + p * 768;
+                        float *restrict mp = Mb + p * 384;
+                        for (int v0 = 0; v0 < 4; v0 += 4) {
+                            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                            for (int c = 0; c < 128; c++) {
+                                const cg_v w0 = VLOAD(up + c * 64 + (v0 + 0) * 16), w1 = VLOAD(up + c * 64 + (v0 + 1) * 16), w2 = VLOAD(up + c * 64 + (v0 + 2) * 16), w3 = VLOAD(up + c * 64 + (v0 + 3) * 16);
+                                a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                                a1_0 += vp[128 + c] * w0; a1_1 += vp[128 + c] * w1; a1_2 += vp[128 + c] * w2; a1_3 += vp[128 + c] * w3;
+                                a2_0 += vp[256 + c] * w0; a2_1 += vp[256 + c] * w1; a2_2 += vp[256 + c] * w2; a2_3 += vp[256 + c] * w3;
+                                a3_0 += vp[384 + c] * w0; a3_1 += vp[384 + c] * w1; a3_2 += vp[384 + c] * w2; a3_3 += vp[384 + c] * w3;
+                                a4_0 += vp[512 + c] * w0; a4_1 += vp[512 + c] * w1; a4_2 += vp[512 + c] * w2; a4_3 += vp[512 + c] * w3;
+                                a5_0 += vp[640 + c] * w0; a5_1 += vp[640 + c] * w1; a5_2 += vp[640 + c] * w2; a5_3 += vp[640 + c] * w3;
+                            }
+                            VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                            VSTORE(mp + 64 + (v0 + 0) * 16, a1_0); VSTORE(mp + 64 + (v0 + 1) * 16, a1_1); VSTORE(mp + 64 + (v0 + 2) * 16, a1_2); VSTORE(mp + 64 + (v0 + 3) * 16, a1_3);
+                            VSTORE(mp + 128 + (v0 + 0) * 16, a2_0); VSTORE(mp + 128 + (v0 + 1) * 16, a2_1); VSTORE(mp + 128 + (v0 + 2) * 16, a2_2); VSTORE(mp + 128 + (v0 + 3) * 16, a2_3);
+                            VSTORE(mp + 192 + (v0 + 0) * 16, a3_0); VSTORE(mp + 192 + (v0 + 1) * 16, a3_1); VSTORE(mp + 192 + (v0 + 2) * 16, a3_2); VSTORE(mp + 192 + (v0 + 3) * 16, a3_3);
+                            VSTORE(mp + 256 + (v0 + 0) * 16, a4_0); VSTORE(mp + 256 + (v0 + 1) * 16, a4_1); VSTORE(mp + 256 + (v0 + 2) * 16, a4_2); VSTORE(mp + 256 + (v0 + 3) * 16, a4_3);
+                            VSTORE(mp + 320 + (v0 + 0) * 16, a5_0); VSTORE(mp + 320 + (v0 + 1) * 16, a5_1); VSTORE(mp + 320 + (v0 + 2) * 16, a5_2); VSTORE(mp + 320 + (v0 + 3) * 16, a5_3);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    for (int t = 0; t < 6; t++) {
+                        for (int v = 0; v < 4; v++) {
+                            const float *restrict mt = Mb + (t) * 64 + v * 16;
+                            const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 384), m2 = VLOAD(mt + 768), m3 = VLOAD(mt + 1152), m4 = VLOAD(mt + 1536), m5 = VLOAD(mt + 1920), m6 = VLOAD(mt + 2304), m7 = VLOAD(mt + 2688), m8 = VLOAD(mt + 3072), m9 = VLOAD(mt + 3456), m10 = VLOAD(mt + 3840), m11 = VLOAD(mt + 4224), m12 = VLOAD(mt + 4608), m13 = VLOAD(mt + 4992), m14 = VLOAD(mt + 5376), m15 = VLOAD(mt + 5760);
+                            const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                            const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                            const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                            const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                            const cg_v o00 = s00 + s01 + s02;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 0) * 64 + v * 16, o00);
+                            const cg_v o01 = s01 - s02 - s03;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 1) * 64 + v * 16, o01);
+                            const cg_v o10 = s10 + s11 + s12;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 0) * 64 + v * 16, o10);
+                            const cg_v o11 = s11 - s12 - s13;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 1) * 64 + v * 16, o11);
+                        }
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 48, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 48, a3_3);
-                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 48, a4_3);
-                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 48, a5_3);
             }
             {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2;
+                float Vb[12288], Mb[6144]; /* [16][6 patches][channels] */
+                for (int t = 0; t < 2; t++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (ty)) * 114 + 2 * (54 + t)) * 128;
+                    float *restrict vt = Vb + (t) * 128;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 768 + c, e01 + e02); VSTORE(vt + 1536 + c, e02 - e01); VSTORE(vt + 2304 + c, e01 - e03);
+                        VSTORE(vt + 3072 + c, e10 - e12); VSTORE(vt + 3840 + c, e11 + e12); VSTORE(vt + 4608 + c, e12 - e11); VSTORE(vt + 5376 + c, e11 - e13);
+                        VSTORE(vt + 6144 + c, e20 - e22); VSTORE(vt + 6912 + c, e21 + e22); VSTORE(vt + 7680 + c, e22 - e21); VSTORE(vt + 8448 + c, e21 - e23);
+                        VSTORE(vt + 9216 + c, e30 - e32); VSTORE(vt + 9984 + c, e31 + e32); VSTORE(vt + 10752 + c, e32 - e31); VSTORE(vt + 11520 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
-                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2);
-                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2);
-                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2);
-                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2);
+                for (int p = 0; p < 16; p++) {
+                    const float *restrict up = U + (size_t)p * 8192, *restrict vp = Vb + p * 768;
+                    float *restrict mp = Mb + p * 384;
+                    for (int v0 = 0; v0 < 4; v0 += 4) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        for (int c = 0; c < 128; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + (v0 + 0) * 16), w1 = VLOAD(up + c * 64 + (v0 + 1) * 16), w2 = VLOAD(up + c * 64 + (v0 + 2) * 16), w3 = VLOAD(up + c * 64 + (v0 + 3) * 16);
+                            a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                            a1_0 += vp[128 + c] * w0; a1_1 += vp[128 + c] * w1; a1_2 += vp[128 + c] * w2; a1_3 += vp[128 + c] * w3;
+                        }
+                        VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                        VSTORE(mp + 64 + (v0 + 0) * 16, a1_0); VSTORE(mp + 64 + (v0 + 1) * 16, a1_1); VSTORE(mp + 64 + (v0 + 2) * 16, a1_2); VSTORE(mp + 64 + (v0 + 3) * 16, a1_3);
+                    }
+                }
+                for (int t = 0; t < 2; t++) {
+                    for (int v = 0; v < 4; v++) {
+                        const float *restrict mt = Mb + (t) * 64 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 384), m2 = VLOAD(mt + 768), m3 = VLOAD(mt + 1152), m4 = VLOAD(mt + 1536), m5 = VLOAD(mt + 1920), m6 = VLOAD(mt + 2304), m7 = VLOAD(mt + 2688), m8 = VLOAD(mt + 3072), m9 = VLOAD(mt + 3456), m10 = VLOAD(mt + 3840), m11 = VLOAD(mt + 4224), m12 = VLOAD(mt + 4608), m13 = VLOAD(mt + 4992), m14 = VLOAD(mt + 5376), m15 = VLOAD(mt + 5760);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 0) * 64 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 1) * 64 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 0) * 64 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 1) * 64 + v * 16, o11);
+                    }
+                }
             }
         }
-        {
-            const int ci0 = 60;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 48, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 48, a3_3);
-            }
-            {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
-                    const float *restrict wr = w + (size_t)co * 576 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
-                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2);
-                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2);
-            }
-        }
+        for (int ci = 0; ci < 64; ci++)
+            for (int i = 0; i < 12544; i++) dxn[ci * 12544 + i] = dxh[i * 64 + ci];
     }
 }
 
@@ -2608,351 +1889,156 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5)
- * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded */
 static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    const float *restrict b = P + 147456;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 114x114 (kept for dW) */
+    float *restrict yh = S + 3326976, *restrict bp = S + 5080064, *restrict U = S + 11708032;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 128 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 128; pl++) {
-        const float *restrict s = x + (size_t)pl * 12544;
-        float *restrict d = xp + (size_t)pl * 12996;
-        memset(d, 0, sizeof(float) * 114);
-        for (int i = 0; i < 112; i++) {
-            float *restrict r = d + (i + 1) * 114;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 112, sizeof(float) * 112);
-            memset(r + 113, 0, sizeof(float) * 1);
+    for (int o = 0; o < 128; o++) {
+        for (int r = 0; r < 128; r++) {
+            const float g0 = w[(o * 128 + r) * 9 + 0], g1 = w[(o * 128 + r) * 9 + 1], g2 = w[(o * 128 + r) * 9 + 2], g3 = w[(o * 128 + r) * 9 + 3], g4 = w[(o * 128 + r) * 9 + 4], g5 = w[(o * 128 + r) * 9 + 5], g6 = w[(o * 128 + r) * 9 + 6], g7 = w[(o * 128 + r) * 9 + 7], g8 = w[(o * 128 + r) * 9 + 8];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            U[(0 * 128 + r) * 128 + o] = t00; U[(1 * 128 + r) * 128 + o] = 0.5f * (t00 + t01 + t02); U[(2 * 128 + r) * 128 + o] = 0.5f * (t00 - t01 + t02); U[(3 * 128 + r) * 128 + o] = t02;
+            U[(4 * 128 + r) * 128 + o] = t10; U[(5 * 128 + r) * 128 + o] = 0.5f * (t10 + t11 + t12); U[(6 * 128 + r) * 128 + o] = 0.5f * (t10 - t11 + t12); U[(7 * 128 + r) * 128 + o] = t12;
+            U[(8 * 128 + r) * 128 + o] = t20; U[(9 * 128 + r) * 128 + o] = 0.5f * (t20 + t21 + t22); U[(10 * 128 + r) * 128 + o] = 0.5f * (t20 - t21 + t22); U[(11 * 128 + r) * 128 + o] = t22;
+            U[(12 * 128 + r) * 128 + o] = t30; U[(13 * 128 + r) * 128 + o] = 0.5f * (t30 + t31 + t32); U[(14 * 128 + r) * 128 + o] = 0.5f * (t30 - t31 + t32); U[(15 * 128 + r) * 128 + o] = t32;
         }
-        memset(d + 12882, 0, sizeof(float) * 114);
     }
-    memset(xp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 output channels x 4 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 112; r++) {
-        const int n = r / 112, oy = r % 112;
-        const float *restrict xr0 = xp + ((size_t)n * 14592 + oy) * 114;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 112;
-        for (int co0 = 0; co0 < 126; co0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
-                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
-                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
-                        a4_0 += wr[4608] * v0; a4_1 += wr[4608] * v1; a4_2 += wr[4608] * v2; a4_3 += wr[4608] * v3;
-                        a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2; a5_3 += wr[5760] * v3;
+    for (int co = 0; co < 128; co++) bp[co] = co < 128 ? (P + 147456)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 1605632;
+        const float *restrict xn = x + (size_t)n * 1605632;
+        float *restrict xc = S + 0 + (size_t)n * 1663488;
+        memset(xc, 0, sizeof(float) * 1663488);
+        for (int ci = 0; ci < 128; ci++)
+            for (int iy = 0; iy < 112; iy++)
+                for (int ix = 0; ix < 112; ix++) xc[((iy + 1) * 114 + ix + 1) * 128 + ci] = xn[ci * 12544 + iy * 112 + ix];
+        CG_PARALLEL_FOR
+        for (int ty = 0; ty < 56; ty++) {
+            for (int x0 = 0; x0 < 54; x0 += 6) {
+                {
+                    float Vb[12288], Mb[12288]; /* [16][6 patches][channels] */
+                    for (int t = 0; t < 6; t++) {
+                        const float *restrict d = xc + ((size_t)(2 * (ty)) * 114 + 2 * (x0 + t)) * 128;
+                        float *restrict vt = Vb + (t) * 128;
+                        for (int c = 0; c < 128; c += 16) {
+                            const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                            const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                            const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                            const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                            const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                            VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 768 + c, e01 + e02); VSTORE(vt + 1536 + c, e02 - e01); VSTORE(vt + 2304 + c, e01 - e03);
+                            VSTORE(vt + 3072 + c, e10 - e12); VSTORE(vt + 3840 + c, e11 + e12); VSTORE(vt + 4608 + c, e12 - e11); VSTORE(vt + 5376 + c, e11 - e13);
+                            VSTORE(vt + 6144 + c, e20 - e22); VSTORE(vt + 6912 + c, e21 + e22); VSTORE(vt + 7680 + c, e22 - e21); VSTORE(vt + 8448 + c, e21 - e23);
+                            VSTORE(vt + 9216 + c, e30 - e32); VSTORE(vt + 9984 + c, e31 + e32); VSTORE(vt + 10752 + c, e32 - e31); VSTORE(vt + 11520 + c, e31 - e33);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
-                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
-                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
-                        a4_0 += wr[4609] * v0; a4_1 += wr[4609] * v1; a4_2 += wr[4609] * v2; a4_3 += wr[4609] * v3;
-                        a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2; a5_3 += wr[5761] * v3;
+                    for (int p = 0; p < 16; p++) {
+                        const float *restrict up = U + (size_t)p * 16384, *restrict vp = Vb + p * 768;
+                        float *restrict mp = Mb + p * 768;
+                        for (int v0 = 0; v0 < 8; v0 += 4) {
+                            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                            for (int c = 0; c < 128; c++) {
+                                const cg_v w0 = VLOAD(up + c * 128 + (v0 + 0) * 16), w1 = VLOAD(up + c * 128 + (v0 + 1) * 16), w2 = VLOAD(up + c * 128 + (v0 + 2) * 16), w3 = VLOAD(up + c * 128 + (v0 + 3) * 16);
+                                a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                                a1_0 += vp[128 + c] * w0; a1_1 += vp[128 + c] * w1; a1_2 += vp[128 + c] * w2; a1_3 += vp[128 + c] * w3;
+                                a2_0 += vp[256 + c] * w0; a2_1 += vp[256 + c] * w1; a2_2 += vp[256 + c] * w2; a2_3 += vp[256 + c] * w3;
+                                a3_0 += vp[384 + c] * w0; a3_1 += vp[384 + c] * w1; a3_2 += vp[384 + c] * w2; a3_3 += vp[384 + c] * w3;
+                                a4_0 += vp[512 + c] * w0; a4_1 += vp[512 + c] * w1; a4_2 += vp[512 + c] * w2; a4_3 += vp[512 + c] * w3;
+                                a5_0 += vp[640 + c] * w0; a5_1 += vp[640 + c] * w1; a5_2 += vp[640 + c] * w2; a5_3 += vp[640 + c] * w3;
+                            }
+                            VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                            VSTORE(mp + 128 + (v0 + 0) * 16, a1_0); VSTORE(mp + 128 + (v0 + 1) * 16, a1_1); VSTORE(mp + 128 + (v0 + 2) * 16, a1_2); VSTORE(mp + 128 + (v0 + 3) * 16, a1_3);
+                            VSTORE(mp + 256 + (v0 + 0) * 16, a2_0); VSTORE(mp + 256 + (v0 + 1) * 16, a2_1); VSTORE(mp + 256 + (v0 + 2) * 16, a2_2); VSTORE(mp + 256 + (v0 + 3) * 16, a2_3);
+                            VSTORE(mp + 384 + (v0 + 0) * 16, a3_0); VSTORE(mp + 384 + (v0 + 1) * 16, a3_1); VSTORE(mp + 384 + (v0 + 2) * 16, a3_2); VSTORE(mp + 384 + (v0 + 3) * 16, a3_3);
+                            VSTORE(mp + 512 + (v0 + 0) * 16, a4_0); VSTORE(mp + 512 + (v0 + 1) * 16, a4_1); VSTORE(mp + 512 + (v0 + 2) * 16, a4_2); VSTORE(mp + 512 + (v0 + 3) * 16, a4_3);
+                            VSTORE(mp + 640 + (v0 + 0) * 16, a5_0); VSTORE(mp + 640 + (v0 + 1) * 16, a5_1); VSTORE(mp + 640 + (v0 + 2) * 16, a5_2); VSTORE(mp + 640 + (v0 + 3) * 16, a5_3);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
-                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
-                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
-                        a4_0 += wr[4610] * v0; a4_1 += wr[4610] * v1; a4_2 += wr[4610] * v2; a4_3 += wr[4610] * v3;
-                        a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2; a5_3 += wr[5762] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
-                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
-                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
-                        a4_0 += wr[4611] * v0; a4_1 += wr[4611] * v1; a4_2 += wr[4611] * v2; a4_3 += wr[4611] * v3;
-                        a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2; a5_3 += wr[5763] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
-                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
-                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
-                        a4_0 += wr[4612] * v0; a4_1 += wr[4612] * v1; a4_2 += wr[4612] * v2; a4_3 += wr[4612] * v3;
-                        a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2; a5_3 += wr[5764] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
-                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
-                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
-                        a4_0 += wr[4613] * v0; a4_1 += wr[4613] * v1; a4_2 += wr[4613] * v2; a4_3 += wr[4613] * v3;
-                        a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2; a5_3 += wr[5765] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
-                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
-                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
-                        a4_0 += wr[4614] * v0; a4_1 += wr[4614] * v1; a4_2 += wr[4614] * v2; a4_3 += wr[4614] * v3;
-                        a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2; a5_3 += wr[5766] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
-                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
-                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
-                        a4_0 += wr[4615] * v0; a4_1 += wr[4615] * v1; a4_2 += wr[4615] * v2; a4_3 += wr[4615] * v3;
-                        a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2; a5_3 += wr[5767] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
-                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
-                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
-                        a4_0 += wr[4616] * v0; a4_1 += wr[4616] * v1; a4_2 += wr[4616] * v2; a4_3 += wr[4616] * v3;
-                        a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
+                    for (int t = 0; t < 6; t++) {
+                        for (int v = 0; v < 8; v++) {
+                            const float *restrict mt = Mb + (t) * 128 + v * 16;
+                            const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 768), m2 = VLOAD(mt + 1536), m3 = VLOAD(mt + 2304), m4 = VLOAD(mt + 3072), m5 = VLOAD(mt + 3840), m6 = VLOAD(mt + 4608), m7 = VLOAD(mt + 5376), m8 = VLOAD(mt + 6144), m9 = VLOAD(mt + 6912), m10 = VLOAD(mt + 7680), m11 = VLOAD(mt + 8448), m12 = VLOAD(mt + 9216), m13 = VLOAD(mt + 9984), m14 = VLOAD(mt + 10752), m15 = VLOAD(mt + 11520);
+                            const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                            const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                            const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                            const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                            const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 0) * 128 + v * 16, vrelu(o00));
+                            const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 1) * 128 + v * 16, vrelu(o01));
+                            const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 0) * 128 + v * 16, vrelu(o10));
+                            const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                            VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 1) * 128 + v * 16, vrelu(o11));
+                        }
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 48, vrelu(a2_3));
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 48, vrelu(a3_3));
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 48, vrelu(a4_3));
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 48, vrelu(a5_3));
             }
             {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2;
-                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2;
-                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2;
-                        a4_0 += wr[4608] * v0; a4_1 += wr[4608] * v1; a4_2 += wr[4608] * v2;
-                        a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2;
-                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2;
-                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2;
-                        a4_0 += wr[4609] * v0; a4_1 += wr[4609] * v1; a4_2 += wr[4609] * v2;
-                        a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2;
-                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2;
-                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2;
-                        a4_0 += wr[4610] * v0; a4_1 += wr[4610] * v1; a4_2 += wr[4610] * v2;
-                        a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2;
-                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2;
-                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2;
-                        a4_0 += wr[4611] * v0; a4_1 += wr[4611] * v1; a4_2 += wr[4611] * v2;
-                        a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2;
-                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2;
-                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2;
-                        a4_0 += wr[4612] * v0; a4_1 += wr[4612] * v1; a4_2 += wr[4612] * v2;
-                        a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2;
-                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2;
-                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2;
-                        a4_0 += wr[4613] * v0; a4_1 += wr[4613] * v1; a4_2 += wr[4613] * v2;
-                        a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2;
-                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2;
-                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2;
-                        a4_0 += wr[4614] * v0; a4_1 += wr[4614] * v1; a4_2 += wr[4614] * v2;
-                        a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2;
-                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2;
-                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2;
-                        a4_0 += wr[4615] * v0; a4_1 += wr[4615] * v1; a4_2 += wr[4615] * v2;
-                        a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2;
-                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2;
-                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2;
-                        a4_0 += wr[4616] * v0; a4_1 += wr[4616] * v1; a4_2 += wr[4616] * v2;
-                        a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2;
+                float Vb[12288], Mb[12288]; /* [16][6 patches][channels] */
+                for (int t = 0; t < 2; t++) {
+                    const float *restrict d = xc + ((size_t)(2 * (ty)) * 114 + 2 * (54 + t)) * 128;
+                    float *restrict vt = Vb + (t) * 128;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 768 + c, e01 + e02); VSTORE(vt + 1536 + c, e02 - e01); VSTORE(vt + 2304 + c, e01 - e03);
+                        VSTORE(vt + 3072 + c, e10 - e12); VSTORE(vt + 3840 + c, e11 + e12); VSTORE(vt + 4608 + c, e12 - e11); VSTORE(vt + 5376 + c, e11 - e13);
+                        VSTORE(vt + 6144 + c, e20 - e22); VSTORE(vt + 6912 + c, e21 + e22); VSTORE(vt + 7680 + c, e22 - e21); VSTORE(vt + 8448 + c, e21 - e23);
+                        VSTORE(vt + 9216 + c, e30 - e32); VSTORE(vt + 9984 + c, e31 + e32); VSTORE(vt + 10752 + c, e32 - e31); VSTORE(vt + 11520 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
-                VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 12544 + x0 + 32, vrelu(a2_2));
-                VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 12544 + x0 + 32, vrelu(a3_2));
-                VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 12544 + x0 + 32, vrelu(a4_2));
-                VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 12544 + x0 + 32, vrelu(a5_2));
+                for (int p = 0; p < 16; p++) {
+                    const float *restrict up = U + (size_t)p * 16384, *restrict vp = Vb + p * 768;
+                    float *restrict mp = Mb + p * 768;
+                    for (int v0 = 0; v0 < 8; v0 += 4) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        for (int c = 0; c < 128; c++) {
+                            const cg_v w0 = VLOAD(up + c * 128 + (v0 + 0) * 16), w1 = VLOAD(up + c * 128 + (v0 + 1) * 16), w2 = VLOAD(up + c * 128 + (v0 + 2) * 16), w3 = VLOAD(up + c * 128 + (v0 + 3) * 16);
+                            a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                            a1_0 += vp[128 + c] * w0; a1_1 += vp[128 + c] * w1; a1_2 += vp[128 + c] * w2; a1_3 += vp[128 + c] * w3;
+                        }
+                        VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                        VSTORE(mp + 128 + (v0 + 0) * 16, a1_0); VSTORE(mp + 128 + (v0 + 1) * 16, a1_1); VSTORE(mp + 128 + (v0 + 2) * 16, a1_2); VSTORE(mp + 128 + (v0 + 3) * 16, a1_3);
+                    }
+                }
+                for (int t = 0; t < 2; t++) {
+                    for (int v = 0; v < 8; v++) {
+                        const float *restrict mt = Mb + (t) * 128 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 768), m2 = VLOAD(mt + 1536), m3 = VLOAD(mt + 2304), m4 = VLOAD(mt + 3072), m5 = VLOAD(mt + 3840), m6 = VLOAD(mt + 4608), m7 = VLOAD(mt + 5376), m8 = VLOAD(mt + 6144), m9 = VLOAD(mt + 6912), m10 = VLOAD(mt + 7680), m11 = VLOAD(mt + 8448), m12 = VLOAD(mt + 9216), m13 = VLOAD(mt + 9984), m14 = VLOAD(mt + 10752), m15 = VLOAD(mt + 11520);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 0) * 128 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 1) * 128 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 0) * 128 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 1) * 128 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
-        {
-            const int co0 = 126;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146), v3 = VLOAD(xr + 162); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147), v3 = VLOAD(xr + 163); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260), v3 = VLOAD(xr + 276); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261), v3 = VLOAD(xr + 277); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262), v3 = VLOAD(xr + 278); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 48, vrelu(a0_3));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 48, vrelu(a1_3));
-            }
-            {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 12996 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 114), v1 = VLOAD(xr + 130), v2 = VLOAD(xr + 146); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 115), v1 = VLOAD(xr + 131), v2 = VLOAD(xr + 147); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 228), v1 = VLOAD(xr + 244), v2 = VLOAD(xr + 260); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 229), v1 = VLOAD(xr + 245), v2 = VLOAD(xr + 261); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 230), v1 = VLOAD(xr + 246), v2 = VLOAD(xr + 262); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2;
-                    }
-                }
-                VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 12544 + x0 + 32, vrelu(a0_2));
-                VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 12544 + x0 + 32, vrelu(a1_2));
-            }
-        }
+        for (int co = 0; co < 128; co++)
+            for (int i = 0; i < 12544; i++) yn[co * 12544 + i] = yh[i * 128 + co];
     }
 }
 
@@ -2960,107 +2046,193 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 147456;
-    CG_PARALLEL_FOR
+    /* blocked dW: 18 rows of 56 patches a block */
+    float *restrict dU = S + 11708032, *restrict dyc = S + 3326976, *restrict Vb = S + 11970432, *restrict Zb = S + 14293120;
+    memset(dU, 0, sizeof(float) * 262400);
     for (int co = 0; co < 128; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 128 + co) * 12544;
-            for (int i = 0; i < 12544; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 12544; i++) s += dy[(size_t)n * 1605632 + co * 12544 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 8192; t++) {
-        const int co0 = t / 128 * 2, ci = t % 128;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 112; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 128 + co0) * 12544 + oy * 112;
-                const float *restrict xr = xp + ((size_t)n * 128 + ci) * 12996 + (oy) * 114;
-                for (int x = 0; x < 112; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 12544 + x);
-                    const cg_v d1_0 = VLOAD(dr + 112 + x), d1_1 = VLOAD(dr + 12656 + x);
-                    const cg_v d2_0 = VLOAD(dr + 224 + x), d2_1 = VLOAD(dr + 12768 + x);
-                    const cg_v d3_0 = VLOAD(dr + 336 + x), d3_1 = VLOAD(dr + 12880 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 1605632;
+        const float *restrict xc = S + 0 + (size_t)n * 1663488;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 12544; i++) {
+            for (int co = 0; co < 128; co++) dyc[i * 128 + co] = dn[co * 12544 + i];
+        }
+        for (int b = 0; b < 3; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 18; r++) {
+                for (int tx = 0; tx < 56; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 18 + r)) * 114 + 2 * (0 + tx)) * 128;
+                    float *restrict vt = Vb + (r * 56 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 145168 + c, e01 + e02); VSTORE(vt + 290336 + c, e02 - e01); VSTORE(vt + 435504 + c, e01 - e03);
+                        VSTORE(vt + 580672 + c, e10 - e12); VSTORE(vt + 725840 + c, e11 + e12); VSTORE(vt + 871008 + c, e12 - e11); VSTORE(vt + 1016176 + c, e11 - e13);
+                        VSTORE(vt + 1161344 + c, e20 - e22); VSTORE(vt + 1306512 + c, e21 + e22); VSTORE(vt + 1451680 + c, e22 - e21); VSTORE(vt + 1596848 + c, e21 - e23);
+                        VSTORE(vt + 1742016 + c, e30 - e32); VSTORE(vt + 1887184 + c, e31 + e32); VSTORE(vt + 2032352 + c, e32 - e31); VSTORE(vt + 2177520 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 114 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 115 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 228 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 229 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 230 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 342 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 343 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 344 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 456 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 457 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 458 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 570 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 571 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 572 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 18 + r)) * 112 + 2 * (tx)) * 128;
+                    float *restrict zt = Zb + (r * 56 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 128 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14464 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 145168 + c, h00 + h01); VSTORE(zt + 290336 + c, h00 - h01); VSTORE(zt + 435504 + c, -h01);
+                        VSTORE(zt + 580672 + c, h10); VSTORE(zt + 725840 + c, h10 + h11); VSTORE(zt + 871008 + c, h10 - h11); VSTORE(zt + 1016176 + c, -h11);
+                        VSTORE(zt + 1161344 + c, h20); VSTORE(zt + 1306512 + c, h20 + h21); VSTORE(zt + 1451680 + c, h20 - h21); VSTORE(zt + 1596848 + c, -h21);
+                        VSTORE(zt + 1742016 + c, h30); VSTORE(zt + 1887184 + c, h30 + h31); VSTORE(zt + 2032352 + c, h30 - h31); VSTORE(zt + 2177520 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 2; j++) {
+                float *restrict dup = dU + (size_t)p * 16400 + j * 8192;
+                const float *restrict vp = Vb + (size_t)p * 145168, *restrict zp = Zb + (size_t)p * 145168 + j * 64;
+                for (int ci0 = 0; ci0 < 126; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 1008; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                            const float *restrict vq = vp + q * 144 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (126 + 0) * 64 + 0), a0_1 = VLOAD(dup + (126 + 0) * 64 + 16), a0_2 = VLOAD(dup + (126 + 0) * 64 + 32), a0_3 = VLOAD(dup + (126 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (126 + 1) * 64 + 0), a1_1 = VLOAD(dup + (126 + 1) * 64 + 16), a1_2 = VLOAD(dup + (126 + 1) * 64 + 32), a1_3 = VLOAD(dup + (126 + 1) * 64 + 48);
+                    for (int q = 0; q < 1008; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                        const float *restrict vq = vp + q * 144 + 126;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                    }
+                    VSTORE(dup + (126 + 0) * 64 + 0, a0_0); VSTORE(dup + (126 + 0) * 64 + 16, a0_1); VSTORE(dup + (126 + 0) * 64 + 32, a0_2); VSTORE(dup + (126 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (126 + 1) * 64 + 0, a1_0); VSTORE(dup + (126 + 1) * 64 + 16, a1_1); VSTORE(dup + (126 + 1) * 64 + 32, a1_2); VSTORE(dup + (126 + 1) * 64 + 48, a1_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 8] += vsum(a1_8);
+        {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 56; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (54 + r)) * 114 + 2 * (0 + tx)) * 128;
+                    float *restrict vt = Vb + (r * 56 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 145168 + c, e01 + e02); VSTORE(vt + 290336 + c, e02 - e01); VSTORE(vt + 435504 + c, e01 - e03);
+                        VSTORE(vt + 580672 + c, e10 - e12); VSTORE(vt + 725840 + c, e11 + e12); VSTORE(vt + 871008 + c, e12 - e11); VSTORE(vt + 1016176 + c, e11 - e13);
+                        VSTORE(vt + 1161344 + c, e20 - e22); VSTORE(vt + 1306512 + c, e21 + e22); VSTORE(vt + 1451680 + c, e22 - e21); VSTORE(vt + 1596848 + c, e21 - e23);
+                        VSTORE(vt + 1742016 + c, e30 - e32); VSTORE(vt + 1887184 + c, e31 + e32); VSTORE(vt + 2032352 + c, e32 - e31); VSTORE(vt + 2177520 + c, e31 - e33);
+                    }
+                    const float *restrict yt = dyc + ((size_t)(2 * (54 + r)) * 112 + 2 * (tx)) * 128;
+                    float *restrict zt = Zb + (r * 56 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 128 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14464 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 145168 + c, h00 + h01); VSTORE(zt + 290336 + c, h00 - h01); VSTORE(zt + 435504 + c, -h01);
+                        VSTORE(zt + 580672 + c, h10); VSTORE(zt + 725840 + c, h10 + h11); VSTORE(zt + 871008 + c, h10 - h11); VSTORE(zt + 1016176 + c, -h11);
+                        VSTORE(zt + 1161344 + c, h20); VSTORE(zt + 1306512 + c, h20 + h21); VSTORE(zt + 1451680 + c, h20 - h21); VSTORE(zt + 1596848 + c, -h21);
+                        VSTORE(zt + 1742016 + c, h30); VSTORE(zt + 1887184 + c, h30 + h31); VSTORE(zt + 2032352 + c, h30 - h31); VSTORE(zt + 2177520 + c, -h31);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 2; j++) {
+                float *restrict dup = dU + (size_t)p * 16400 + j * 8192;
+                const float *restrict vp = Vb + (size_t)p * 145168, *restrict zp = Zb + (size_t)p * 145168 + j * 64;
+                for (int ci0 = 0; ci0 < 126; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 112; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                            const float *restrict vq = vp + q * 144 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (126 + 0) * 64 + 0), a0_1 = VLOAD(dup + (126 + 0) * 64 + 16), a0_2 = VLOAD(dup + (126 + 0) * 64 + 32), a0_3 = VLOAD(dup + (126 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (126 + 1) * 64 + 0), a1_1 = VLOAD(dup + (126 + 1) * 64 + 16), a1_2 = VLOAD(dup + (126 + 1) * 64 + 32), a1_3 = VLOAD(dup + (126 + 1) * 64 + 48);
+                    for (int q = 0; q < 112; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 144 + 0), z1 = VLOAD(zp + q * 144 + 16), z2 = VLOAD(zp + q * 144 + 32), z3 = VLOAD(zp + q * 144 + 48);
+                        const float *restrict vq = vp + q * 144 + 126;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                    }
+                    VSTORE(dup + (126 + 0) * 64 + 0, a0_0); VSTORE(dup + (126 + 0) * 64 + 16, a0_1); VSTORE(dup + (126 + 0) * 64 + 32, a0_2); VSTORE(dup + (126 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (126 + 1) * 64 + 0, a1_0); VSTORE(dup + (126 + 1) * 64 + 16, a1_1); VSTORE(dup + (126 + 1) * 64 + 32, a1_2); VSTORE(dup + (126 + 1) * 64 + 48, a1_3);
+                }
+            }
+        }
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 2; j++) {
+        const int oe = j * 64 + 64 < 128 ? j * 64 + 64 : 128;
+        for (int ci = 0; ci < 128; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 128 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[16400], x2 = u[32800], x3 = u[49200], x4 = u[65600], x5 = u[82000], x6 = u[98400], x7 = u[114800], x8 = u[131200], x9 = u[147600], x10 = u[164000], x11 = u[180400], x12 = u[196800], x13 = u[213200], x14 = u[229600], x15 = u[246000];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 128 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -3068,353 +2240,149 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict dyp = S + 3326992;
-    /* dy -> zero-padded rows [n][114][128][114] */
+    float *restrict dyp = S + 8438912, *restrict dxh = S + 10102400, *restrict U = S + 11708032;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 128; pl++) {
-        const int n = pl / 128, c = pl % 128;
-        const float *restrict s = dy + (size_t)pl * 12544;
-        float *restrict d = dyp + (size_t)n * 1663488 + c * 114;
-        for (int i = 0; i < 114; i++) {
-            float *restrict r = d + (size_t)i * 14592;
-            if (i < 1 || i >= 113) {
-                memset(r, 0, sizeof(float) * 114);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 112, sizeof(float) * 112);
-                memset(r + 113, 0, sizeof(float) * 1);
-            }
+    for (int r = 0; r < 128; r++) {
+        for (int o = 0; o < 128; o++) {
+            const float g0 = w[(r * 128 + o) * 9 + 8], g1 = w[(r * 128 + o) * 9 + 7], g2 = w[(r * 128 + o) * 9 + 6], g3 = w[(r * 128 + o) * 9 + 5], g4 = w[(r * 128 + o) * 9 + 4], g5 = w[(r * 128 + o) * 9 + 3], g6 = w[(r * 128 + o) * 9 + 2], g7 = w[(r * 128 + o) * 9 + 1], g8 = w[(r * 128 + o) * 9 + 0];
+            const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            U[(0 * 128 + r) * 128 + o] = t00; U[(1 * 128 + r) * 128 + o] = 0.5f * (t00 + t01 + t02); U[(2 * 128 + r) * 128 + o] = 0.5f * (t00 - t01 + t02); U[(3 * 128 + r) * 128 + o] = t02;
+            U[(4 * 128 + r) * 128 + o] = t10; U[(5 * 128 + r) * 128 + o] = 0.5f * (t10 + t11 + t12); U[(6 * 128 + r) * 128 + o] = 0.5f * (t10 - t11 + t12); U[(7 * 128 + r) * 128 + o] = t12;
+            U[(8 * 128 + r) * 128 + o] = t20; U[(9 * 128 + r) * 128 + o] = 0.5f * (t20 + t21 + t22); U[(10 * 128 + r) * 128 + o] = 0.5f * (t20 - t21 + t22); U[(11 * 128 + r) * 128 + o] = t22;
+            U[(12 * 128 + r) * 128 + o] = t30; U[(13 * 128 + r) * 128 + o] = 0.5f * (t30 + t31 + t32); U[(14 * 128 + r) * 128 + o] = 0.5f * (t30 - t31 + t32); U[(15 * 128 + r) * 128 + o] = t32;
         }
     }
-    memset(dyp + (size_t)nb * 1663488, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 input channels x 4 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 112; r++) {
-        const int n = r / 112, iy = r % 112;
-        const float *restrict dr0 = dyp + ((size_t)n * 114 + iy) * 14592;
-        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 112;
-        for (int ci0 = 0; ci0 < 126; ci0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
-                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 1605632;
+        float *restrict dxn = dx + (size_t)n * 1605632;
+        memset(dyp, 0, sizeof(float) * 1663488);
+        for (int co = 0; co < 128; co++)
+            for (int oy = 0; oy < 112; oy++)
+                for (int ox = 0; ox < 112; ox++) dyp[((oy + 1) * 114 + ox + 1) * 128 + co] = dn[co * 12544 + oy * 112 + ox];
+        CG_PARALLEL_FOR
+        for (int ty = 0; ty < 56; ty++) {
+            for (int x0 = 0; x0 < 54; x0 += 6) {
+                {
+                    float Vb[12288], Mb[12288]; /* [16][6 patches][channels] */
+                    for (int t = 0; t < 6; t++) {
+                        const float *restrict d = dyp + ((size_t)(2 * (ty)) * 114 + 2 * (x0 + t)) * 128;
+                        float *restrict vt = Vb + (t) * 128;
+                        for (int c = 0; c < 128; c += 16) {
+                            const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                            const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                            const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                            const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                            const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                            VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 768 + c, e01 + e02); VSTORE(vt + 1536 + c, e02 - e01); VSTORE(vt + 2304 + c, e01 - e03);
+                            VSTORE(vt + 3072 + c, e10 - e12); VSTORE(vt + 3840 + c, e11 + e12); VSTORE(vt + 4608 + c, e12 - e11); VSTORE(vt + 5376 + c, e11 - e13);
+                            VSTORE(vt + 6144 + c, e20 - e22); VSTORE(vt + 6912 + c, e21 + e22); VSTORE(vt + 7680 + c, e22 - e21); VSTORE(vt + 8448 + c, e21 - e23);
+                            VSTORE(vt + 9216 + c, e30 - e32); VSTORE(vt + 9984 + c, e31 + e32); VSTORE(vt + 10752 + c, e32 - e31); VSTORE(vt + 11520 + c, e31 - e33);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
+                    for (int p = 0; p < 16; p++) {
+                        const float *restrict up = U + (size_t)p * 16384, *restrict vp = Vb + p * 768;
+                        float *restrict mp = Mb + p * 768;
+                        for (int v0 = 0; v0 < 8; v0 += 4) {
+                            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                            for (int c = 0; c < 128; c++) {
+                                const cg_v w0 = VLOAD(up + c * 128 + (v0 + 0) * 16), w1 = VLOAD(up + c * 128 + (v0 + 1) * 16), w2 = VLOAD(up + c * 128 + (v0 + 2) * 16), w3 = VLOAD(up + c * 128 + (v0 + 3) * 16);
+                                a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                                a1_0 += vp[128 + c] * w0; a1_1 += vp[128 + c] * w1; a1_2 += vp[128 + c] * w2; a1_3 += vp[128 + c] * w3;
+                                a2_0 += vp[256 + c] * w0; a2_1 += vp[256 + c] * w1; a2_2 += vp[256 + c] * w2; a2_3 += vp[256 + c] * w3;
+                                a3_0 += vp[384 + c] * w0; a3_1 += vp[384 + c] * w1; a3_2 += vp[384 + c] * w2; a3_3 += vp[384 + c] * w3;
+                                a4_0 += vp[512 + c] * w0; a4_1 += vp[512 + c] * w1; a4_2 += vp[512 + c] * w2; a4_3 += vp[512 + c] * w3;
+                                a5_0 += vp[640 + c] * w0; a5_1 += vp[640 + c] * w1; a5_2 += vp[640 + c] * w2; a5_3 += vp[640 + c] * w3;
+                            }
+                            VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                            VSTORE(mp + 128 + (v0 + 0) * 16, a1_0); VSTORE(mp + 128 + (v0 + 1) * 16, a1_1); VSTORE(mp + 128 + (v0 + 2) * 16, a1_2); VSTORE(mp + 128 + (v0 + 3) * 16, a1_3);
+                            VSTORE(mp + 256 + (v0 + 0) * 16, a2_0); VSTORE(mp + 256 + (v0 + 1) * 16, a2_1); VSTORE(mp + 256 + (v0 + 2) * 16, a2_2); VSTORE(mp + 256 + (v0 + 3) * 16, a2_3);
+                            VSTORE(mp + 384 + (v0 + 0) * 16, a3_0); VSTORE(mp + 384 + (v0 + 1) * 16, a3_1); VSTORE(mp + 384 + (v0 + 2) * 16, a3_2); VSTORE(mp + 384 + (v0 + 3) * 16, a3_3);
+                            VSTORE(mp + 512 + (v0 + 0) * 16, a4_0); VSTORE(mp + 512 + (v0 + 1) * 16, a4_1); VSTORE(mp + 512 + (v0 + 2) * 16, a4_2); VSTORE(mp + 512 + (v0 + 3) * 16, a4_3);
+                            VSTORE(mp + 640 + (v0 + 0) * 16, a5_0); VSTORE(mp + 640 + (v0 + 1) * 16, a5_1); VSTORE(mp + 640 + (v0 + 2) * 16, a5_2); VSTORE(mp + 640 + (v0 + 3) * 16, a5_3);
+                        }
                     }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+                    for (int t = 0; t < 6; t++) {
+                        for (int v = 0; v < 8; v++) {
+                            const float *restrict mt = Mb + (t) * 128 + v * 16;
+                            const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 768), m2 = VLOAD(mt + 1536), m3 = VLOAD(mt + 2304), m4 = VLOAD(mt + 3072), m5 = VLOAD(mt + 3840), m6 = VLOAD(mt + 4608), m7 = VLOAD(mt + 5376), m8 = VLOAD(mt + 6144), m9 = VLOAD(mt + 6912), m10 = VLOAD(mt + 7680), m11 = VLOAD(mt + 8448), m12 = VLOAD(mt + 9216), m13 = VLOAD(mt + 9984), m14 = VLOAD(mt + 10752), m15 = VLOAD(mt + 11520);
+                            const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                            const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                            const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                            const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                            const cg_v o00 = s00 + s01 + s02;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 0) * 128 + v * 16, o00);
+                            const cg_v o01 = s01 - s02 - s03;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (x0 + t) + 1) * 128 + v * 16, o01);
+                            const cg_v o10 = s10 + s11 + s12;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 0) * 128 + v * 16, o10);
+                            const cg_v o11 = s11 - s12 - s13;
+                            VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (x0 + t) + 1) * 128 + v * 16, o11);
+                        }
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
-                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 48, a2_3);
-                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 48, a3_3);
-                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 48, a4_3);
-                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 48, a5_3);
             }
             {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
-                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2;
+                float Vb[12288], Mb[12288]; /* [16][6 patches][channels] */
+                for (int t = 0; t < 2; t++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (ty)) * 114 + 2 * (54 + t)) * 128;
+                    float *restrict vt = Vb + (t) * 128;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 14592 + c), d11 = VLOAD(d + 14720 + c), d12 = VLOAD(d + 14848 + c), d13 = VLOAD(d + 14976 + c), d20 = VLOAD(d + 29184 + c), d21 = VLOAD(d + 29312 + c), d22 = VLOAD(d + 29440 + c), d23 = VLOAD(d + 29568 + c), d30 = VLOAD(d + 43776 + c), d31 = VLOAD(d + 43904 + c), d32 = VLOAD(d + 44032 + c), d33 = VLOAD(d + 44160 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 768 + c, e01 + e02); VSTORE(vt + 1536 + c, e02 - e01); VSTORE(vt + 2304 + c, e01 - e03);
+                        VSTORE(vt + 3072 + c, e10 - e12); VSTORE(vt + 3840 + c, e11 + e12); VSTORE(vt + 4608 + c, e12 - e11); VSTORE(vt + 5376 + c, e11 - e13);
+                        VSTORE(vt + 6144 + c, e20 - e22); VSTORE(vt + 6912 + c, e21 + e22); VSTORE(vt + 7680 + c, e22 - e21); VSTORE(vt + 8448 + c, e21 - e23);
+                        VSTORE(vt + 9216 + c, e30 - e32); VSTORE(vt + 9984 + c, e31 + e32); VSTORE(vt + 10752 + c, e32 - e31); VSTORE(vt + 11520 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
-                VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 12544 + x0 + 32, a2_2);
-                VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 12544 + x0 + 32, a3_2);
-                VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 12544 + x0 + 32, a4_2);
-                VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 12544 + x0 + 32, a5_2);
+                for (int p = 0; p < 16; p++) {
+                    const float *restrict up = U + (size_t)p * 16384, *restrict vp = Vb + p * 768;
+                    float *restrict mp = Mb + p * 768;
+                    for (int v0 = 0; v0 < 8; v0 += 4) {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        for (int c = 0; c < 128; c++) {
+                            const cg_v w0 = VLOAD(up + c * 128 + (v0 + 0) * 16), w1 = VLOAD(up + c * 128 + (v0 + 1) * 16), w2 = VLOAD(up + c * 128 + (v0 + 2) * 16), w3 = VLOAD(up + c * 128 + (v0 + 3) * 16);
+                            a0_0 += vp[0 + c] * w0; a0_1 += vp[0 + c] * w1; a0_2 += vp[0 + c] * w2; a0_3 += vp[0 + c] * w3;
+                            a1_0 += vp[128 + c] * w0; a1_1 += vp[128 + c] * w1; a1_2 += vp[128 + c] * w2; a1_3 += vp[128 + c] * w3;
+                        }
+                        VSTORE(mp + 0 + (v0 + 0) * 16, a0_0); VSTORE(mp + 0 + (v0 + 1) * 16, a0_1); VSTORE(mp + 0 + (v0 + 2) * 16, a0_2); VSTORE(mp + 0 + (v0 + 3) * 16, a0_3);
+                        VSTORE(mp + 128 + (v0 + 0) * 16, a1_0); VSTORE(mp + 128 + (v0 + 1) * 16, a1_1); VSTORE(mp + 128 + (v0 + 2) * 16, a1_2); VSTORE(mp + 128 + (v0 + 3) * 16, a1_3);
+                    }
+                }
+                for (int t = 0; t < 2; t++) {
+                    for (int v = 0; v < 8; v++) {
+                        const float *restrict mt = Mb + (t) * 128 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 768), m2 = VLOAD(mt + 1536), m3 = VLOAD(mt + 2304), m4 = VLOAD(mt + 3072), m5 = VLOAD(mt + 3840), m6 = VLOAD(mt + 4608), m7 = VLOAD(mt + 5376), m8 = VLOAD(mt + 6144), m9 = VLOAD(mt + 6912), m10 = VLOAD(mt + 7680), m11 = VLOAD(mt + 8448), m12 = VLOAD(mt + 9216), m13 = VLOAD(mt + 9984), m14 = VLOAD(mt + 10752), m15 = VLOAD(mt + 11520);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 0) * 128 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 0) * 112 + 2 * (54 + t) + 1) * 128 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 0) * 128 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (ty) + 1) * 112 + 2 * (54 + t) + 1) * 128 + v * 16, o11);
+                    }
+                }
             }
         }
-        {
-            const int ci0 = 126;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 292); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 14884); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460); __builtin_prefetch(dr + 29476);
-                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218), v3 = VLOAD(dr + 29234); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217), v3 = VLOAD(dr + 29233); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216), v3 = VLOAD(dr + 29232); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626), v3 = VLOAD(dr + 14642); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625), v3 = VLOAD(dr + 14641); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624), v3 = VLOAD(dr + 14640); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 48, a0_3);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 48, a1_3);
-            }
-            {
-                const int x0 = 64;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f);
-                for (int co = 0; co < 128; co++) {
-                    const float *restrict dr = dr0 + co * 114 + x0;
-                    __builtin_prefetch(dr + 228); __builtin_prefetch(dr + 244); __builtin_prefetch(dr + 260); __builtin_prefetch(dr + 276); __builtin_prefetch(dr + 14820); __builtin_prefetch(dr + 14836); __builtin_prefetch(dr + 14852); __builtin_prefetch(dr + 14868); __builtin_prefetch(dr + 29412); __builtin_prefetch(dr + 29428); __builtin_prefetch(dr + 29444); __builtin_prefetch(dr + 29460);
-                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29186), v1 = VLOAD(dr + 29202), v2 = VLOAD(dr + 29218); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29185), v1 = VLOAD(dr + 29201), v2 = VLOAD(dr + 29217); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29184), v1 = VLOAD(dr + 29200), v2 = VLOAD(dr + 29216); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14594), v1 = VLOAD(dr + 14610), v2 = VLOAD(dr + 14626); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14593), v1 = VLOAD(dr + 14609), v2 = VLOAD(dr + 14625); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14592), v1 = VLOAD(dr + 14608), v2 = VLOAD(dr + 14624); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32); VKEEP(v0); VKEEP(v1); VKEEP(v2);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2;
-                    }
-                }
-                VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 12544 + x0 + 32, a0_2);
-                VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 12544 + x0 + 32, a1_2);
-            }
-        }
+        for (int ci = 0; ci < 128; ci++)
+            for (int i = 0; i < 12544; i++) dxn[ci * 12544 + i] = dxh[i * 128 + ci];
     }
 }
 
@@ -3471,217 +2439,203 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 10: conv2d 128x56x56 -> 256x56x56 (specs/vgg16.yaml:27:5)
- * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    const float *restrict b = P + 294912;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 58x58 (kept for dW) */
+    float *restrict yh = S + 861184, *restrict bp = S + 1958912, *restrict U = S + 5122304;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 128; pl++) {
-        const float *restrict s = x + (size_t)pl * 3136;
-        float *restrict d = xp + (size_t)pl * 3364;
-        memset(d, 0, sizeof(float) * 58);
-        for (int i = 0; i < 56; i++) {
-            float *restrict r = d + (i + 1) * 58;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
-            memset(r + 57, 0, sizeof(float) * 1);
+    for (int j = 0; j < 4; j++) {
+        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
+        for (int r = 0; r < 128; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(o * 128 + r) * 9 + 0], g1 = w[(o * 128 + r) * 9 + 1], g2 = w[(o * 128 + r) * 9 + 2], g3 = w[(o * 128 + r) * 9 + 3], g4 = w[(o * 128 + r) * 9 + 4], g5 = w[(o * 128 + r) * 9 + 5], g6 = w[(o * 128 + r) * 9 + 6], g7 = w[(o * 128 + r) * 9 + 7], g8 = w[(o * 128 + r) * 9 + 8];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t00; U[32784 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[65568 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[98352 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t02;
+                U[131136 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t10; U[163920 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[196704 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[229488 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t12;
+                U[262272 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t20; U[295056 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[327840 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[360624 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t22;
+                U[393408 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t30; U[426192 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[458976 + ((size_t)j * 128 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[491760 + ((size_t)j * 128 + r) * 64 + o - j * 64] = t32;
+            }
         }
-        memset(d + 3306, 0, sizeof(float) * 58);
     }
-    memset(xp + (size_t)nb * 430592, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 output channels x 4 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 56; r++) {
-        const int n = r / 56, oy = r % 56;
-        const float *restrict xr0 = xp + ((size_t)n * 7424 + oy) * 58;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 56;
-        for (int co0 = 0; co0 < 252; co0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
-                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
-                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
-                        a4_0 += wr[4608] * v0; a4_1 += wr[4608] * v1; a4_2 += wr[4608] * v2; a4_3 += wr[4608] * v3;
-                        a5_0 += wr[5760] * v0; a5_1 += wr[5760] * v1; a5_2 += wr[5760] * v2; a5_3 += wr[5760] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
-                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
-                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
-                        a4_0 += wr[4609] * v0; a4_1 += wr[4609] * v1; a4_2 += wr[4609] * v2; a4_3 += wr[4609] * v3;
-                        a5_0 += wr[5761] * v0; a5_1 += wr[5761] * v1; a5_2 += wr[5761] * v2; a5_3 += wr[5761] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
-                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
-                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
-                        a4_0 += wr[4610] * v0; a4_1 += wr[4610] * v1; a4_2 += wr[4610] * v2; a4_3 += wr[4610] * v3;
-                        a5_0 += wr[5762] * v0; a5_1 += wr[5762] * v1; a5_2 += wr[5762] * v2; a5_3 += wr[5762] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
-                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
-                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
-                        a4_0 += wr[4611] * v0; a4_1 += wr[4611] * v1; a4_2 += wr[4611] * v2; a4_3 += wr[4611] * v3;
-                        a5_0 += wr[5763] * v0; a5_1 += wr[5763] * v1; a5_2 += wr[5763] * v2; a5_3 += wr[5763] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
-                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
-                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
-                        a4_0 += wr[4612] * v0; a4_1 += wr[4612] * v1; a4_2 += wr[4612] * v2; a4_3 += wr[4612] * v3;
-                        a5_0 += wr[5764] * v0; a5_1 += wr[5764] * v1; a5_2 += wr[5764] * v2; a5_3 += wr[5764] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
-                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
-                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
-                        a4_0 += wr[4613] * v0; a4_1 += wr[4613] * v1; a4_2 += wr[4613] * v2; a4_3 += wr[4613] * v3;
-                        a5_0 += wr[5765] * v0; a5_1 += wr[5765] * v1; a5_2 += wr[5765] * v2; a5_3 += wr[5765] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
-                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
-                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
-                        a4_0 += wr[4614] * v0; a4_1 += wr[4614] * v1; a4_2 += wr[4614] * v2; a4_3 += wr[4614] * v3;
-                        a5_0 += wr[5766] * v0; a5_1 += wr[5766] * v1; a5_2 += wr[5766] * v2; a5_3 += wr[5766] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
-                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
-                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
-                        a4_0 += wr[4615] * v0; a4_1 += wr[4615] * v1; a4_2 += wr[4615] * v2; a4_3 += wr[4615] * v3;
-                        a5_0 += wr[5767] * v0; a5_1 += wr[5767] * v1; a5_2 += wr[5767] * v2; a5_3 += wr[5767] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
-                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
-                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
-                        a4_0 += wr[4616] * v0; a4_1 += wr[4616] * v1; a4_2 += wr[4616] * v2; a4_3 += wr[4616] * v3;
-                        a5_0 += wr[5768] * v0; a5_1 += wr[5768] * v1; a5_2 += wr[5768] * v2; a5_3 += wr[5768] * v3;
+    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 294912)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 802816;
+        const float *restrict xn = x + (size_t)n * 401408;
+        float *restrict xc = S + 0 + (size_t)n * 430592;
+        memset(xc, 0, sizeof(float) * 430592);
+        for (int ci = 0; ci < 128; ci++)
+            for (int iy = 0; iy < 56; iy++)
+                for (int ix = 0; ix < 56; ix++) xc[((iy + 1) * 58 + ix + 1) * 128 + ci] = xn[ci * 3136 + iy * 56 + ix];
+        /* blocked product: 6 rows of 28 patches a block */
+        float *restrict Vb = S + 5646848, *restrict Mb = S + 7195392;
+        for (int b = 0; b < 4; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 6 + r)) * 58 + 2 * (0 + tx)) * 128;
+                    float *restrict vt = Vb + (r * 28 + tx) * 128;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 7424 + c), d11 = VLOAD(d + 7552 + c), d12 = VLOAD(d + 7680 + c), d13 = VLOAD(d + 7808 + c), d20 = VLOAD(d + 14848 + c), d21 = VLOAD(d + 14976 + c), d22 = VLOAD(d + 15104 + c), d23 = VLOAD(d + 15232 + c), d30 = VLOAD(d + 22272 + c), d31 = VLOAD(d + 22400 + c), d32 = VLOAD(d + 22528 + c), d33 = VLOAD(d + 22656 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 21520 + c, e01 + e02); VSTORE(vt + 43040 + c, e02 - e01); VSTORE(vt + 64560 + c, e01 - e03);
+                        VSTORE(vt + 86080 + c, e10 - e12); VSTORE(vt + 107600 + c, e11 + e12); VSTORE(vt + 129120 + c, e12 - e11); VSTORE(vt + 150640 + c, e11 - e13);
+                        VSTORE(vt + 172160 + c, e20 - e22); VSTORE(vt + 193680 + c, e21 + e22); VSTORE(vt + 215200 + c, e22 - e21); VSTORE(vt + 236720 + c, e21 - e23);
+                        VSTORE(vt + 258240 + c, e30 - e32); VSTORE(vt + 279760 + c, e31 + e32); VSTORE(vt + 301280 + c, e32 - e31); VSTORE(vt + 322800 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, vrelu(a4_2)); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, vrelu(a4_3), 8);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, vrelu(a5_2)); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, vrelu(a5_3), 8);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                const float *restrict up = U + (size_t)p * 32784 + j * 8192, *restrict vp = Vb + (size_t)p * 21520;
+                float *restrict mp = Mb + (size_t)p * 43024 + j * 64;
+                for (int q0 = 0; q0 < 168; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 128; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 128 + c] * w0; a0_1 += vp[(q0 + 0) * 128 + c] * w1; a0_2 += vp[(q0 + 0) * 128 + c] * w2; a0_3 += vp[(q0 + 0) * 128 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 128 + c] * w0; a1_1 += vp[(q0 + 1) * 128 + c] * w1; a1_2 += vp[(q0 + 1) * 128 + c] * w2; a1_3 += vp[(q0 + 1) * 128 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 128 + c] * w0; a2_1 += vp[(q0 + 2) * 128 + c] * w1; a2_2 += vp[(q0 + 2) * 128 + c] * w2; a2_3 += vp[(q0 + 2) * 128 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 128 + c] * w0; a3_1 += vp[(q0 + 3) * 128 + c] * w1; a3_2 += vp[(q0 + 3) * 128 + c] * w2; a3_3 += vp[(q0 + 3) * 128 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 128 + c] * w0; a4_1 += vp[(q0 + 4) * 128 + c] * w1; a4_2 += vp[(q0 + 4) * 128 + c] * w2; a4_3 += vp[(q0 + 4) * 128 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 128 + c] * w0; a5_1 += vp[(q0 + 5) * 128 + c] * w1; a5_2 += vp[(q0 + 5) * 128 + c] * w2; a5_3 += vp[(q0 + 5) * 128 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 256 + 0, a0_0); VSTORE(mp + (q0 + 0) * 256 + 16, a0_1); VSTORE(mp + (q0 + 0) * 256 + 32, a0_2); VSTORE(mp + (q0 + 0) * 256 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 256 + 0, a1_0); VSTORE(mp + (q0 + 1) * 256 + 16, a1_1); VSTORE(mp + (q0 + 1) * 256 + 32, a1_2); VSTORE(mp + (q0 + 1) * 256 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 256 + 0, a2_0); VSTORE(mp + (q0 + 2) * 256 + 16, a2_1); VSTORE(mp + (q0 + 2) * 256 + 32, a2_2); VSTORE(mp + (q0 + 2) * 256 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 256 + 0, a3_0); VSTORE(mp + (q0 + 3) * 256 + 16, a3_1); VSTORE(mp + (q0 + 3) * 256 + 32, a3_2); VSTORE(mp + (q0 + 3) * 256 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 256 + 0, a4_0); VSTORE(mp + (q0 + 4) * 256 + 16, a4_1); VSTORE(mp + (q0 + 4) * 256 + 32, a4_2); VSTORE(mp + (q0 + 4) * 256 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 256 + 0, a5_0); VSTORE(mp + (q0 + 5) * 256 + 16, a5_1); VSTORE(mp + (q0 + 5) * 256 + 32, a5_2); VSTORE(mp + (q0 + 5) * 256 + 48, a5_3);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    for (int v = 0; v < 16; v++) {
+                        const float *restrict mt = Mb + (r * 28 + tx) * 256 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 43024), m2 = VLOAD(mt + 86048), m3 = VLOAD(mt + 129072), m4 = VLOAD(mt + 172096), m5 = VLOAD(mt + 215120), m6 = VLOAD(mt + 258144), m7 = VLOAD(mt + 301168), m8 = VLOAD(mt + 344192), m9 = VLOAD(mt + 387216), m10 = VLOAD(mt + 430240), m11 = VLOAD(mt + 473264), m12 = VLOAD(mt + 516288), m13 = VLOAD(mt + 559312), m14 = VLOAD(mt + 602336), m15 = VLOAD(mt + 645360);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 0) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 0) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 1) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 1) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
         {
-            const int co0 = 252;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                for (int ci = 0; ci < 128; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 1152 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[1152] * v0; a1_1 += wr[1152] * v1; a1_2 += wr[1152] * v2; a1_3 += wr[1152] * v3;
-                        a2_0 += wr[2304] * v0; a2_1 += wr[2304] * v1; a2_2 += wr[2304] * v2; a2_3 += wr[2304] * v3;
-                        a3_0 += wr[3456] * v0; a3_1 += wr[3456] * v1; a3_2 += wr[3456] * v2; a3_3 += wr[3456] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[1153] * v0; a1_1 += wr[1153] * v1; a1_2 += wr[1153] * v2; a1_3 += wr[1153] * v3;
-                        a2_0 += wr[2305] * v0; a2_1 += wr[2305] * v1; a2_2 += wr[2305] * v2; a2_3 += wr[2305] * v3;
-                        a3_0 += wr[3457] * v0; a3_1 += wr[3457] * v1; a3_2 += wr[3457] * v2; a3_3 += wr[3457] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[1154] * v0; a1_1 += wr[1154] * v1; a1_2 += wr[1154] * v2; a1_3 += wr[1154] * v3;
-                        a2_0 += wr[2306] * v0; a2_1 += wr[2306] * v1; a2_2 += wr[2306] * v2; a2_3 += wr[2306] * v3;
-                        a3_0 += wr[3458] * v0; a3_1 += wr[3458] * v1; a3_2 += wr[3458] * v2; a3_3 += wr[3458] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[1155] * v0; a1_1 += wr[1155] * v1; a1_2 += wr[1155] * v2; a1_3 += wr[1155] * v3;
-                        a2_0 += wr[2307] * v0; a2_1 += wr[2307] * v1; a2_2 += wr[2307] * v2; a2_3 += wr[2307] * v3;
-                        a3_0 += wr[3459] * v0; a3_1 += wr[3459] * v1; a3_2 += wr[3459] * v2; a3_3 += wr[3459] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[1156] * v0; a1_1 += wr[1156] * v1; a1_2 += wr[1156] * v2; a1_3 += wr[1156] * v3;
-                        a2_0 += wr[2308] * v0; a2_1 += wr[2308] * v1; a2_2 += wr[2308] * v2; a2_3 += wr[2308] * v3;
-                        a3_0 += wr[3460] * v0; a3_1 += wr[3460] * v1; a3_2 += wr[3460] * v2; a3_3 += wr[3460] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[1157] * v0; a1_1 += wr[1157] * v1; a1_2 += wr[1157] * v2; a1_3 += wr[1157] * v3;
-                        a2_0 += wr[2309] * v0; a2_1 += wr[2309] * v1; a2_2 += wr[2309] * v2; a2_3 += wr[2309] * v3;
-                        a3_0 += wr[3461] * v0; a3_1 += wr[3461] * v1; a3_2 += wr[3461] * v2; a3_3 += wr[3461] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[1158] * v0; a1_1 += wr[1158] * v1; a1_2 += wr[1158] * v2; a1_3 += wr[1158] * v3;
-                        a2_0 += wr[2310] * v0; a2_1 += wr[2310] * v1; a2_2 += wr[2310] * v2; a2_3 += wr[2310] * v3;
-                        a3_0 += wr[3462] * v0; a3_1 += wr[3462] * v1; a3_2 += wr[3462] * v2; a3_3 += wr[3462] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[1159] * v0; a1_1 += wr[1159] * v1; a1_2 += wr[1159] * v2; a1_3 += wr[1159] * v3;
-                        a2_0 += wr[2311] * v0; a2_1 += wr[2311] * v1; a2_2 += wr[2311] * v2; a2_3 += wr[2311] * v3;
-                        a3_0 += wr[3463] * v0; a3_1 += wr[3463] * v1; a3_2 += wr[3463] * v2; a3_3 += wr[3463] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[1160] * v0; a1_1 += wr[1160] * v1; a1_2 += wr[1160] * v2; a1_3 += wr[1160] * v3;
-                        a2_0 += wr[2312] * v0; a2_1 += wr[2312] * v1; a2_2 += wr[2312] * v2; a2_3 += wr[2312] * v3;
-                        a3_0 += wr[3464] * v0; a3_1 += wr[3464] * v1; a3_2 += wr[3464] * v2; a3_3 += wr[3464] * v3;
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (24 + r)) * 58 + 2 * (0 + tx)) * 128;
+                    float *restrict vt = Vb + (r * 28 + tx) * 128;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 7424 + c), d11 = VLOAD(d + 7552 + c), d12 = VLOAD(d + 7680 + c), d13 = VLOAD(d + 7808 + c), d20 = VLOAD(d + 14848 + c), d21 = VLOAD(d + 14976 + c), d22 = VLOAD(d + 15104 + c), d23 = VLOAD(d + 15232 + c), d30 = VLOAD(d + 22272 + c), d31 = VLOAD(d + 22400 + c), d32 = VLOAD(d + 22528 + c), d33 = VLOAD(d + 22656 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 21520 + c, e01 + e02); VSTORE(vt + 43040 + c, e02 - e01); VSTORE(vt + 64560 + c, e01 - e03);
+                        VSTORE(vt + 86080 + c, e10 - e12); VSTORE(vt + 107600 + c, e11 + e12); VSTORE(vt + 129120 + c, e12 - e11); VSTORE(vt + 150640 + c, e11 - e13);
+                        VSTORE(vt + 172160 + c, e20 - e22); VSTORE(vt + 193680 + c, e21 + e22); VSTORE(vt + 215200 + c, e22 - e21); VSTORE(vt + 236720 + c, e21 - e23);
+                        VSTORE(vt + 258240 + c, e30 - e32); VSTORE(vt + 279760 + c, e31 + e32); VSTORE(vt + 301280 + c, e32 - e31); VSTORE(vt + 322800 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                const float *restrict up = U + (size_t)p * 32784 + j * 8192, *restrict vp = Vb + (size_t)p * 21520;
+                float *restrict mp = Mb + (size_t)p * 43024 + j * 64;
+                for (int q0 = 0; q0 < 108; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 128; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 128 + c] * w0; a0_1 += vp[(q0 + 0) * 128 + c] * w1; a0_2 += vp[(q0 + 0) * 128 + c] * w2; a0_3 += vp[(q0 + 0) * 128 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 128 + c] * w0; a1_1 += vp[(q0 + 1) * 128 + c] * w1; a1_2 += vp[(q0 + 1) * 128 + c] * w2; a1_3 += vp[(q0 + 1) * 128 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 128 + c] * w0; a2_1 += vp[(q0 + 2) * 128 + c] * w1; a2_2 += vp[(q0 + 2) * 128 + c] * w2; a2_3 += vp[(q0 + 2) * 128 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 128 + c] * w0; a3_1 += vp[(q0 + 3) * 128 + c] * w1; a3_2 += vp[(q0 + 3) * 128 + c] * w2; a3_3 += vp[(q0 + 3) * 128 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 128 + c] * w0; a4_1 += vp[(q0 + 4) * 128 + c] * w1; a4_2 += vp[(q0 + 4) * 128 + c] * w2; a4_3 += vp[(q0 + 4) * 128 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 128 + c] * w0; a5_1 += vp[(q0 + 5) * 128 + c] * w1; a5_2 += vp[(q0 + 5) * 128 + c] * w2; a5_3 += vp[(q0 + 5) * 128 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 256 + 0, a0_0); VSTORE(mp + (q0 + 0) * 256 + 16, a0_1); VSTORE(mp + (q0 + 0) * 256 + 32, a0_2); VSTORE(mp + (q0 + 0) * 256 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 256 + 0, a1_0); VSTORE(mp + (q0 + 1) * 256 + 16, a1_1); VSTORE(mp + (q0 + 1) * 256 + 32, a1_2); VSTORE(mp + (q0 + 1) * 256 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 256 + 0, a2_0); VSTORE(mp + (q0 + 2) * 256 + 16, a2_1); VSTORE(mp + (q0 + 2) * 256 + 32, a2_2); VSTORE(mp + (q0 + 2) * 256 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 256 + 0, a3_0); VSTORE(mp + (q0 + 3) * 256 + 16, a3_1); VSTORE(mp + (q0 + 3) * 256 + 32, a3_2); VSTORE(mp + (q0 + 3) * 256 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 256 + 0, a4_0); VSTORE(mp + (q0 + 4) * 256 + 16, a4_1); VSTORE(mp + (q0 + 4) * 256 + 32, a4_2); VSTORE(mp + (q0 + 4) * 256 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 256 + 0, a5_0); VSTORE(mp + (q0 + 5) * 256 + 16, a5_1); VSTORE(mp + (q0 + 5) * 256 + 32, a5_2); VSTORE(mp + (q0 + 5) * 256 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 128; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(108 + 0) * 128 + c] * w0; a0_1 += vp[(108 + 0) * 128 + c] * w1; a0_2 += vp[(108 + 0) * 128 + c] * w2; a0_3 += vp[(108 + 0) * 128 + c] * w3;
+                        a1_0 += vp[(108 + 1) * 128 + c] * w0; a1_1 += vp[(108 + 1) * 128 + c] * w1; a1_2 += vp[(108 + 1) * 128 + c] * w2; a1_3 += vp[(108 + 1) * 128 + c] * w3;
+                        a2_0 += vp[(108 + 2) * 128 + c] * w0; a2_1 += vp[(108 + 2) * 128 + c] * w1; a2_2 += vp[(108 + 2) * 128 + c] * w2; a2_3 += vp[(108 + 2) * 128 + c] * w3;
+                        a3_0 += vp[(108 + 3) * 128 + c] * w0; a3_1 += vp[(108 + 3) * 128 + c] * w1; a3_2 += vp[(108 + 3) * 128 + c] * w2; a3_3 += vp[(108 + 3) * 128 + c] * w3;
+                    }
+                    VSTORE(mp + (108 + 0) * 256 + 0, a0_0); VSTORE(mp + (108 + 0) * 256 + 16, a0_1); VSTORE(mp + (108 + 0) * 256 + 32, a0_2); VSTORE(mp + (108 + 0) * 256 + 48, a0_3);
+                    VSTORE(mp + (108 + 1) * 256 + 0, a1_0); VSTORE(mp + (108 + 1) * 256 + 16, a1_1); VSTORE(mp + (108 + 1) * 256 + 32, a1_2); VSTORE(mp + (108 + 1) * 256 + 48, a1_3);
+                    VSTORE(mp + (108 + 2) * 256 + 0, a2_0); VSTORE(mp + (108 + 2) * 256 + 16, a2_1); VSTORE(mp + (108 + 2) * 256 + 32, a2_2); VSTORE(mp + (108 + 2) * 256 + 48, a2_3);
+                    VSTORE(mp + (108 + 3) * 256 + 0, a3_0); VSTORE(mp + (108 + 3) * 256 + 16, a3_1); VSTORE(mp + (108 + 3) * 256 + 32, a3_2); VSTORE(mp + (108 + 3) * 256 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    for (int v = 0; v < 16; v++) {
+                        const float *restrict mt = Mb + (r * 28 + tx) * 256 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 43024), m2 = VLOAD(mt + 86048), m3 = VLOAD(mt + 129072), m4 = VLOAD(mt + 172096), m5 = VLOAD(mt + 215120), m6 = VLOAD(mt + 258144), m7 = VLOAD(mt + 301168), m8 = VLOAD(mt + 344192), m9 = VLOAD(mt + 387216), m10 = VLOAD(mt + 430240), m11 = VLOAD(mt + 473264), m12 = VLOAD(mt + 516288), m13 = VLOAD(mt + 559312), m14 = VLOAD(mt + 602336), m15 = VLOAD(mt + 645360);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (24 + r) + 0) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (24 + r) + 0) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (24 + r) + 1) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (24 + r) + 1) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
+        for (int co = 0; co < 256; co++)
+            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
     }
 }
 
@@ -3689,169 +2643,193 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 294912;
-    CG_PARALLEL_FOR
+    /* blocked dW: 24 rows of 28 patches a block */
+    float *restrict dU = S + 5122304, *restrict dyc = S + 861184, *restrict Vb = S + 5646848, *restrict Zb = S + 7195392;
+    memset(dU, 0, sizeof(float) * 524544);
     for (int co = 0; co < 256; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 256 + co) * 3136;
-            for (int i = 0; i < 3136; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    /* lanes of the last, overlapping vector of a row already counted by the one before */
-    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 16384; t++) {
-        const int co0 = t / 128 * 2, ci = t % 128;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 56; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
-                const float *restrict xr = xp + ((size_t)n * 128 + ci) * 3364 + (oy) * 58;
-                for (int x = 0; x < 48; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
-                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
-                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
-                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        const float *restrict xc = S + 0 + (size_t)n * 430592;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 3136; i++) {
+            for (int co = 0; co < 256; co++) dyc[i * 256 + co] = dn[co * 3136 + i];
+        }
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 24; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 24 + r)) * 58 + 2 * (0 + tx)) * 128;
+                    float *restrict vt = Vb + (r * 28 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 7424 + c), d11 = VLOAD(d + 7552 + c), d12 = VLOAD(d + 7680 + c), d13 = VLOAD(d + 7808 + c), d20 = VLOAD(d + 14848 + c), d21 = VLOAD(d + 14976 + c), d22 = VLOAD(d + 15104 + c), d23 = VLOAD(d + 15232 + c), d30 = VLOAD(d + 22272 + c), d31 = VLOAD(d + 22400 + c), d32 = VLOAD(d + 22528 + c), d33 = VLOAD(d + 22656 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 96784 + c, e01 + e02); VSTORE(vt + 193568 + c, e02 - e01); VSTORE(vt + 290352 + c, e01 - e03);
+                        VSTORE(vt + 387136 + c, e10 - e12); VSTORE(vt + 483920 + c, e11 + e12); VSTORE(vt + 580704 + c, e12 - e11); VSTORE(vt + 677488 + c, e11 - e13);
+                        VSTORE(vt + 774272 + c, e20 - e22); VSTORE(vt + 871056 + c, e21 + e22); VSTORE(vt + 967840 + c, e22 - e21); VSTORE(vt + 1064624 + c, e21 - e23);
+                        VSTORE(vt + 1161408 + c, e30 - e32); VSTORE(vt + 1258192 + c, e31 + e32); VSTORE(vt + 1354976 + c, e32 - e31); VSTORE(vt + 1451760 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-                {
-                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
-                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
-                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
-                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
-                    {
-                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 24 + r)) * 56 + 2 * (tx)) * 256;
+                    float *restrict zt = Zb + (r * 28 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 256 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14592 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 182800 + c, h00 + h01); VSTORE(zt + 365600 + c, h00 - h01); VSTORE(zt + 548400 + c, -h01);
+                        VSTORE(zt + 731200 + c, h10); VSTORE(zt + 914000 + c, h10 + h11); VSTORE(zt + 1096800 + c, h10 - h11); VSTORE(zt + 1279600 + c, -h11);
+                        VSTORE(zt + 1462400 + c, h20); VSTORE(zt + 1645200 + c, h20 + h21); VSTORE(zt + 1828000 + c, h20 - h21); VSTORE(zt + 2010800 + c, -h21);
+                        VSTORE(zt + 2193600 + c, h30); VSTORE(zt + 2376400 + c, h30 + h31); VSTORE(zt + 2559200 + c, h30 - h31); VSTORE(zt + 2742000 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                float *restrict dup = dU + (size_t)p * 32784 + j * 8192;
+                const float *restrict vp = Vb + (size_t)p * 96784, *restrict zp = Zb + (size_t)p * 182800 + j * 64;
+                for (int ci0 = 0; ci0 < 126; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 672; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                            const float *restrict vq = vp + q * 144 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (126 + 0) * 64 + 0), a0_1 = VLOAD(dup + (126 + 0) * 64 + 16), a0_2 = VLOAD(dup + (126 + 0) * 64 + 32), a0_3 = VLOAD(dup + (126 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (126 + 1) * 64 + 0), a1_1 = VLOAD(dup + (126 + 1) * 64 + 16), a1_2 = VLOAD(dup + (126 + 1) * 64 + 32), a1_3 = VLOAD(dup + (126 + 1) * 64 + 48);
+                    for (int q = 0; q < 672; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                        const float *restrict vq = vp + q * 144 + 126;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                    }
+                    VSTORE(dup + (126 + 0) * 64 + 0, a0_0); VSTORE(dup + (126 + 0) * 64 + 16, a0_1); VSTORE(dup + (126 + 0) * 64 + 32, a0_2); VSTORE(dup + (126 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (126 + 1) * 64 + 0, a1_0); VSTORE(dup + (126 + 1) * 64 + 16, a1_1); VSTORE(dup + (126 + 1) * 64 + 32, a1_2); VSTORE(dup + (126 + 1) * 64 + 48, a1_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 1152 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 1152 + ci * 9 + 8] += vsum(a1_8);
+        {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (24 + r)) * 58 + 2 * (0 + tx)) * 128;
+                    float *restrict vt = Vb + (r * 28 + tx) * 144;
+                    for (int c = 0; c < 128; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 128 + c), d02 = VLOAD(d + 256 + c), d03 = VLOAD(d + 384 + c), d10 = VLOAD(d + 7424 + c), d11 = VLOAD(d + 7552 + c), d12 = VLOAD(d + 7680 + c), d13 = VLOAD(d + 7808 + c), d20 = VLOAD(d + 14848 + c), d21 = VLOAD(d + 14976 + c), d22 = VLOAD(d + 15104 + c), d23 = VLOAD(d + 15232 + c), d30 = VLOAD(d + 22272 + c), d31 = VLOAD(d + 22400 + c), d32 = VLOAD(d + 22528 + c), d33 = VLOAD(d + 22656 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 96784 + c, e01 + e02); VSTORE(vt + 193568 + c, e02 - e01); VSTORE(vt + 290352 + c, e01 - e03);
+                        VSTORE(vt + 387136 + c, e10 - e12); VSTORE(vt + 483920 + c, e11 + e12); VSTORE(vt + 580704 + c, e12 - e11); VSTORE(vt + 677488 + c, e11 - e13);
+                        VSTORE(vt + 774272 + c, e20 - e22); VSTORE(vt + 871056 + c, e21 + e22); VSTORE(vt + 967840 + c, e22 - e21); VSTORE(vt + 1064624 + c, e21 - e23);
+                        VSTORE(vt + 1161408 + c, e30 - e32); VSTORE(vt + 1258192 + c, e31 + e32); VSTORE(vt + 1354976 + c, e32 - e31); VSTORE(vt + 1451760 + c, e31 - e33);
+                    }
+                    const float *restrict yt = dyc + ((size_t)(2 * (24 + r)) * 56 + 2 * (tx)) * 256;
+                    float *restrict zt = Zb + (r * 28 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 256 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14592 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 182800 + c, h00 + h01); VSTORE(zt + 365600 + c, h00 - h01); VSTORE(zt + 548400 + c, -h01);
+                        VSTORE(zt + 731200 + c, h10); VSTORE(zt + 914000 + c, h10 + h11); VSTORE(zt + 1096800 + c, h10 - h11); VSTORE(zt + 1279600 + c, -h11);
+                        VSTORE(zt + 1462400 + c, h20); VSTORE(zt + 1645200 + c, h20 + h21); VSTORE(zt + 1828000 + c, h20 - h21); VSTORE(zt + 2010800 + c, -h21);
+                        VSTORE(zt + 2193600 + c, h30); VSTORE(zt + 2376400 + c, h30 + h31); VSTORE(zt + 2559200 + c, h30 - h31); VSTORE(zt + 2742000 + c, -h31);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                float *restrict dup = dU + (size_t)p * 32784 + j * 8192;
+                const float *restrict vp = Vb + (size_t)p * 96784, *restrict zp = Zb + (size_t)p * 182800 + j * 64;
+                for (int ci0 = 0; ci0 < 126; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 112; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                            const float *restrict vq = vp + q * 144 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (126 + 0) * 64 + 0), a0_1 = VLOAD(dup + (126 + 0) * 64 + 16), a0_2 = VLOAD(dup + (126 + 0) * 64 + 32), a0_3 = VLOAD(dup + (126 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (126 + 1) * 64 + 0), a1_1 = VLOAD(dup + (126 + 1) * 64 + 16), a1_2 = VLOAD(dup + (126 + 1) * 64 + 32), a1_3 = VLOAD(dup + (126 + 1) * 64 + 48);
+                    for (int q = 0; q < 112; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                        const float *restrict vq = vp + q * 144 + 126;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                    }
+                    VSTORE(dup + (126 + 0) * 64 + 0, a0_0); VSTORE(dup + (126 + 0) * 64 + 16, a0_1); VSTORE(dup + (126 + 0) * 64 + 32, a0_2); VSTORE(dup + (126 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (126 + 1) * 64 + 0, a1_0); VSTORE(dup + (126 + 1) * 64 + 16, a1_1); VSTORE(dup + (126 + 1) * 64 + 32, a1_2); VSTORE(dup + (126 + 1) * 64 + 48, a1_3);
+                }
+            }
+        }
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 4; j++) {
+        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
+        for (int ci = 0; ci < 128; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 128 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[32784], x2 = u[65568], x3 = u[98352], x4 = u[131136], x5 = u[163920], x6 = u[196704], x7 = u[229488], x8 = u[262272], x9 = u[295056], x10 = u[327840], x11 = u[360624], x12 = u[393408], x13 = u[426192], x14 = u[458976], x15 = u[491760];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 128 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -3859,195 +2837,196 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict dyp = S + 861200;
-    /* dy -> zero-padded rows [n][58][256][58] */
+    float *restrict dyp = S + 3859712, *restrict dxh = S + 4720896, *restrict U = S + 5122304;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 256; pl++) {
-        const int n = pl / 256, c = pl % 256;
-        const float *restrict s = dy + (size_t)pl * 3136;
-        float *restrict d = dyp + (size_t)n * 861184 + c * 58;
-        for (int i = 0; i < 58; i++) {
-            float *restrict r = d + (size_t)i * 14848;
-            if (i < 1 || i >= 57) {
-                memset(r, 0, sizeof(float) * 58);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 56, sizeof(float) * 56);
-                memset(r + 57, 0, sizeof(float) * 1);
+    for (int j = 0; j < 2; j++) {
+        const int oe = j * 64 + 64 < 128 ? j * 64 + 64 : 128;
+        for (int r = 0; r < 256; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(r * 128 + o) * 9 + 8], g1 = w[(r * 128 + o) * 9 + 7], g2 = w[(r * 128 + o) * 9 + 6], g3 = w[(r * 128 + o) * 9 + 5], g4 = w[(r * 128 + o) * 9 + 4], g5 = w[(r * 128 + o) * 9 + 3], g6 = w[(r * 128 + o) * 9 + 2], g7 = w[(r * 128 + o) * 9 + 1], g8 = w[(r * 128 + o) * 9 + 0];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t00; U[32784 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[65568 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[98352 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t02;
+                U[131136 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t10; U[163920 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[196704 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[229488 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t12;
+                U[262272 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t20; U[295056 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[327840 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[360624 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t22;
+                U[393408 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t30; U[426192 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[458976 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[491760 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t32;
             }
         }
     }
-    memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 input channels x 4 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 56; r++) {
-        const int n = r / 56, iy = r % 56;
-        const float *restrict dr0 = dyp + ((size_t)n * 58 + iy) * 14848;
-        float *restrict xr = dx + ((size_t)n * 7168 + iy) * 56;
-        for (int ci0 = 0; ci0 < 126; ci0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + co * 58 + x0;
-                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
-                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        float *restrict dxn = dx + (size_t)n * 401408;
+        memset(dyp, 0, sizeof(float) * 861184);
+        for (int co = 0; co < 256; co++)
+            for (int oy = 0; oy < 56; oy++)
+                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
+        /* blocked product: 6 rows of 28 patches a block */
+        float *restrict Vb = S + 5646848, *restrict Mb = S + 7195392;
+        for (int b = 0; b < 4; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (b * 6 + r)) * 58 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 28 + tx) * 256;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 14848 + c), d11 = VLOAD(d + 15104 + c), d12 = VLOAD(d + 15360 + c), d13 = VLOAD(d + 15616 + c), d20 = VLOAD(d + 29696 + c), d21 = VLOAD(d + 29952 + c), d22 = VLOAD(d + 30208 + c), d23 = VLOAD(d + 30464 + c), d30 = VLOAD(d + 44544 + c), d31 = VLOAD(d + 44800 + c), d32 = VLOAD(d + 45056 + c), d33 = VLOAD(d + 45312 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 43024 + c, e01 + e02); VSTORE(vt + 86048 + c, e02 - e01); VSTORE(vt + 129072 + c, e01 - e03);
+                        VSTORE(vt + 172096 + c, e10 - e12); VSTORE(vt + 215120 + c, e11 + e12); VSTORE(vt + 258144 + c, e12 - e11); VSTORE(vt + 301168 + c, e11 - e13);
+                        VSTORE(vt + 344192 + c, e20 - e22); VSTORE(vt + 387216 + c, e21 + e22); VSTORE(vt + 430240 + c, e22 - e21); VSTORE(vt + 473264 + c, e21 - e23);
+                        VSTORE(vt + 516288 + c, e30 - e32); VSTORE(vt + 559312 + c, e31 + e32); VSTORE(vt + 602336 + c, e32 - e31); VSTORE(vt + 645360 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(xr + (size_t)(ci0 + 4) * 3136 + x0 + 48, a4_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(xr + (size_t)(ci0 + 5) * 3136 + x0 + 48, a5_3, 8);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 2; j++) {
+                const float *restrict up = U + (size_t)p * 32784 + j * 16384, *restrict vp = Vb + (size_t)p * 43024;
+                float *restrict mp = Mb + (size_t)p * 21520 + j * 64;
+                for (int q0 = 0; q0 < 168; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 256; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 256 + c] * w0; a0_1 += vp[(q0 + 0) * 256 + c] * w1; a0_2 += vp[(q0 + 0) * 256 + c] * w2; a0_3 += vp[(q0 + 0) * 256 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 256 + c] * w0; a1_1 += vp[(q0 + 1) * 256 + c] * w1; a1_2 += vp[(q0 + 1) * 256 + c] * w2; a1_3 += vp[(q0 + 1) * 256 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 256 + c] * w0; a2_1 += vp[(q0 + 2) * 256 + c] * w1; a2_2 += vp[(q0 + 2) * 256 + c] * w2; a2_3 += vp[(q0 + 2) * 256 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 256 + c] * w0; a3_1 += vp[(q0 + 3) * 256 + c] * w1; a3_2 += vp[(q0 + 3) * 256 + c] * w2; a3_3 += vp[(q0 + 3) * 256 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 256 + c] * w0; a4_1 += vp[(q0 + 4) * 256 + c] * w1; a4_2 += vp[(q0 + 4) * 256 + c] * w2; a4_3 += vp[(q0 + 4) * 256 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 256 + c] * w0; a5_1 += vp[(q0 + 5) * 256 + c] * w1; a5_2 += vp[(q0 + 5) * 256 + c] * w2; a5_3 += vp[(q0 + 5) * 256 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 128 + 0, a0_0); VSTORE(mp + (q0 + 0) * 128 + 16, a0_1); VSTORE(mp + (q0 + 0) * 128 + 32, a0_2); VSTORE(mp + (q0 + 0) * 128 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 128 + 0, a1_0); VSTORE(mp + (q0 + 1) * 128 + 16, a1_1); VSTORE(mp + (q0 + 1) * 128 + 32, a1_2); VSTORE(mp + (q0 + 1) * 128 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 128 + 0, a2_0); VSTORE(mp + (q0 + 2) * 128 + 16, a2_1); VSTORE(mp + (q0 + 2) * 128 + 32, a2_2); VSTORE(mp + (q0 + 2) * 128 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 128 + 0, a3_0); VSTORE(mp + (q0 + 3) * 128 + 16, a3_1); VSTORE(mp + (q0 + 3) * 128 + 32, a3_2); VSTORE(mp + (q0 + 3) * 128 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 128 + 0, a4_0); VSTORE(mp + (q0 + 4) * 128 + 16, a4_1); VSTORE(mp + (q0 + 4) * 128 + 32, a4_2); VSTORE(mp + (q0 + 4) * 128 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 128 + 0, a5_0); VSTORE(mp + (q0 + 5) * 128 + 16, a5_1); VSTORE(mp + (q0 + 5) * 128 + 32, a5_2); VSTORE(mp + (q0 + 5) * 128 + 48, a5_3);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    for (int v = 0; v < 8; v++) {
+                        const float *restrict mt = Mb + (r * 28 + tx) * 128 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 21520), m2 = VLOAD(mt + 43040), m3 = VLOAD(mt + 64560), m4 = VLOAD(mt + 86080), m5 = VLOAD(mt + 107600), m6 = VLOAD(mt + 129120), m7 = VLOAD(mt + 150640), m8 = VLOAD(mt + 172160), m9 = VLOAD(mt + 193680), m10 = VLOAD(mt + 215200), m11 = VLOAD(mt + 236720), m12 = VLOAD(mt + 258240), m13 = VLOAD(mt + 279760), m14 = VLOAD(mt + 301280), m15 = VLOAD(mt + 322800);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 0) * 56 + 2 * (0 + tx) + 0) * 128 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 0) * 56 + 2 * (0 + tx) + 1) * 128 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 1) * 56 + 2 * (0 + tx) + 0) * 128 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 1) * 56 + 2 * (0 + tx) + 1) * 128 + v * 16, o11);
+                    }
+                }
             }
         }
         {
-            const int ci0 = 126;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + co * 58 + x0;
-                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
-                    const float *restrict wr = w + (size_t)co * 1152 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (24 + r)) * 58 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 28 + tx) * 256;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 14848 + c), d11 = VLOAD(d + 15104 + c), d12 = VLOAD(d + 15360 + c), d13 = VLOAD(d + 15616 + c), d20 = VLOAD(d + 29696 + c), d21 = VLOAD(d + 29952 + c), d22 = VLOAD(d + 30208 + c), d23 = VLOAD(d + 30464 + c), d30 = VLOAD(d + 44544 + c), d31 = VLOAD(d + 44800 + c), d32 = VLOAD(d + 45056 + c), d33 = VLOAD(d + 45312 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 43024 + c, e01 + e02); VSTORE(vt + 86048 + c, e02 - e01); VSTORE(vt + 129072 + c, e01 - e03);
+                        VSTORE(vt + 172096 + c, e10 - e12); VSTORE(vt + 215120 + c, e11 + e12); VSTORE(vt + 258144 + c, e12 - e11); VSTORE(vt + 301168 + c, e11 - e13);
+                        VSTORE(vt + 344192 + c, e20 - e22); VSTORE(vt + 387216 + c, e21 + e22); VSTORE(vt + 430240 + c, e22 - e21); VSTORE(vt + 473264 + c, e21 - e23);
+                        VSTORE(vt + 516288 + c, e30 - e32); VSTORE(vt + 559312 + c, e31 + e32); VSTORE(vt + 602336 + c, e32 - e31); VSTORE(vt + 645360 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 2; j++) {
+                const float *restrict up = U + (size_t)p * 32784 + j * 16384, *restrict vp = Vb + (size_t)p * 43024;
+                float *restrict mp = Mb + (size_t)p * 21520 + j * 64;
+                for (int q0 = 0; q0 < 108; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 256; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 256 + c] * w0; a0_1 += vp[(q0 + 0) * 256 + c] * w1; a0_2 += vp[(q0 + 0) * 256 + c] * w2; a0_3 += vp[(q0 + 0) * 256 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 256 + c] * w0; a1_1 += vp[(q0 + 1) * 256 + c] * w1; a1_2 += vp[(q0 + 1) * 256 + c] * w2; a1_3 += vp[(q0 + 1) * 256 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 256 + c] * w0; a2_1 += vp[(q0 + 2) * 256 + c] * w1; a2_2 += vp[(q0 + 2) * 256 + c] * w2; a2_3 += vp[(q0 + 2) * 256 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 256 + c] * w0; a3_1 += vp[(q0 + 3) * 256 + c] * w1; a3_2 += vp[(q0 + 3) * 256 + c] * w2; a3_3 += vp[(q0 + 3) * 256 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 256 + c] * w0; a4_1 += vp[(q0 + 4) * 256 + c] * w1; a4_2 += vp[(q0 + 4) * 256 + c] * w2; a4_3 += vp[(q0 + 4) * 256 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 256 + c] * w0; a5_1 += vp[(q0 + 5) * 256 + c] * w1; a5_2 += vp[(q0 + 5) * 256 + c] * w2; a5_3 += vp[(q0 + 5) * 256 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 128 + 0, a0_0); VSTORE(mp + (q0 + 0) * 128 + 16, a0_1); VSTORE(mp + (q0 + 0) * 128 + 32, a0_2); VSTORE(mp + (q0 + 0) * 128 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 128 + 0, a1_0); VSTORE(mp + (q0 + 1) * 128 + 16, a1_1); VSTORE(mp + (q0 + 1) * 128 + 32, a1_2); VSTORE(mp + (q0 + 1) * 128 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 128 + 0, a2_0); VSTORE(mp + (q0 + 2) * 128 + 16, a2_1); VSTORE(mp + (q0 + 2) * 128 + 32, a2_2); VSTORE(mp + (q0 + 2) * 128 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 128 + 0, a3_0); VSTORE(mp + (q0 + 3) * 128 + 16, a3_1); VSTORE(mp + (q0 + 3) * 128 + 32, a3_2); VSTORE(mp + (q0 + 3) * 128 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 128 + 0, a4_0); VSTORE(mp + (q0 + 4) * 128 + 16, a4_1); VSTORE(mp + (q0 + 4) * 128 + 32, a4_2); VSTORE(mp + (q0 + 4) * 128 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 128 + 0, a5_0); VSTORE(mp + (q0 + 5) * 128 + 16, a5_1); VSTORE(mp + (q0 + 5) * 128 + 32, a5_2); VSTORE(mp + (q0 + 5) * 128 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 256; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(108 + 0) * 256 + c] * w0; a0_1 += vp[(108 + 0) * 256 + c] * w1; a0_2 += vp[(108 + 0) * 256 + c] * w2; a0_3 += vp[(108 + 0) * 256 + c] * w3;
+                        a1_0 += vp[(108 + 1) * 256 + c] * w0; a1_1 += vp[(108 + 1) * 256 + c] * w1; a1_2 += vp[(108 + 1) * 256 + c] * w2; a1_3 += vp[(108 + 1) * 256 + c] * w3;
+                        a2_0 += vp[(108 + 2) * 256 + c] * w0; a2_1 += vp[(108 + 2) * 256 + c] * w1; a2_2 += vp[(108 + 2) * 256 + c] * w2; a2_3 += vp[(108 + 2) * 256 + c] * w3;
+                        a3_0 += vp[(108 + 3) * 256 + c] * w0; a3_1 += vp[(108 + 3) * 256 + c] * w1; a3_2 += vp[(108 + 3) * 256 + c] * w2; a3_3 += vp[(108 + 3) * 256 + c] * w3;
+                    }
+                    VSTORE(mp + (108 + 0) * 128 + 0, a0_0); VSTORE(mp + (108 + 0) * 128 + 16, a0_1); VSTORE(mp + (108 + 0) * 128 + 32, a0_2); VSTORE(mp + (108 + 0) * 128 + 48, a0_3);
+                    VSTORE(mp + (108 + 1) * 128 + 0, a1_0); VSTORE(mp + (108 + 1) * 128 + 16, a1_1); VSTORE(mp + (108 + 1) * 128 + 32, a1_2); VSTORE(mp + (108 + 1) * 128 + 48, a1_3);
+                    VSTORE(mp + (108 + 2) * 128 + 0, a2_0); VSTORE(mp + (108 + 2) * 128 + 16, a2_1); VSTORE(mp + (108 + 2) * 128 + 32, a2_2); VSTORE(mp + (108 + 2) * 128 + 48, a2_3);
+                    VSTORE(mp + (108 + 3) * 128 + 0, a3_0); VSTORE(mp + (108 + 3) * 128 + 16, a3_1); VSTORE(mp + (108 + 3) * 128 + 32, a3_2); VSTORE(mp + (108 + 3) * 128 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    for (int v = 0; v < 8; v++) {
+                        const float *restrict mt = Mb + (r * 28 + tx) * 128 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 21520), m2 = VLOAD(mt + 43040), m3 = VLOAD(mt + 64560), m4 = VLOAD(mt + 86080), m5 = VLOAD(mt + 107600), m6 = VLOAD(mt + 129120), m7 = VLOAD(mt + 150640), m8 = VLOAD(mt + 172160), m9 = VLOAD(mt + 193680), m10 = VLOAD(mt + 215200), m11 = VLOAD(mt + 236720), m12 = VLOAD(mt + 258240), m13 = VLOAD(mt + 279760), m14 = VLOAD(mt + 301280), m15 = VLOAD(mt + 322800);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (24 + r) + 0) * 56 + 2 * (0 + tx) + 0) * 128 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (24 + r) + 0) * 56 + 2 * (0 + tx) + 1) * 128 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (24 + r) + 1) * 56 + 2 * (0 + tx) + 0) * 128 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (24 + r) + 1) * 56 + 2 * (0 + tx) + 1) * 128 + v * 16, o11);
+                    }
+                }
             }
         }
+        for (int ci = 0; ci < 128; ci++)
+            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 128 + ci];
     }
 }
 
@@ -4063,217 +3042,131 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5)
- * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    const float *restrict b = P + 589824;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 58x58 (kept for dW) */
+    float *restrict yh = S + 1722368, *restrict bp = S + 3115008, *restrict U = S + 6974720;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 256; pl++) {
-        const float *restrict s = x + (size_t)pl * 3136;
-        float *restrict d = xp + (size_t)pl * 3364;
-        memset(d, 0, sizeof(float) * 58);
-        for (int i = 0; i < 56; i++) {
-            float *restrict r = d + (i + 1) * 58;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 56, sizeof(float) * 56);
-            memset(r + 57, 0, sizeof(float) * 1);
+    for (int j = 0; j < 4; j++) {
+        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
+        for (int r = 0; r < 256; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(o * 256 + r) * 9 + 0], g1 = w[(o * 256 + r) * 9 + 1], g2 = w[(o * 256 + r) * 9 + 2], g3 = w[(o * 256 + r) * 9 + 3], g4 = w[(o * 256 + r) * 9 + 4], g5 = w[(o * 256 + r) * 9 + 5], g6 = w[(o * 256 + r) * 9 + 6], g7 = w[(o * 256 + r) * 9 + 7], g8 = w[(o * 256 + r) * 9 + 8];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t00; U[65552 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[131104 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[196656 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t02;
+                U[262208 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t10; U[327760 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[393312 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[458864 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t12;
+                U[524416 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t20; U[589968 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[655520 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[721072 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t22;
+                U[786624 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t30; U[852176 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[917728 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[983280 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t32;
+            }
         }
-        memset(d + 3306, 0, sizeof(float) * 58);
     }
-    memset(xp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 output channels x 4 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 56; r++) {
-        const int n = r / 56, oy = r % 56;
-        const float *restrict xr0 = xp + ((size_t)n * 14848 + oy) * 58;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 56;
-        for (int co0 = 0; co0 < 252; co0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]), a4_2 = vsplat(b[co0 + 4]), a4_3 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]), a5_2 = vsplat(b[co0 + 5]), a5_3 = vsplat(b[co0 + 5]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
-                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
-                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
-                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1; a4_2 += wr[9216] * v2; a4_3 += wr[9216] * v3;
-                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1; a5_2 += wr[11520] * v2; a5_3 += wr[11520] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
-                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
-                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
-                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1; a4_2 += wr[9217] * v2; a4_3 += wr[9217] * v3;
-                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1; a5_2 += wr[11521] * v2; a5_3 += wr[11521] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
-                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
-                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
-                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1; a4_2 += wr[9218] * v2; a4_3 += wr[9218] * v3;
-                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1; a5_2 += wr[11522] * v2; a5_3 += wr[11522] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
-                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
-                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
-                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1; a4_2 += wr[9219] * v2; a4_3 += wr[9219] * v3;
-                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1; a5_2 += wr[11523] * v2; a5_3 += wr[11523] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
-                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
-                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
-                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1; a4_2 += wr[9220] * v2; a4_3 += wr[9220] * v3;
-                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1; a5_2 += wr[11524] * v2; a5_3 += wr[11524] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
-                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
-                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
-                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1; a4_2 += wr[9221] * v2; a4_3 += wr[9221] * v3;
-                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1; a5_2 += wr[11525] * v2; a5_3 += wr[11525] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
-                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
-                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
-                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1; a4_2 += wr[9222] * v2; a4_3 += wr[9222] * v3;
-                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1; a5_2 += wr[11526] * v2; a5_3 += wr[11526] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
-                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
-                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
-                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1; a4_2 += wr[9223] * v2; a4_3 += wr[9223] * v3;
-                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1; a5_2 += wr[11527] * v2; a5_3 += wr[11527] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
-                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
-                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
-                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1; a4_2 += wr[9224] * v2; a4_3 += wr[9224] * v3;
-                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1; a5_2 += wr[11528] * v2; a5_3 += wr[11528] * v3;
+    for (int co = 0; co < 256; co++) bp[co] = co < 256 ? (P + 589824)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 802816;
+        const float *restrict xn = x + (size_t)n * 802816;
+        float *restrict xc = S + 0 + (size_t)n * 861184;
+        memset(xc, 0, sizeof(float) * 861184);
+        for (int ci = 0; ci < 256; ci++)
+            for (int iy = 0; iy < 56; iy++)
+                for (int ix = 0; ix < 56; ix++) xc[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
+        /* blocked product: 4 rows of 28 patches a block */
+        float *restrict Vb = S + 8023552, *restrict Mb = S + 10217216;
+        for (int b = 0; b < 7; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 4 + r)) * 58 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 28 + tx) * 256;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 14848 + c), d11 = VLOAD(d + 15104 + c), d12 = VLOAD(d + 15360 + c), d13 = VLOAD(d + 15616 + c), d20 = VLOAD(d + 29696 + c), d21 = VLOAD(d + 29952 + c), d22 = VLOAD(d + 30208 + c), d23 = VLOAD(d + 30464 + c), d30 = VLOAD(d + 44544 + c), d31 = VLOAD(d + 44800 + c), d32 = VLOAD(d + 45056 + c), d33 = VLOAD(d + 45312 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 28688 + c, e01 + e02); VSTORE(vt + 57376 + c, e02 - e01); VSTORE(vt + 86064 + c, e01 - e03);
+                        VSTORE(vt + 114752 + c, e10 - e12); VSTORE(vt + 143440 + c, e11 + e12); VSTORE(vt + 172128 + c, e12 - e11); VSTORE(vt + 200816 + c, e11 - e13);
+                        VSTORE(vt + 229504 + c, e20 - e22); VSTORE(vt + 258192 + c, e21 + e22); VSTORE(vt + 286880 + c, e22 - e21); VSTORE(vt + 315568 + c, e21 - e23);
+                        VSTORE(vt + 344256 + c, e30 - e32); VSTORE(vt + 372944 + c, e31 + e32); VSTORE(vt + 401632 + c, e32 - e31); VSTORE(vt + 430320 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
-                VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 0, vrelu(a4_0)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 16, vrelu(a4_1)); VSTORE(yr + (size_t)(co0 + 4) * 3136 + x0 + 32, vrelu(a4_2)); VSTORE_N(yr + (size_t)(co0 + 4) * 3136 + x0 + 48, vrelu(a4_3), 8);
-                VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 0, vrelu(a5_0)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 16, vrelu(a5_1)); VSTORE(yr + (size_t)(co0 + 5) * 3136 + x0 + 32, vrelu(a5_2)); VSTORE_N(yr + (size_t)(co0 + 5) * 3136 + x0 + 48, vrelu(a5_3), 8);
             }
-        }
-        {
-            const int co0 = 252;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]), a0_2 = vsplat(b[co0 + 0]), a0_3 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]), a1_2 = vsplat(b[co0 + 1]), a1_3 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]), a2_2 = vsplat(b[co0 + 2]), a2_3 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]), a3_2 = vsplat(b[co0 + 3]), a3_3 = vsplat(b[co0 + 3]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 3364 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                const float *restrict up = U + (size_t)p * 65552 + j * 16384, *restrict vp = Vb + (size_t)p * 28688;
+                float *restrict mp = Mb + (size_t)p * 28688 + j * 64;
+                for (int q0 = 0; q0 < 108; q0 += 6) {
                     {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16), v2 = VLOAD(xr + 32), v3 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1; a1_2 += wr[2304] * v2; a1_3 += wr[2304] * v3;
-                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1; a2_2 += wr[4608] * v2; a2_3 += wr[4608] * v3;
-                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1; a3_2 += wr[6912] * v2; a3_3 += wr[6912] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17), v2 = VLOAD(xr + 33), v3 = VLOAD(xr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1; a1_2 += wr[2305] * v2; a1_3 += wr[2305] * v3;
-                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1; a2_2 += wr[4609] * v2; a2_3 += wr[4609] * v3;
-                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1; a3_2 += wr[6913] * v2; a3_3 += wr[6913] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18), v2 = VLOAD(xr + 34), v3 = VLOAD(xr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1; a1_2 += wr[2306] * v2; a1_3 += wr[2306] * v3;
-                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1; a2_2 += wr[4610] * v2; a2_3 += wr[4610] * v3;
-                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1; a3_2 += wr[6914] * v2; a3_3 += wr[6914] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 58), v1 = VLOAD(xr + 74), v2 = VLOAD(xr + 90), v3 = VLOAD(xr + 106); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1; a1_2 += wr[2307] * v2; a1_3 += wr[2307] * v3;
-                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1; a2_2 += wr[4611] * v2; a2_3 += wr[4611] * v3;
-                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1; a3_2 += wr[6915] * v2; a3_3 += wr[6915] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 59), v1 = VLOAD(xr + 75), v2 = VLOAD(xr + 91), v3 = VLOAD(xr + 107); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1; a1_2 += wr[2308] * v2; a1_3 += wr[2308] * v3;
-                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1; a2_2 += wr[4612] * v2; a2_3 += wr[4612] * v3;
-                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1; a3_2 += wr[6916] * v2; a3_3 += wr[6916] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76), v2 = VLOAD(xr + 92), v3 = VLOAD(xr + 108); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1; a1_2 += wr[2309] * v2; a1_3 += wr[2309] * v3;
-                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1; a2_2 += wr[4613] * v2; a2_3 += wr[4613] * v3;
-                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1; a3_2 += wr[6917] * v2; a3_3 += wr[6917] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 116), v1 = VLOAD(xr + 132), v2 = VLOAD(xr + 148), v3 = VLOAD(xr + 164); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1; a1_2 += wr[2310] * v2; a1_3 += wr[2310] * v3;
-                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1; a2_2 += wr[4614] * v2; a2_3 += wr[4614] * v3;
-                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1; a3_2 += wr[6918] * v2; a3_3 += wr[6918] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 117), v1 = VLOAD(xr + 133), v2 = VLOAD(xr + 149), v3 = VLOAD(xr + 165); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1; a1_2 += wr[2311] * v2; a1_3 += wr[2311] * v3;
-                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1; a2_2 += wr[4615] * v2; a2_3 += wr[4615] * v3;
-                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1; a3_2 += wr[6919] * v2; a3_3 += wr[6919] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 118), v1 = VLOAD(xr + 134), v2 = VLOAD(xr + 150), v3 = VLOAD(xr + 166); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1; a1_2 += wr[2312] * v2; a1_3 += wr[2312] * v3;
-                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1; a2_2 += wr[4616] * v2; a2_3 += wr[4616] * v3;
-                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1; a3_2 += wr[6920] * v2; a3_3 += wr[6920] * v3;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 256; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 256 + c] * w0; a0_1 += vp[(q0 + 0) * 256 + c] * w1; a0_2 += vp[(q0 + 0) * 256 + c] * w2; a0_3 += vp[(q0 + 0) * 256 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 256 + c] * w0; a1_1 += vp[(q0 + 1) * 256 + c] * w1; a1_2 += vp[(q0 + 1) * 256 + c] * w2; a1_3 += vp[(q0 + 1) * 256 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 256 + c] * w0; a2_1 += vp[(q0 + 2) * 256 + c] * w1; a2_2 += vp[(q0 + 2) * 256 + c] * w2; a2_3 += vp[(q0 + 2) * 256 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 256 + c] * w0; a3_1 += vp[(q0 + 3) * 256 + c] * w1; a3_2 += vp[(q0 + 3) * 256 + c] * w2; a3_3 += vp[(q0 + 3) * 256 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 256 + c] * w0; a4_1 += vp[(q0 + 4) * 256 + c] * w1; a4_2 += vp[(q0 + 4) * 256 + c] * w2; a4_3 += vp[(q0 + 4) * 256 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 256 + c] * w0; a5_1 += vp[(q0 + 5) * 256 + c] * w1; a5_2 += vp[(q0 + 5) * 256 + c] * w2; a5_3 += vp[(q0 + 5) * 256 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 256 + 0, a0_0); VSTORE(mp + (q0 + 0) * 256 + 16, a0_1); VSTORE(mp + (q0 + 0) * 256 + 32, a0_2); VSTORE(mp + (q0 + 0) * 256 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 256 + 0, a1_0); VSTORE(mp + (q0 + 1) * 256 + 16, a1_1); VSTORE(mp + (q0 + 1) * 256 + 32, a1_2); VSTORE(mp + (q0 + 1) * 256 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 256 + 0, a2_0); VSTORE(mp + (q0 + 2) * 256 + 16, a2_1); VSTORE(mp + (q0 + 2) * 256 + 32, a2_2); VSTORE(mp + (q0 + 2) * 256 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 256 + 0, a3_0); VSTORE(mp + (q0 + 3) * 256 + 16, a3_1); VSTORE(mp + (q0 + 3) * 256 + 32, a3_2); VSTORE(mp + (q0 + 3) * 256 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 256 + 0, a4_0); VSTORE(mp + (q0 + 4) * 256 + 16, a4_1); VSTORE(mp + (q0 + 4) * 256 + 32, a4_2); VSTORE(mp + (q0 + 4) * 256 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 256 + 0, a5_0); VSTORE(mp + (q0 + 5) * 256 + 16, a5_1); VSTORE(mp + (q0 + 5) * 256 + 32, a5_2); VSTORE(mp + (q0 + 5) * 256 + 48, a5_3);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 0, vrelu(a0_0)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 16, vrelu(a0_1)); VSTORE(yr + (size_t)(co0 + 0) * 3136 + x0 + 32, vrelu(a0_2)); VSTORE_N(yr + (size_t)(co0 + 0) * 3136 + x0 + 48, vrelu(a0_3), 8);
-                VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 0, vrelu(a1_0)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 16, vrelu(a1_1)); VSTORE(yr + (size_t)(co0 + 1) * 3136 + x0 + 32, vrelu(a1_2)); VSTORE_N(yr + (size_t)(co0 + 1) * 3136 + x0 + 48, vrelu(a1_3), 8);
-                VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 0, vrelu(a2_0)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 16, vrelu(a2_1)); VSTORE(yr + (size_t)(co0 + 2) * 3136 + x0 + 32, vrelu(a2_2)); VSTORE_N(yr + (size_t)(co0 + 2) * 3136 + x0 + 48, vrelu(a2_3), 8);
-                VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 0, vrelu(a3_0)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 16, vrelu(a3_1)); VSTORE(yr + (size_t)(co0 + 3) * 3136 + x0 + 32, vrelu(a3_2)); VSTORE_N(yr + (size_t)(co0 + 3) * 3136 + x0 + 48, vrelu(a3_3), 8);
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 256; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(108 + 0) * 256 + c] * w0; a0_1 += vp[(108 + 0) * 256 + c] * w1; a0_2 += vp[(108 + 0) * 256 + c] * w2; a0_3 += vp[(108 + 0) * 256 + c] * w3;
+                        a1_0 += vp[(108 + 1) * 256 + c] * w0; a1_1 += vp[(108 + 1) * 256 + c] * w1; a1_2 += vp[(108 + 1) * 256 + c] * w2; a1_3 += vp[(108 + 1) * 256 + c] * w3;
+                        a2_0 += vp[(108 + 2) * 256 + c] * w0; a2_1 += vp[(108 + 2) * 256 + c] * w1; a2_2 += vp[(108 + 2) * 256 + c] * w2; a2_3 += vp[(108 + 2) * 256 + c] * w3;
+                        a3_0 += vp[(108 + 3) * 256 + c] * w0; a3_1 += vp[(108 + 3) * 256 + c] * w1; a3_2 += vp[(108 + 3) * 256 + c] * w2; a3_3 += vp[(108 + 3) * 256 + c] * w3;
+                    }
+                    VSTORE(mp + (108 + 0) * 256 + 0, a0_0); VSTORE(mp + (108 + 0) * 256 + 16, a0_1); VSTORE(mp + (108 + 0) * 256 + 32, a0_2); VSTORE(mp + (108 + 0) * 256 + 48, a0_3);
+                    VSTORE(mp + (108 + 1) * 256 + 0, a1_0); VSTORE(mp + (108 + 1) * 256 + 16, a1_1); VSTORE(mp + (108 + 1) * 256 + 32, a1_2); VSTORE(mp + (108 + 1) * 256 + 48, a1_3);
+                    VSTORE(mp + (108 + 2) * 256 + 0, a2_0); VSTORE(mp + (108 + 2) * 256 + 16, a2_1); VSTORE(mp + (108 + 2) * 256 + 32, a2_2); VSTORE(mp + (108 + 2) * 256 + 48, a2_3);
+                    VSTORE(mp + (108 + 3) * 256 + 0, a3_0); VSTORE(mp + (108 + 3) * 256 + 16, a3_1); VSTORE(mp + (108 + 3) * 256 + 32, a3_2); VSTORE(mp + (108 + 3) * 256 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    for (int v = 0; v < 16; v++) {
+                        const float *restrict mt = Mb + (r * 28 + tx) * 256 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 28688), m2 = VLOAD(mt + 57376), m3 = VLOAD(mt + 86064), m4 = VLOAD(mt + 114752), m5 = VLOAD(mt + 143440), m6 = VLOAD(mt + 172128), m7 = VLOAD(mt + 200816), m8 = VLOAD(mt + 229504), m9 = VLOAD(mt + 258192), m10 = VLOAD(mt + 286880), m11 = VLOAD(mt + 315568), m12 = VLOAD(mt + 344256), m13 = VLOAD(mt + 372944), m14 = VLOAD(mt + 401632), m15 = VLOAD(mt + 430320);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 0) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 0) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 1) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 1) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
+        for (int co = 0; co < 256; co++)
+            for (int i = 0; i < 3136; i++) yn[co * 3136 + i] = yh[i * 256 + co];
     }
 }
 
@@ -4281,169 +3174,205 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 589824;
-    CG_PARALLEL_FOR
+    /* blocked dW: 18 rows of 28 patches a block */
+    float *restrict dU = S + 6974720, *restrict dyc = S + 1722368, *restrict Vb = S + 8023552, *restrict Zb = S + 10217216;
+    memset(dU, 0, sizeof(float) * 1048832);
     for (int co = 0; co < 256; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 256 + co) * 3136;
-            for (int i = 0; i < 3136; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 3136; i++) s += dy[(size_t)n * 802816 + co * 3136 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    /* lanes of the last, overlapping vector of a row already counted by the one before */
-    const cg_vi mk = {0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1};
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 32768; t++) {
-        const int co0 = t / 256 * 2, ci = t % 256;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 56; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 256 + co0) * 3136 + oy * 56;
-                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 3364 + (oy) * 58;
-                for (int x = 0; x < 48; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 3136 + x);
-                    const cg_v d1_0 = VLOAD(dr + 56 + x), d1_1 = VLOAD(dr + 3192 + x);
-                    const cg_v d2_0 = VLOAD(dr + 112 + x), d2_1 = VLOAD(dr + 3248 + x);
-                    const cg_v d3_0 = VLOAD(dr + 168 + x), d3_1 = VLOAD(dr + 3304 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        const float *restrict xc = S + 0 + (size_t)n * 861184;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 3136; i++) {
+            for (int co = 0; co < 256; co++) dyc[i * 256 + co] = dn[co * 3136 + i];
+        }
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 18; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 18 + r)) * 58 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 28 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 14848 + c), d11 = VLOAD(d + 15104 + c), d12 = VLOAD(d + 15360 + c), d13 = VLOAD(d + 15616 + c), d20 = VLOAD(d + 29696 + c), d21 = VLOAD(d + 29952 + c), d22 = VLOAD(d + 30208 + c), d23 = VLOAD(d + 30464 + c), d30 = VLOAD(d + 44544 + c), d31 = VLOAD(d + 44800 + c), d32 = VLOAD(d + 45056 + c), d33 = VLOAD(d + 45312 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 137104 + c, e01 + e02); VSTORE(vt + 274208 + c, e02 - e01); VSTORE(vt + 411312 + c, e01 - e03);
+                        VSTORE(vt + 548416 + c, e10 - e12); VSTORE(vt + 685520 + c, e11 + e12); VSTORE(vt + 822624 + c, e12 - e11); VSTORE(vt + 959728 + c, e11 - e13);
+                        VSTORE(vt + 1096832 + c, e20 - e22); VSTORE(vt + 1233936 + c, e21 + e22); VSTORE(vt + 1371040 + c, e22 - e21); VSTORE(vt + 1508144 + c, e21 - e23);
+                        VSTORE(vt + 1645248 + c, e30 - e32); VSTORE(vt + 1782352 + c, e31 + e32); VSTORE(vt + 1919456 + c, e32 - e31); VSTORE(vt + 2056560 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 58 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 59 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 117 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 118 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 174 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 175 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 176 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 232 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 233 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 234 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 290 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 291 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 292 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-                {
-                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 40), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 3136 + 40), vsplat(0.0f));
-                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 56 + 40), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 3192 + 40), vsplat(0.0f));
-                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 112 + 40), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 3248 + 40), vsplat(0.0f));
-                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 168 + 40), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 3304 + 40), vsplat(0.0f));
-                    {
-                        cg_v v = VLOAD(xr + 0 + 40); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + 40); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + 40); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 58 + 40); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 59 + 40); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + 40); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 116 + 40); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 117 + 40); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 118 + 40); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 174 + 40); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 175 + 40); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 176 + 40); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 232 + 40); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 233 + 40); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 234 + 40); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 290 + 40); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 291 + 40); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 292 + 40); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 18 + r)) * 56 + 2 * (tx)) * 256;
+                    float *restrict zt = Zb + (r * 28 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 256 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14592 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 137104 + c, h00 + h01); VSTORE(zt + 274208 + c, h00 - h01); VSTORE(zt + 411312 + c, -h01);
+                        VSTORE(zt + 548416 + c, h10); VSTORE(zt + 685520 + c, h10 + h11); VSTORE(zt + 822624 + c, h10 - h11); VSTORE(zt + 959728 + c, -h11);
+                        VSTORE(zt + 1096832 + c, h20); VSTORE(zt + 1233936 + c, h20 + h21); VSTORE(zt + 1371040 + c, h20 - h21); VSTORE(zt + 1508144 + c, -h21);
+                        VSTORE(zt + 1645248 + c, h30); VSTORE(zt + 1782352 + c, h30 + h31); VSTORE(zt + 1919456 + c, h30 - h31); VSTORE(zt + 2056560 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                float *restrict dup = dU + (size_t)p * 65552 + j * 16384;
+                const float *restrict vp = Vb + (size_t)p * 137104, *restrict zp = Zb + (size_t)p * 137104 + j * 64;
+                for (int ci0 = 0; ci0 < 252; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 504; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                            const float *restrict vq = vp + q * 272 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (252 + 0) * 64 + 0), a0_1 = VLOAD(dup + (252 + 0) * 64 + 16), a0_2 = VLOAD(dup + (252 + 0) * 64 + 32), a0_3 = VLOAD(dup + (252 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (252 + 1) * 64 + 0), a1_1 = VLOAD(dup + (252 + 1) * 64 + 16), a1_2 = VLOAD(dup + (252 + 1) * 64 + 32), a1_3 = VLOAD(dup + (252 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (252 + 2) * 64 + 0), a2_1 = VLOAD(dup + (252 + 2) * 64 + 16), a2_2 = VLOAD(dup + (252 + 2) * 64 + 32), a2_3 = VLOAD(dup + (252 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (252 + 3) * 64 + 0), a3_1 = VLOAD(dup + (252 + 3) * 64 + 16), a3_2 = VLOAD(dup + (252 + 3) * 64 + 32), a3_3 = VLOAD(dup + (252 + 3) * 64 + 48);
+                    for (int q = 0; q < 504; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                        const float *restrict vq = vp + q * 272 + 252;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (252 + 0) * 64 + 0, a0_0); VSTORE(dup + (252 + 0) * 64 + 16, a0_1); VSTORE(dup + (252 + 0) * 64 + 32, a0_2); VSTORE(dup + (252 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (252 + 1) * 64 + 0, a1_0); VSTORE(dup + (252 + 1) * 64 + 16, a1_1); VSTORE(dup + (252 + 1) * 64 + 32, a1_2); VSTORE(dup + (252 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (252 + 2) * 64 + 0, a2_0); VSTORE(dup + (252 + 2) * 64 + 16, a2_1); VSTORE(dup + (252 + 2) * 64 + 32, a2_2); VSTORE(dup + (252 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (252 + 3) * 64 + 0, a3_0); VSTORE(dup + (252 + 3) * 64 + 16, a3_1); VSTORE(dup + (252 + 3) * 64 + 32, a3_2); VSTORE(dup + (252 + 3) * 64 + 48, a3_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 8] += vsum(a1_8);
+        {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 10; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (18 + r)) * 58 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 28 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 14848 + c), d11 = VLOAD(d + 15104 + c), d12 = VLOAD(d + 15360 + c), d13 = VLOAD(d + 15616 + c), d20 = VLOAD(d + 29696 + c), d21 = VLOAD(d + 29952 + c), d22 = VLOAD(d + 30208 + c), d23 = VLOAD(d + 30464 + c), d30 = VLOAD(d + 44544 + c), d31 = VLOAD(d + 44800 + c), d32 = VLOAD(d + 45056 + c), d33 = VLOAD(d + 45312 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 137104 + c, e01 + e02); VSTORE(vt + 274208 + c, e02 - e01); VSTORE(vt + 411312 + c, e01 - e03);
+                        VSTORE(vt + 548416 + c, e10 - e12); VSTORE(vt + 685520 + c, e11 + e12); VSTORE(vt + 822624 + c, e12 - e11); VSTORE(vt + 959728 + c, e11 - e13);
+                        VSTORE(vt + 1096832 + c, e20 - e22); VSTORE(vt + 1233936 + c, e21 + e22); VSTORE(vt + 1371040 + c, e22 - e21); VSTORE(vt + 1508144 + c, e21 - e23);
+                        VSTORE(vt + 1645248 + c, e30 - e32); VSTORE(vt + 1782352 + c, e31 + e32); VSTORE(vt + 1919456 + c, e32 - e31); VSTORE(vt + 2056560 + c, e31 - e33);
+                    }
+                    const float *restrict yt = dyc + ((size_t)(2 * (18 + r)) * 56 + 2 * (tx)) * 256;
+                    float *restrict zt = Zb + (r * 28 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 256 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14592 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 137104 + c, h00 + h01); VSTORE(zt + 274208 + c, h00 - h01); VSTORE(zt + 411312 + c, -h01);
+                        VSTORE(zt + 548416 + c, h10); VSTORE(zt + 685520 + c, h10 + h11); VSTORE(zt + 822624 + c, h10 - h11); VSTORE(zt + 959728 + c, -h11);
+                        VSTORE(zt + 1096832 + c, h20); VSTORE(zt + 1233936 + c, h20 + h21); VSTORE(zt + 1371040 + c, h20 - h21); VSTORE(zt + 1508144 + c, -h21);
+                        VSTORE(zt + 1645248 + c, h30); VSTORE(zt + 1782352 + c, h30 + h31); VSTORE(zt + 1919456 + c, h30 - h31); VSTORE(zt + 2056560 + c, -h31);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                float *restrict dup = dU + (size_t)p * 65552 + j * 16384;
+                const float *restrict vp = Vb + (size_t)p * 137104, *restrict zp = Zb + (size_t)p * 137104 + j * 64;
+                for (int ci0 = 0; ci0 < 252; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 280; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                            const float *restrict vq = vp + q * 272 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (252 + 0) * 64 + 0), a0_1 = VLOAD(dup + (252 + 0) * 64 + 16), a0_2 = VLOAD(dup + (252 + 0) * 64 + 32), a0_3 = VLOAD(dup + (252 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (252 + 1) * 64 + 0), a1_1 = VLOAD(dup + (252 + 1) * 64 + 16), a1_2 = VLOAD(dup + (252 + 1) * 64 + 32), a1_3 = VLOAD(dup + (252 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (252 + 2) * 64 + 0), a2_1 = VLOAD(dup + (252 + 2) * 64 + 16), a2_2 = VLOAD(dup + (252 + 2) * 64 + 32), a2_3 = VLOAD(dup + (252 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (252 + 3) * 64 + 0), a3_1 = VLOAD(dup + (252 + 3) * 64 + 16), a3_2 = VLOAD(dup + (252 + 3) * 64 + 32), a3_3 = VLOAD(dup + (252 + 3) * 64 + 48);
+                    for (int q = 0; q < 280; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 272 + 0), z1 = VLOAD(zp + q * 272 + 16), z2 = VLOAD(zp + q * 272 + 32), z3 = VLOAD(zp + q * 272 + 48);
+                        const float *restrict vq = vp + q * 272 + 252;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (252 + 0) * 64 + 0, a0_0); VSTORE(dup + (252 + 0) * 64 + 16, a0_1); VSTORE(dup + (252 + 0) * 64 + 32, a0_2); VSTORE(dup + (252 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (252 + 1) * 64 + 0, a1_0); VSTORE(dup + (252 + 1) * 64 + 16, a1_1); VSTORE(dup + (252 + 1) * 64 + 32, a1_2); VSTORE(dup + (252 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (252 + 2) * 64 + 0, a2_0); VSTORE(dup + (252 + 2) * 64 + 16, a2_1); VSTORE(dup + (252 + 2) * 64 + 32, a2_2); VSTORE(dup + (252 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (252 + 3) * 64 + 0, a3_0); VSTORE(dup + (252 + 3) * 64 + 16, a3_1); VSTORE(dup + (252 + 3) * 64 + 32, a3_2); VSTORE(dup + (252 + 3) * 64 + 48, a3_3);
+                }
+            }
+        }
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 4; j++) {
+        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
+        for (int ci = 0; ci < 256; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 256 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[65552], x2 = u[131104], x3 = u[196656], x4 = u[262208], x5 = u[327760], x6 = u[393312], x7 = u[458864], x8 = u[524416], x9 = u[589968], x10 = u[655520], x11 = u[721072], x12 = u[786624], x13 = u[852176], x14 = u[917728], x15 = u[983280];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 256 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -4451,217 +3380,124 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict dyp = S + 1722384;
-    /* dy -> zero-padded rows [n][58][256][58] */
+    float *restrict dyp = S + 5310720, *restrict dxh = S + 6171904, *restrict U = S + 6974720;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 256; pl++) {
-        const int n = pl / 256, c = pl % 256;
-        const float *restrict s = dy + (size_t)pl * 3136;
-        float *restrict d = dyp + (size_t)n * 861184 + c * 58;
-        for (int i = 0; i < 58; i++) {
-            float *restrict r = d + (size_t)i * 14848;
-            if (i < 1 || i >= 57) {
-                memset(r, 0, sizeof(float) * 58);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 56, sizeof(float) * 56);
-                memset(r + 57, 0, sizeof(float) * 1);
+    for (int j = 0; j < 4; j++) {
+        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
+        for (int r = 0; r < 256; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(r * 256 + o) * 9 + 8], g1 = w[(r * 256 + o) * 9 + 7], g2 = w[(r * 256 + o) * 9 + 6], g3 = w[(r * 256 + o) * 9 + 5], g4 = w[(r * 256 + o) * 9 + 4], g5 = w[(r * 256 + o) * 9 + 3], g6 = w[(r * 256 + o) * 9 + 2], g7 = w[(r * 256 + o) * 9 + 1], g8 = w[(r * 256 + o) * 9 + 0];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t00; U[65552 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[131104 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[196656 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t02;
+                U[262208 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t10; U[327760 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[393312 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[458864 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t12;
+                U[524416 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t20; U[589968 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[655520 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[721072 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t22;
+                U[786624 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t30; U[852176 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[917728 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[983280 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t32;
             }
         }
     }
-    memset(dyp + (size_t)nb * 861184, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 6 input channels x 4 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 56; r++) {
-        const int n = r / 56, iy = r % 56;
-        const float *restrict dr0 = dyp + ((size_t)n * 58 + iy) * 14848;
-        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 56;
-        for (int ci0 = 0; ci0 < 252; ci0 += 6) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + co * 58 + x0;
-                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
-                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1; a4_2 += wr[36] * v2; a4_3 += wr[36] * v3;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1; a5_2 += wr[45] * v2; a5_3 += wr[45] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1; a4_2 += wr[37] * v2; a4_3 += wr[37] * v3;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1; a5_2 += wr[46] * v2; a5_3 += wr[46] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1; a4_2 += wr[38] * v2; a4_3 += wr[38] * v3;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1; a5_2 += wr[47] * v2; a5_3 += wr[47] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1; a4_2 += wr[39] * v2; a4_3 += wr[39] * v3;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1; a5_2 += wr[48] * v2; a5_3 += wr[48] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1; a4_2 += wr[40] * v2; a4_3 += wr[40] * v3;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1; a5_2 += wr[49] * v2; a5_3 += wr[49] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1; a4_2 += wr[41] * v2; a4_3 += wr[41] * v3;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1; a5_2 += wr[50] * v2; a5_3 += wr[50] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1; a4_2 += wr[42] * v2; a4_3 += wr[42] * v3;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1; a5_2 += wr[51] * v2; a5_3 += wr[51] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1; a4_2 += wr[43] * v2; a4_3 += wr[43] * v3;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1; a5_2 += wr[52] * v2; a5_3 += wr[52] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1; a4_2 += wr[44] * v2; a4_3 += wr[44] * v3;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1; a5_2 += wr[53] * v2; a5_3 += wr[53] * v3;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 802816;
+        float *restrict dxn = dx + (size_t)n * 802816;
+        memset(dyp, 0, sizeof(float) * 861184);
+        for (int co = 0; co < 256; co++)
+            for (int oy = 0; oy < 56; oy++)
+                for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
+        /* blocked product: 4 rows of 28 patches a block */
+        float *restrict Vb = S + 8023552, *restrict Mb = S + 10217216;
+        for (int b = 0; b < 7; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (b * 4 + r)) * 58 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 28 + tx) * 256;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 14848 + c), d11 = VLOAD(d + 15104 + c), d12 = VLOAD(d + 15360 + c), d13 = VLOAD(d + 15616 + c), d20 = VLOAD(d + 29696 + c), d21 = VLOAD(d + 29952 + c), d22 = VLOAD(d + 30208 + c), d23 = VLOAD(d + 30464 + c), d30 = VLOAD(d + 44544 + c), d31 = VLOAD(d + 44800 + c), d32 = VLOAD(d + 45056 + c), d33 = VLOAD(d + 45312 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 28688 + c, e01 + e02); VSTORE(vt + 57376 + c, e02 - e01); VSTORE(vt + 86064 + c, e01 - e03);
+                        VSTORE(vt + 114752 + c, e10 - e12); VSTORE(vt + 143440 + c, e11 + e12); VSTORE(vt + 172128 + c, e12 - e11); VSTORE(vt + 200816 + c, e11 - e13);
+                        VSTORE(vt + 229504 + c, e20 - e22); VSTORE(vt + 258192 + c, e21 + e22); VSTORE(vt + 286880 + c, e22 - e21); VSTORE(vt + 315568 + c, e21 - e23);
+                        VSTORE(vt + 344256 + c, e30 - e32); VSTORE(vt + 372944 + c, e31 + e32); VSTORE(vt + 401632 + c, e32 - e31); VSTORE(vt + 430320 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 0, a4_0); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 16, a4_1); VSTORE(xr + (size_t)(ci0 + 4) * 3136 + x0 + 32, a4_2); VSTORE_N(xr + (size_t)(ci0 + 4) * 3136 + x0 + 48, a4_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 0, a5_0); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 16, a5_1); VSTORE(xr + (size_t)(ci0 + 5) * 3136 + x0 + 32, a5_2); VSTORE_N(xr + (size_t)(ci0 + 5) * 3136 + x0 + 48, a5_3, 8);
             }
-        }
-        {
-            const int ci0 = 252;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                for (int co = 0; co < 256; co++) {
-                    const float *restrict dr = dr0 + co * 58 + x0;
-                    __builtin_prefetch(dr + 116); __builtin_prefetch(dr + 132); __builtin_prefetch(dr + 148); __builtin_prefetch(dr + 164); __builtin_prefetch(dr + 180); __builtin_prefetch(dr + 14964); __builtin_prefetch(dr + 14980); __builtin_prefetch(dr + 14996); __builtin_prefetch(dr + 15012); __builtin_prefetch(dr + 15028); __builtin_prefetch(dr + 29812); __builtin_prefetch(dr + 29828); __builtin_prefetch(dr + 29844); __builtin_prefetch(dr + 29860); __builtin_prefetch(dr + 29876);
-                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                const float *restrict up = U + (size_t)p * 65552 + j * 16384, *restrict vp = Vb + (size_t)p * 28688;
+                float *restrict mp = Mb + (size_t)p * 28688 + j * 64;
+                for (int q0 = 0; q0 < 108; q0 += 6) {
                     {
-                        cg_v v0 = VLOAD(dr + 29698), v1 = VLOAD(dr + 29714), v2 = VLOAD(dr + 29730), v3 = VLOAD(dr + 29746); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1; a0_2 += wr[0] * v2; a0_3 += wr[0] * v3;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1; a1_2 += wr[9] * v2; a1_3 += wr[9] * v3;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1; a2_2 += wr[18] * v2; a2_3 += wr[18] * v3;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1; a3_2 += wr[27] * v2; a3_3 += wr[27] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29697), v1 = VLOAD(dr + 29713), v2 = VLOAD(dr + 29729), v3 = VLOAD(dr + 29745); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1; a0_2 += wr[1] * v2; a0_3 += wr[1] * v3;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1; a1_2 += wr[10] * v2; a1_3 += wr[10] * v3;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1; a2_2 += wr[19] * v2; a2_3 += wr[19] * v3;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1; a3_2 += wr[28] * v2; a3_3 += wr[28] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 29696), v1 = VLOAD(dr + 29712), v2 = VLOAD(dr + 29728), v3 = VLOAD(dr + 29744); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1; a0_2 += wr[2] * v2; a0_3 += wr[2] * v3;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1; a1_2 += wr[11] * v2; a1_3 += wr[11] * v3;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1; a2_2 += wr[20] * v2; a2_3 += wr[20] * v3;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1; a3_2 += wr[29] * v2; a3_3 += wr[29] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14850), v1 = VLOAD(dr + 14866), v2 = VLOAD(dr + 14882), v3 = VLOAD(dr + 14898); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1; a0_2 += wr[3] * v2; a0_3 += wr[3] * v3;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1; a1_2 += wr[12] * v2; a1_3 += wr[12] * v3;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1; a2_2 += wr[21] * v2; a2_3 += wr[21] * v3;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1; a3_2 += wr[30] * v2; a3_3 += wr[30] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14849), v1 = VLOAD(dr + 14865), v2 = VLOAD(dr + 14881), v3 = VLOAD(dr + 14897); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1; a0_2 += wr[4] * v2; a0_3 += wr[4] * v3;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1; a1_2 += wr[13] * v2; a1_3 += wr[13] * v3;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1; a2_2 += wr[22] * v2; a2_3 += wr[22] * v3;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1; a3_2 += wr[31] * v2; a3_3 += wr[31] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 14848), v1 = VLOAD(dr + 14864), v2 = VLOAD(dr + 14880), v3 = VLOAD(dr + 14896); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1; a0_2 += wr[5] * v2; a0_3 += wr[5] * v3;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1; a1_2 += wr[14] * v2; a1_3 += wr[14] * v3;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1; a2_2 += wr[23] * v2; a2_3 += wr[23] * v3;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1; a3_2 += wr[32] * v2; a3_3 += wr[32] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18), v2 = VLOAD(dr + 34), v3 = VLOAD(dr + 50); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1; a0_2 += wr[6] * v2; a0_3 += wr[6] * v3;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1; a1_2 += wr[15] * v2; a1_3 += wr[15] * v3;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1; a2_2 += wr[24] * v2; a2_3 += wr[24] * v3;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1; a3_2 += wr[33] * v2; a3_3 += wr[33] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17), v2 = VLOAD(dr + 33), v3 = VLOAD(dr + 49); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1; a0_2 += wr[7] * v2; a0_3 += wr[7] * v3;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1; a1_2 += wr[16] * v2; a1_3 += wr[16] * v3;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1; a2_2 += wr[25] * v2; a2_3 += wr[25] * v3;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1; a3_2 += wr[34] * v2; a3_3 += wr[34] * v3;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16), v2 = VLOAD(dr + 32), v3 = VLOAD(dr + 48); VKEEP(v0); VKEEP(v1); VKEEP(v2); VKEEP(v3);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1; a0_2 += wr[8] * v2; a0_3 += wr[8] * v3;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1; a1_2 += wr[17] * v2; a1_3 += wr[17] * v3;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1; a2_2 += wr[26] * v2; a2_3 += wr[26] * v3;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1; a3_2 += wr[35] * v2; a3_3 += wr[35] * v3;
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 256; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 256 + c] * w0; a0_1 += vp[(q0 + 0) * 256 + c] * w1; a0_2 += vp[(q0 + 0) * 256 + c] * w2; a0_3 += vp[(q0 + 0) * 256 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 256 + c] * w0; a1_1 += vp[(q0 + 1) * 256 + c] * w1; a1_2 += vp[(q0 + 1) * 256 + c] * w2; a1_3 += vp[(q0 + 1) * 256 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 256 + c] * w0; a2_1 += vp[(q0 + 2) * 256 + c] * w1; a2_2 += vp[(q0 + 2) * 256 + c] * w2; a2_3 += vp[(q0 + 2) * 256 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 256 + c] * w0; a3_1 += vp[(q0 + 3) * 256 + c] * w1; a3_2 += vp[(q0 + 3) * 256 + c] * w2; a3_3 += vp[(q0 + 3) * 256 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 256 + c] * w0; a4_1 += vp[(q0 + 4) * 256 + c] * w1; a4_2 += vp[(q0 + 4) * 256 + c] * w2; a4_3 += vp[(q0 + 4) * 256 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 256 + c] * w0; a5_1 += vp[(q0 + 5) * 256 + c] * w1; a5_2 += vp[(q0 + 5) * 256 + c] * w2; a5_3 += vp[(q0 + 5) * 256 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 256 + 0, a0_0); VSTORE(mp + (q0 + 0) * 256 + 16, a0_1); VSTORE(mp + (q0 + 0) * 256 + 32, a0_2); VSTORE(mp + (q0 + 0) * 256 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 256 + 0, a1_0); VSTORE(mp + (q0 + 1) * 256 + 16, a1_1); VSTORE(mp + (q0 + 1) * 256 + 32, a1_2); VSTORE(mp + (q0 + 1) * 256 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 256 + 0, a2_0); VSTORE(mp + (q0 + 2) * 256 + 16, a2_1); VSTORE(mp + (q0 + 2) * 256 + 32, a2_2); VSTORE(mp + (q0 + 2) * 256 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 256 + 0, a3_0); VSTORE(mp + (q0 + 3) * 256 + 16, a3_1); VSTORE(mp + (q0 + 3) * 256 + 32, a3_2); VSTORE(mp + (q0 + 3) * 256 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 256 + 0, a4_0); VSTORE(mp + (q0 + 4) * 256 + 16, a4_1); VSTORE(mp + (q0 + 4) * 256 + 32, a4_2); VSTORE(mp + (q0 + 4) * 256 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 256 + 0, a5_0); VSTORE(mp + (q0 + 5) * 256 + 16, a5_1); VSTORE(mp + (q0 + 5) * 256 + 32, a5_2); VSTORE(mp + (q0 + 5) * 256 + 48, a5_3);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 0, a0_0); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 16, a0_1); VSTORE(xr + (size_t)(ci0 + 0) * 3136 + x0 + 32, a0_2); VSTORE_N(xr + (size_t)(ci0 + 0) * 3136 + x0 + 48, a0_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 0, a1_0); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 16, a1_1); VSTORE(xr + (size_t)(ci0 + 1) * 3136 + x0 + 32, a1_2); VSTORE_N(xr + (size_t)(ci0 + 1) * 3136 + x0 + 48, a1_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 0, a2_0); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 16, a2_1); VSTORE(xr + (size_t)(ci0 + 2) * 3136 + x0 + 32, a2_2); VSTORE_N(xr + (size_t)(ci0 + 2) * 3136 + x0 + 48, a2_3, 8);
-                VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 0, a3_0); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 16, a3_1); VSTORE(xr + (size_t)(ci0 + 3) * 3136 + x0 + 32, a3_2); VSTORE_N(xr + (size_t)(ci0 + 3) * 3136 + x0 + 48, a3_3, 8);
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 256; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(108 + 0) * 256 + c] * w0; a0_1 += vp[(108 + 0) * 256 + c] * w1; a0_2 += vp[(108 + 0) * 256 + c] * w2; a0_3 += vp[(108 + 0) * 256 + c] * w3;
+                        a1_0 += vp[(108 + 1) * 256 + c] * w0; a1_1 += vp[(108 + 1) * 256 + c] * w1; a1_2 += vp[(108 + 1) * 256 + c] * w2; a1_3 += vp[(108 + 1) * 256 + c] * w3;
+                        a2_0 += vp[(108 + 2) * 256 + c] * w0; a2_1 += vp[(108 + 2) * 256 + c] * w1; a2_2 += vp[(108 + 2) * 256 + c] * w2; a2_3 += vp[(108 + 2) * 256 + c] * w3;
+                        a3_0 += vp[(108 + 3) * 256 + c] * w0; a3_1 += vp[(108 + 3) * 256 + c] * w1; a3_2 += vp[(108 + 3) * 256 + c] * w2; a3_3 += vp[(108 + 3) * 256 + c] * w3;
+                    }
+                    VSTORE(mp + (108 + 0) * 256 + 0, a0_0); VSTORE(mp + (108 + 0) * 256 + 16, a0_1); VSTORE(mp + (108 + 0) * 256 + 32, a0_2); VSTORE(mp + (108 + 0) * 256 + 48, a0_3);
+                    VSTORE(mp + (108 + 1) * 256 + 0, a1_0); VSTORE(mp + (108 + 1) * 256 + 16, a1_1); VSTORE(mp + (108 + 1) * 256 + 32, a1_2); VSTORE(mp + (108 + 1) * 256 + 48, a1_3);
+                    VSTORE(mp + (108 + 2) * 256 + 0, a2_0); VSTORE(mp + (108 + 2) * 256 + 16, a2_1); VSTORE(mp + (108 + 2) * 256 + 32, a2_2); VSTORE(mp + (108 + 2) * 256 + 48, a2_3);
+                    VSTORE(mp + (108 + 3) * 256 + 0, a3_0); VSTORE(mp + (108 + 3) * 256 + 16, a3_1); VSTORE(mp + (108 + 3) * 256 + 32, a3_2); VSTORE(mp + (108 + 3) * 256 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 28; tx++) {
+                    for (int v = 0; v < 16; v++) {
+                        const float *restrict mt = Mb + (r * 28 + tx) * 256 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 28688), m2 = VLOAD(mt + 57376), m3 = VLOAD(mt + 86064), m4 = VLOAD(mt + 114752), m5 = VLOAD(mt + 143440), m6 = VLOAD(mt + 172128), m7 = VLOAD(mt + 200816), m8 = VLOAD(mt + 229504), m9 = VLOAD(mt + 258192), m10 = VLOAD(mt + 286880), m11 = VLOAD(mt + 315568), m12 = VLOAD(mt + 344256), m13 = VLOAD(mt + 372944), m14 = VLOAD(mt + 401632), m15 = VLOAD(mt + 430320);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 0) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 0) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 1) * 56 + 2 * (0 + tx) + 0) * 256 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 1) * 56 + 2 * (0 + tx) + 1) * 256 + v * 16, o11);
+                    }
+                }
             }
         }
+        for (int ci = 0; ci < 256; ci++)
+            for (int i = 0; i < 3136; i++) dxn[ci * 3136 + i] = dxh[i * 256 + ci];
     }
 }
 
@@ -4672,7 +3508,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l13_relu_backward: the code of l11_relu_backward */
 
 /* layer 14: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:31:5)
- * schedule wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 /* l14_conv2d_forward: the code of l12_conv2d_forward */
 
 /* l14_conv2d_backward: the code of l12_conv2d_backward */
@@ -4732,327 +3568,203 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 17: conv2d 256x28x28 -> 512x28x28 (specs/vgg16.yaml:35:5)
- * schedule wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    const float *restrict b = P + 1179648;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 30x30 (kept for dW) */
+    float *restrict yh = S + 460800, *restrict bp = S + 2041856, *restrict U = S + 4686336;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 256; pl++) {
-        const float *restrict s = x + (size_t)pl * 784;
-        float *restrict d = xp + (size_t)pl * 900;
-        memset(d, 0, sizeof(float) * 30);
-        for (int i = 0; i < 28; i++) {
-            float *restrict r = d + (i + 1) * 30;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
-            memset(r + 29, 0, sizeof(float) * 1);
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int r = 0; r < 256; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(o * 256 + r) * 9 + 0], g1 = w[(o * 256 + r) * 9 + 1], g2 = w[(o * 256 + r) * 9 + 2], g3 = w[(o * 256 + r) * 9 + 3], g4 = w[(o * 256 + r) * 9 + 4], g5 = w[(o * 256 + r) * 9 + 5], g6 = w[(o * 256 + r) * 9 + 6], g7 = w[(o * 256 + r) * 9 + 7], g8 = w[(o * 256 + r) * 9 + 8];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t00; U[131088 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[262176 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[393264 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t02;
+                U[524352 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t10; U[655440 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[786528 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[917616 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t12;
+                U[1048704 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t20; U[1179792 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[1310880 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[1441968 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t22;
+                U[1573056 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t30; U[1704144 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[1835232 + ((size_t)j * 256 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[1966320 + ((size_t)j * 256 + r) * 64 + o - j * 64] = t32;
+            }
         }
-        memset(d + 870, 0, sizeof(float) * 30);
     }
-    memset(xp + (size_t)nb * 230400, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 12 output channels x 2 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 28; r++) {
-        const int n = r / 28, oy = r % 28;
-        const float *restrict xr0 = xp + ((size_t)n * 7680 + oy) * 30;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 28;
-        for (int co0 = 0; co0 < 504; co0 += 12) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
-                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
-                cg_v a8_0 = vsplat(b[co0 + 8]), a8_1 = vsplat(b[co0 + 8]);
-                cg_v a9_0 = vsplat(b[co0 + 9]), a9_1 = vsplat(b[co0 + 9]);
-                cg_v a10_0 = vsplat(b[co0 + 10]), a10_1 = vsplat(b[co0 + 10]);
-                cg_v a11_0 = vsplat(b[co0 + 11]), a11_1 = vsplat(b[co0 + 11]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1;
-                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1;
-                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1;
-                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1;
-                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1;
-                        a6_0 += wr[13824] * v0; a6_1 += wr[13824] * v1;
-                        a7_0 += wr[16128] * v0; a7_1 += wr[16128] * v1;
-                        a8_0 += wr[18432] * v0; a8_1 += wr[18432] * v1;
-                        a9_0 += wr[20736] * v0; a9_1 += wr[20736] * v1;
-                        a10_0 += wr[23040] * v0; a10_1 += wr[23040] * v1;
-                        a11_0 += wr[25344] * v0; a11_1 += wr[25344] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1;
-                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1;
-                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1;
-                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1;
-                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1;
-                        a6_0 += wr[13825] * v0; a6_1 += wr[13825] * v1;
-                        a7_0 += wr[16129] * v0; a7_1 += wr[16129] * v1;
-                        a8_0 += wr[18433] * v0; a8_1 += wr[18433] * v1;
-                        a9_0 += wr[20737] * v0; a9_1 += wr[20737] * v1;
-                        a10_0 += wr[23041] * v0; a10_1 += wr[23041] * v1;
-                        a11_0 += wr[25345] * v0; a11_1 += wr[25345] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1;
-                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1;
-                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1;
-                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1;
-                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1;
-                        a6_0 += wr[13826] * v0; a6_1 += wr[13826] * v1;
-                        a7_0 += wr[16130] * v0; a7_1 += wr[16130] * v1;
-                        a8_0 += wr[18434] * v0; a8_1 += wr[18434] * v1;
-                        a9_0 += wr[20738] * v0; a9_1 += wr[20738] * v1;
-                        a10_0 += wr[23042] * v0; a10_1 += wr[23042] * v1;
-                        a11_0 += wr[25346] * v0; a11_1 += wr[25346] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1;
-                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1;
-                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1;
-                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1;
-                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1;
-                        a6_0 += wr[13827] * v0; a6_1 += wr[13827] * v1;
-                        a7_0 += wr[16131] * v0; a7_1 += wr[16131] * v1;
-                        a8_0 += wr[18435] * v0; a8_1 += wr[18435] * v1;
-                        a9_0 += wr[20739] * v0; a9_1 += wr[20739] * v1;
-                        a10_0 += wr[23043] * v0; a10_1 += wr[23043] * v1;
-                        a11_0 += wr[25347] * v0; a11_1 += wr[25347] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1;
-                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1;
-                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1;
-                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1;
-                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1;
-                        a6_0 += wr[13828] * v0; a6_1 += wr[13828] * v1;
-                        a7_0 += wr[16132] * v0; a7_1 += wr[16132] * v1;
-                        a8_0 += wr[18436] * v0; a8_1 += wr[18436] * v1;
-                        a9_0 += wr[20740] * v0; a9_1 += wr[20740] * v1;
-                        a10_0 += wr[23044] * v0; a10_1 += wr[23044] * v1;
-                        a11_0 += wr[25348] * v0; a11_1 += wr[25348] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1;
-                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1;
-                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1;
-                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1;
-                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1;
-                        a6_0 += wr[13829] * v0; a6_1 += wr[13829] * v1;
-                        a7_0 += wr[16133] * v0; a7_1 += wr[16133] * v1;
-                        a8_0 += wr[18437] * v0; a8_1 += wr[18437] * v1;
-                        a9_0 += wr[20741] * v0; a9_1 += wr[20741] * v1;
-                        a10_0 += wr[23045] * v0; a10_1 += wr[23045] * v1;
-                        a11_0 += wr[25349] * v0; a11_1 += wr[25349] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1;
-                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1;
-                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1;
-                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1;
-                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1;
-                        a6_0 += wr[13830] * v0; a6_1 += wr[13830] * v1;
-                        a7_0 += wr[16134] * v0; a7_1 += wr[16134] * v1;
-                        a8_0 += wr[18438] * v0; a8_1 += wr[18438] * v1;
-                        a9_0 += wr[20742] * v0; a9_1 += wr[20742] * v1;
-                        a10_0 += wr[23046] * v0; a10_1 += wr[23046] * v1;
-                        a11_0 += wr[25350] * v0; a11_1 += wr[25350] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1;
-                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1;
-                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1;
-                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1;
-                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1;
-                        a6_0 += wr[13831] * v0; a6_1 += wr[13831] * v1;
-                        a7_0 += wr[16135] * v0; a7_1 += wr[16135] * v1;
-                        a8_0 += wr[18439] * v0; a8_1 += wr[18439] * v1;
-                        a9_0 += wr[20743] * v0; a9_1 += wr[20743] * v1;
-                        a10_0 += wr[23047] * v0; a10_1 += wr[23047] * v1;
-                        a11_0 += wr[25351] * v0; a11_1 += wr[25351] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1;
-                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1;
-                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1;
-                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1;
-                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1;
-                        a6_0 += wr[13832] * v0; a6_1 += wr[13832] * v1;
-                        a7_0 += wr[16136] * v0; a7_1 += wr[16136] * v1;
-                        a8_0 += wr[18440] * v0; a8_1 += wr[18440] * v1;
-                        a9_0 += wr[20744] * v0; a9_1 += wr[20744] * v1;
-                        a10_0 += wr[23048] * v0; a10_1 += wr[23048] * v1;
-                        a11_0 += wr[25352] * v0; a11_1 += wr[25352] * v1;
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 1179648)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 401408;
+        const float *restrict xn = x + (size_t)n * 200704;
+        float *restrict xc = S + 0 + (size_t)n * 230400;
+        memset(xc, 0, sizeof(float) * 230400);
+        for (int ci = 0; ci < 256; ci++)
+            for (int iy = 0; iy < 28; iy++)
+                for (int ix = 0; ix < 28; ix++) xc[((iy + 1) * 30 + ix + 1) * 256 + ci] = xn[ci * 784 + iy * 28 + ix];
+        /* blocked product: 6 rows of 14 patches a block */
+        float *restrict Vb = S + 6783744, *restrict Mb = S + 7636992;
+        for (int b = 0; b < 2; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 6 + r)) * 30 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 14 + tx) * 256;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 7680 + c), d11 = VLOAD(d + 7936 + c), d12 = VLOAD(d + 8192 + c), d13 = VLOAD(d + 8448 + c), d20 = VLOAD(d + 15360 + c), d21 = VLOAD(d + 15616 + c), d22 = VLOAD(d + 15872 + c), d23 = VLOAD(d + 16128 + c), d30 = VLOAD(d + 23040 + c), d31 = VLOAD(d + 23296 + c), d32 = VLOAD(d + 23552 + c), d33 = VLOAD(d + 23808 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 21520 + c, e01 + e02); VSTORE(vt + 43040 + c, e02 - e01); VSTORE(vt + 64560 + c, e01 - e03);
+                        VSTORE(vt + 86080 + c, e10 - e12); VSTORE(vt + 107600 + c, e11 + e12); VSTORE(vt + 129120 + c, e12 - e11); VSTORE(vt + 150640 + c, e11 - e13);
+                        VSTORE(vt + 172160 + c, e20 - e22); VSTORE(vt + 193680 + c, e21 + e22); VSTORE(vt + 215200 + c, e22 - e21); VSTORE(vt + 236720 + c, e21 - e23);
+                        VSTORE(vt + 258240 + c, e30 - e32); VSTORE(vt + 279760 + c, e31 + e32); VSTORE(vt + 301280 + c, e32 - e31); VSTORE(vt + 322800 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, vrelu(a8_0)); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, vrelu(a8_1), 12);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, vrelu(a9_0)); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, vrelu(a9_1), 12);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, vrelu(a10_0)); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, vrelu(a10_1), 12);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, vrelu(a11_0)); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, vrelu(a11_1), 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 131088 + j * 16384, *restrict vp = Vb + (size_t)p * 21520;
+                float *restrict mp = Mb + (size_t)p * 43024 + j * 64;
+                for (int q0 = 0; q0 < 84; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 256; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 256 + c] * w0; a0_1 += vp[(q0 + 0) * 256 + c] * w1; a0_2 += vp[(q0 + 0) * 256 + c] * w2; a0_3 += vp[(q0 + 0) * 256 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 256 + c] * w0; a1_1 += vp[(q0 + 1) * 256 + c] * w1; a1_2 += vp[(q0 + 1) * 256 + c] * w2; a1_3 += vp[(q0 + 1) * 256 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 256 + c] * w0; a2_1 += vp[(q0 + 2) * 256 + c] * w1; a2_2 += vp[(q0 + 2) * 256 + c] * w2; a2_3 += vp[(q0 + 2) * 256 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 256 + c] * w0; a3_1 += vp[(q0 + 3) * 256 + c] * w1; a3_2 += vp[(q0 + 3) * 256 + c] * w2; a3_3 += vp[(q0 + 3) * 256 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 256 + c] * w0; a4_1 += vp[(q0 + 4) * 256 + c] * w1; a4_2 += vp[(q0 + 4) * 256 + c] * w2; a4_3 += vp[(q0 + 4) * 256 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 256 + c] * w0; a5_1 += vp[(q0 + 5) * 256 + c] * w1; a5_2 += vp[(q0 + 5) * 256 + c] * w2; a5_3 += vp[(q0 + 5) * 256 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 43024), m2 = VLOAD(mt + 86048), m3 = VLOAD(mt + 129072), m4 = VLOAD(mt + 172096), m5 = VLOAD(mt + 215120), m6 = VLOAD(mt + 258144), m7 = VLOAD(mt + 301168), m8 = VLOAD(mt + 344192), m9 = VLOAD(mt + 387216), m10 = VLOAD(mt + 430240), m11 = VLOAD(mt + 473264), m12 = VLOAD(mt + 516288), m13 = VLOAD(mt + 559312), m14 = VLOAD(mt + 602336), m15 = VLOAD(mt + 645360);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 6 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
         {
-            const int co0 = 504;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
-                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
-                for (int ci = 0; ci < 256; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 2304 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[2304] * v0; a1_1 += wr[2304] * v1;
-                        a2_0 += wr[4608] * v0; a2_1 += wr[4608] * v1;
-                        a3_0 += wr[6912] * v0; a3_1 += wr[6912] * v1;
-                        a4_0 += wr[9216] * v0; a4_1 += wr[9216] * v1;
-                        a5_0 += wr[11520] * v0; a5_1 += wr[11520] * v1;
-                        a6_0 += wr[13824] * v0; a6_1 += wr[13824] * v1;
-                        a7_0 += wr[16128] * v0; a7_1 += wr[16128] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[2305] * v0; a1_1 += wr[2305] * v1;
-                        a2_0 += wr[4609] * v0; a2_1 += wr[4609] * v1;
-                        a3_0 += wr[6913] * v0; a3_1 += wr[6913] * v1;
-                        a4_0 += wr[9217] * v0; a4_1 += wr[9217] * v1;
-                        a5_0 += wr[11521] * v0; a5_1 += wr[11521] * v1;
-                        a6_0 += wr[13825] * v0; a6_1 += wr[13825] * v1;
-                        a7_0 += wr[16129] * v0; a7_1 += wr[16129] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[2306] * v0; a1_1 += wr[2306] * v1;
-                        a2_0 += wr[4610] * v0; a2_1 += wr[4610] * v1;
-                        a3_0 += wr[6914] * v0; a3_1 += wr[6914] * v1;
-                        a4_0 += wr[9218] * v0; a4_1 += wr[9218] * v1;
-                        a5_0 += wr[11522] * v0; a5_1 += wr[11522] * v1;
-                        a6_0 += wr[13826] * v0; a6_1 += wr[13826] * v1;
-                        a7_0 += wr[16130] * v0; a7_1 += wr[16130] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[2307] * v0; a1_1 += wr[2307] * v1;
-                        a2_0 += wr[4611] * v0; a2_1 += wr[4611] * v1;
-                        a3_0 += wr[6915] * v0; a3_1 += wr[6915] * v1;
-                        a4_0 += wr[9219] * v0; a4_1 += wr[9219] * v1;
-                        a5_0 += wr[11523] * v0; a5_1 += wr[11523] * v1;
-                        a6_0 += wr[13827] * v0; a6_1 += wr[13827] * v1;
-                        a7_0 += wr[16131] * v0; a7_1 += wr[16131] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[2308] * v0; a1_1 += wr[2308] * v1;
-                        a2_0 += wr[4612] * v0; a2_1 += wr[4612] * v1;
-                        a3_0 += wr[6916] * v0; a3_1 += wr[6916] * v1;
-                        a4_0 += wr[9220] * v0; a4_1 += wr[9220] * v1;
-                        a5_0 += wr[11524] * v0; a5_1 += wr[11524] * v1;
-                        a6_0 += wr[13828] * v0; a6_1 += wr[13828] * v1;
-                        a7_0 += wr[16132] * v0; a7_1 += wr[16132] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[2309] * v0; a1_1 += wr[2309] * v1;
-                        a2_0 += wr[4613] * v0; a2_1 += wr[4613] * v1;
-                        a3_0 += wr[6917] * v0; a3_1 += wr[6917] * v1;
-                        a4_0 += wr[9221] * v0; a4_1 += wr[9221] * v1;
-                        a5_0 += wr[11525] * v0; a5_1 += wr[11525] * v1;
-                        a6_0 += wr[13829] * v0; a6_1 += wr[13829] * v1;
-                        a7_0 += wr[16133] * v0; a7_1 += wr[16133] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[2310] * v0; a1_1 += wr[2310] * v1;
-                        a2_0 += wr[4614] * v0; a2_1 += wr[4614] * v1;
-                        a3_0 += wr[6918] * v0; a3_1 += wr[6918] * v1;
-                        a4_0 += wr[9222] * v0; a4_1 += wr[9222] * v1;
-                        a5_0 += wr[11526] * v0; a5_1 += wr[11526] * v1;
-                        a6_0 += wr[13830] * v0; a6_1 += wr[13830] * v1;
-                        a7_0 += wr[16134] * v0; a7_1 += wr[16134] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[2311] * v0; a1_1 += wr[2311] * v1;
-                        a2_0 += wr[4615] * v0; a2_1 += wr[4615] * v1;
-                        a3_0 += wr[6919] * v0; a3_1 += wr[6919] * v1;
-                        a4_0 += wr[9223] * v0; a4_1 += wr[9223] * v1;
-                        a5_0 += wr[11527] * v0; a5_1 += wr[11527] * v1;
-                        a6_0 += wr[13831] * v0; a6_1 += wr[13831] * v1;
-                        a7_0 += wr[16135] * v0; a7_1 += wr[16135] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[2312] * v0; a1_1 += wr[2312] * v1;
-                        a2_0 += wr[4616] * v0; a2_1 += wr[4616] * v1;
-                        a3_0 += wr[6920] * v0; a3_1 += wr[6920] * v1;
-                        a4_0 += wr[9224] * v0; a4_1 += wr[9224] * v1;
-                        a5_0 += wr[11528] * v0; a5_1 += wr[11528] * v1;
-                        a6_0 += wr[13832] * v0; a6_1 += wr[13832] * v1;
-                        a7_0 += wr[16136] * v0; a7_1 += wr[16136] * v1;
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (12 + r)) * 30 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 14 + tx) * 256;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 7680 + c), d11 = VLOAD(d + 7936 + c), d12 = VLOAD(d + 8192 + c), d13 = VLOAD(d + 8448 + c), d20 = VLOAD(d + 15360 + c), d21 = VLOAD(d + 15616 + c), d22 = VLOAD(d + 15872 + c), d23 = VLOAD(d + 16128 + c), d30 = VLOAD(d + 23040 + c), d31 = VLOAD(d + 23296 + c), d32 = VLOAD(d + 23552 + c), d33 = VLOAD(d + 23808 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 21520 + c, e01 + e02); VSTORE(vt + 43040 + c, e02 - e01); VSTORE(vt + 64560 + c, e01 - e03);
+                        VSTORE(vt + 86080 + c, e10 - e12); VSTORE(vt + 107600 + c, e11 + e12); VSTORE(vt + 129120 + c, e12 - e11); VSTORE(vt + 150640 + c, e11 - e13);
+                        VSTORE(vt + 172160 + c, e20 - e22); VSTORE(vt + 193680 + c, e21 + e22); VSTORE(vt + 215200 + c, e22 - e21); VSTORE(vt + 236720 + c, e21 - e23);
+                        VSTORE(vt + 258240 + c, e30 - e32); VSTORE(vt + 279760 + c, e31 + e32); VSTORE(vt + 301280 + c, e32 - e31); VSTORE(vt + 322800 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 131088 + j * 16384, *restrict vp = Vb + (size_t)p * 21520;
+                float *restrict mp = Mb + (size_t)p * 43024 + j * 64;
+                for (int q0 = 0; q0 < 24; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 256; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 256 + c] * w0; a0_1 += vp[(q0 + 0) * 256 + c] * w1; a0_2 += vp[(q0 + 0) * 256 + c] * w2; a0_3 += vp[(q0 + 0) * 256 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 256 + c] * w0; a1_1 += vp[(q0 + 1) * 256 + c] * w1; a1_2 += vp[(q0 + 1) * 256 + c] * w2; a1_3 += vp[(q0 + 1) * 256 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 256 + c] * w0; a2_1 += vp[(q0 + 2) * 256 + c] * w1; a2_2 += vp[(q0 + 2) * 256 + c] * w2; a2_3 += vp[(q0 + 2) * 256 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 256 + c] * w0; a3_1 += vp[(q0 + 3) * 256 + c] * w1; a3_2 += vp[(q0 + 3) * 256 + c] * w2; a3_3 += vp[(q0 + 3) * 256 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 256 + c] * w0; a4_1 += vp[(q0 + 4) * 256 + c] * w1; a4_2 += vp[(q0 + 4) * 256 + c] * w2; a4_3 += vp[(q0 + 4) * 256 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 256 + c] * w0; a5_1 += vp[(q0 + 5) * 256 + c] * w1; a5_2 += vp[(q0 + 5) * 256 + c] * w2; a5_3 += vp[(q0 + 5) * 256 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 256; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(24 + 0) * 256 + c] * w0; a0_1 += vp[(24 + 0) * 256 + c] * w1; a0_2 += vp[(24 + 0) * 256 + c] * w2; a0_3 += vp[(24 + 0) * 256 + c] * w3;
+                        a1_0 += vp[(24 + 1) * 256 + c] * w0; a1_1 += vp[(24 + 1) * 256 + c] * w1; a1_2 += vp[(24 + 1) * 256 + c] * w2; a1_3 += vp[(24 + 1) * 256 + c] * w3;
+                        a2_0 += vp[(24 + 2) * 256 + c] * w0; a2_1 += vp[(24 + 2) * 256 + c] * w1; a2_2 += vp[(24 + 2) * 256 + c] * w2; a2_3 += vp[(24 + 2) * 256 + c] * w3;
+                        a3_0 += vp[(24 + 3) * 256 + c] * w0; a3_1 += vp[(24 + 3) * 256 + c] * w1; a3_2 += vp[(24 + 3) * 256 + c] * w2; a3_3 += vp[(24 + 3) * 256 + c] * w3;
+                    }
+                    VSTORE(mp + (24 + 0) * 512 + 0, a0_0); VSTORE(mp + (24 + 0) * 512 + 16, a0_1); VSTORE(mp + (24 + 0) * 512 + 32, a0_2); VSTORE(mp + (24 + 0) * 512 + 48, a0_3);
+                    VSTORE(mp + (24 + 1) * 512 + 0, a1_0); VSTORE(mp + (24 + 1) * 512 + 16, a1_1); VSTORE(mp + (24 + 1) * 512 + 32, a1_2); VSTORE(mp + (24 + 1) * 512 + 48, a1_3);
+                    VSTORE(mp + (24 + 2) * 512 + 0, a2_0); VSTORE(mp + (24 + 2) * 512 + 16, a2_1); VSTORE(mp + (24 + 2) * 512 + 32, a2_2); VSTORE(mp + (24 + 2) * 512 + 48, a2_3);
+                    VSTORE(mp + (24 + 3) * 512 + 0, a3_0); VSTORE(mp + (24 + 3) * 512 + 16, a3_1); VSTORE(mp + (24 + 3) * 512 + 32, a3_2); VSTORE(mp + (24 + 3) * 512 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 43024), m2 = VLOAD(mt + 86048), m3 = VLOAD(mt + 129072), m4 = VLOAD(mt + 172096), m5 = VLOAD(mt + 215120), m6 = VLOAD(mt + 258144), m7 = VLOAD(mt + 301168), m8 = VLOAD(mt + 344192), m9 = VLOAD(mt + 387216), m10 = VLOAD(mt + 430240), m11 = VLOAD(mt + 473264), m12 = VLOAD(mt + 516288), m13 = VLOAD(mt + 559312), m14 = VLOAD(mt + 602336), m15 = VLOAD(mt + 645360);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
     }
 }
 
@@ -5060,169 +3772,124 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 1179648;
-    CG_PARALLEL_FOR
+    /* blocked dW: 14 rows of 14 patches a block */
+    float *restrict dU = S + 4686336, *restrict dyc = S + 460800, *restrict Vb = S + 6783744, *restrict Zb = S + 7636992;
+    memset(dU, 0, sizeof(float) * 2097408);
     for (int co = 0; co < 512; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 512 + co) * 784;
-            for (int i = 0; i < 784; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    /* lanes of the last, overlapping vector of a row already counted by the one before */
-    const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 65536; t++) {
-        const int co0 = t / 256 * 2, ci = t % 256;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 28; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
-                const float *restrict xr = xp + ((size_t)n * 256 + ci) * 900 + (oy) * 30;
-                for (int x = 0; x < 16; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
-                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
-                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
-                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        const float *restrict xc = S + 0 + (size_t)n * 230400;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 784; i++) {
+            for (int co = 0; co < 512; co++) dyc[i * 512 + co] = dn[co * 784 + i];
+        }
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 14; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 14 + r)) * 30 + 2 * (0 + tx)) * 256;
+                    float *restrict vt = Vb + (r * 14 + tx) * 272;
+                    for (int c = 0; c < 256; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 256 + c), d02 = VLOAD(d + 512 + c), d03 = VLOAD(d + 768 + c), d10 = VLOAD(d + 7680 + c), d11 = VLOAD(d + 7936 + c), d12 = VLOAD(d + 8192 + c), d13 = VLOAD(d + 8448 + c), d20 = VLOAD(d + 15360 + c), d21 = VLOAD(d + 15616 + c), d22 = VLOAD(d + 15872 + c), d23 = VLOAD(d + 16128 + c), d30 = VLOAD(d + 23040 + c), d31 = VLOAD(d + 23296 + c), d32 = VLOAD(d + 23552 + c), d33 = VLOAD(d + 23808 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 53328 + c, e01 + e02); VSTORE(vt + 106656 + c, e02 - e01); VSTORE(vt + 159984 + c, e01 - e03);
+                        VSTORE(vt + 213312 + c, e10 - e12); VSTORE(vt + 266640 + c, e11 + e12); VSTORE(vt + 319968 + c, e12 - e11); VSTORE(vt + 373296 + c, e11 - e13);
+                        VSTORE(vt + 426624 + c, e20 - e22); VSTORE(vt + 479952 + c, e21 + e22); VSTORE(vt + 533280 + c, e22 - e21); VSTORE(vt + 586608 + c, e21 - e23);
+                        VSTORE(vt + 639936 + c, e30 - e32); VSTORE(vt + 693264 + c, e31 + e32); VSTORE(vt + 746592 + c, e32 - e31); VSTORE(vt + 799920 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-                {
-                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
-                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
-                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
-                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
-                    {
-                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 14 + r)) * 28 + 2 * (tx)) * 512;
+                    float *restrict zt = Zb + (r * 14 + tx) * 528;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 512 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14848 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 103504 + c, h00 + h01); VSTORE(zt + 207008 + c, h00 - h01); VSTORE(zt + 310512 + c, -h01);
+                        VSTORE(zt + 414016 + c, h10); VSTORE(zt + 517520 + c, h10 + h11); VSTORE(zt + 621024 + c, h10 - h11); VSTORE(zt + 724528 + c, -h11);
+                        VSTORE(zt + 828032 + c, h20); VSTORE(zt + 931536 + c, h20 + h21); VSTORE(zt + 1035040 + c, h20 - h21); VSTORE(zt + 1138544 + c, -h21);
+                        VSTORE(zt + 1242048 + c, h30); VSTORE(zt + 1345552 + c, h30 + h31); VSTORE(zt + 1449056 + c, h30 - h31); VSTORE(zt + 1552560 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                float *restrict dup = dU + (size_t)p * 131088 + j * 16384;
+                const float *restrict vp = Vb + (size_t)p * 53328, *restrict zp = Zb + (size_t)p * 103504 + j * 64;
+                for (int ci0 = 0; ci0 < 252; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 196; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 528 + 0), z1 = VLOAD(zp + q * 528 + 16), z2 = VLOAD(zp + q * 528 + 32), z3 = VLOAD(zp + q * 528 + 48);
+                            const float *restrict vq = vp + q * 272 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (252 + 0) * 64 + 0), a0_1 = VLOAD(dup + (252 + 0) * 64 + 16), a0_2 = VLOAD(dup + (252 + 0) * 64 + 32), a0_3 = VLOAD(dup + (252 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (252 + 1) * 64 + 0), a1_1 = VLOAD(dup + (252 + 1) * 64 + 16), a1_2 = VLOAD(dup + (252 + 1) * 64 + 32), a1_3 = VLOAD(dup + (252 + 1) * 64 + 48);
+                    cg_v a2_0 = VLOAD(dup + (252 + 2) * 64 + 0), a2_1 = VLOAD(dup + (252 + 2) * 64 + 16), a2_2 = VLOAD(dup + (252 + 2) * 64 + 32), a2_3 = VLOAD(dup + (252 + 2) * 64 + 48);
+                    cg_v a3_0 = VLOAD(dup + (252 + 3) * 64 + 0), a3_1 = VLOAD(dup + (252 + 3) * 64 + 16), a3_2 = VLOAD(dup + (252 + 3) * 64 + 32), a3_3 = VLOAD(dup + (252 + 3) * 64 + 48);
+                    for (int q = 0; q < 196; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 528 + 0), z1 = VLOAD(zp + q * 528 + 16), z2 = VLOAD(zp + q * 528 + 32), z3 = VLOAD(zp + q * 528 + 48);
+                        const float *restrict vq = vp + q * 272 + 252;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                        a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                        a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                    }
+                    VSTORE(dup + (252 + 0) * 64 + 0, a0_0); VSTORE(dup + (252 + 0) * 64 + 16, a0_1); VSTORE(dup + (252 + 0) * 64 + 32, a0_2); VSTORE(dup + (252 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (252 + 1) * 64 + 0, a1_0); VSTORE(dup + (252 + 1) * 64 + 16, a1_1); VSTORE(dup + (252 + 1) * 64 + 32, a1_2); VSTORE(dup + (252 + 1) * 64 + 48, a1_3);
+                    VSTORE(dup + (252 + 2) * 64 + 0, a2_0); VSTORE(dup + (252 + 2) * 64 + 16, a2_1); VSTORE(dup + (252 + 2) * 64 + 32, a2_2); VSTORE(dup + (252 + 2) * 64 + 48, a2_3);
+                    VSTORE(dup + (252 + 3) * 64 + 0, a3_0); VSTORE(dup + (252 + 3) * 64 + 16, a3_1); VSTORE(dup + (252 + 3) * 64 + 32, a3_2); VSTORE(dup + (252 + 3) * 64 + 48, a3_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 2304 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 2304 + ci * 9 + 8] += vsum(a1_8);
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int ci = 0; ci < 256; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 256 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[131088], x2 = u[262176], x3 = u[393264], x4 = u[524352], x5 = u[655440], x6 = u[786528], x7 = u[917616], x8 = u[1048704], x9 = u[1179792], x10 = u[1310880], x11 = u[1441968], x12 = u[1573056], x13 = u[1704144], x14 = u[1835232], x15 = u[1966320];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 256 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -5230,283 +3897,196 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict dyp = S + 460816;
-    /* dy -> zero-padded rows [n][30][512][30] */
+    float *restrict dyp = S + 4024832, *restrict dxh = S + 4485632, *restrict U = S + 4686336;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 512; pl++) {
-        const int n = pl / 512, c = pl % 512;
-        const float *restrict s = dy + (size_t)pl * 784;
-        float *restrict d = dyp + (size_t)n * 460800 + c * 30;
-        for (int i = 0; i < 30; i++) {
-            float *restrict r = d + (size_t)i * 15360;
-            if (i < 1 || i >= 29) {
-                memset(r, 0, sizeof(float) * 30);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 28, sizeof(float) * 28);
-                memset(r + 29, 0, sizeof(float) * 1);
+    for (int j = 0; j < 4; j++) {
+        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
+        for (int r = 0; r < 512; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(r * 256 + o) * 9 + 8], g1 = w[(r * 256 + o) * 9 + 7], g2 = w[(r * 256 + o) * 9 + 6], g3 = w[(r * 256 + o) * 9 + 5], g4 = w[(r * 256 + o) * 9 + 4], g5 = w[(r * 256 + o) * 9 + 3], g6 = w[(r * 256 + o) * 9 + 2], g7 = w[(r * 256 + o) * 9 + 1], g8 = w[(r * 256 + o) * 9 + 0];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t00; U[131088 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[262176 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[393264 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t02;
+                U[524352 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t10; U[655440 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[786528 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[917616 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t12;
+                U[1048704 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t20; U[1179792 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[1310880 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[1441968 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t22;
+                U[1573056 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t30; U[1704144 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[1835232 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[1966320 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t32;
             }
         }
     }
-    memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 12 input channels x 2 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 28; r++) {
-        const int n = r / 28, iy = r % 28;
-        const float *restrict dr0 = dyp + ((size_t)n * 30 + iy) * 15360;
-        float *restrict xr = dx + ((size_t)n * 7168 + iy) * 28;
-        for (int ci0 = 0; ci0 < 252; ci0 += 12) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f), a8_1 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f), a9_1 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + co * 30 + x0;
-                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
-                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
-                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
-                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
-                        a8_0 += wr[72] * v0; a8_1 += wr[72] * v1;
-                        a9_0 += wr[81] * v0; a9_1 += wr[81] * v1;
-                        a10_0 += wr[90] * v0; a10_1 += wr[90] * v1;
-                        a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
-                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
-                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
-                        a8_0 += wr[73] * v0; a8_1 += wr[73] * v1;
-                        a9_0 += wr[82] * v0; a9_1 += wr[82] * v1;
-                        a10_0 += wr[91] * v0; a10_1 += wr[91] * v1;
-                        a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
-                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
-                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
-                        a8_0 += wr[74] * v0; a8_1 += wr[74] * v1;
-                        a9_0 += wr[83] * v0; a9_1 += wr[83] * v1;
-                        a10_0 += wr[92] * v0; a10_1 += wr[92] * v1;
-                        a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
-                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
-                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
-                        a8_0 += wr[75] * v0; a8_1 += wr[75] * v1;
-                        a9_0 += wr[84] * v0; a9_1 += wr[84] * v1;
-                        a10_0 += wr[93] * v0; a10_1 += wr[93] * v1;
-                        a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
-                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
-                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
-                        a8_0 += wr[76] * v0; a8_1 += wr[76] * v1;
-                        a9_0 += wr[85] * v0; a9_1 += wr[85] * v1;
-                        a10_0 += wr[94] * v0; a10_1 += wr[94] * v1;
-                        a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
-                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
-                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
-                        a8_0 += wr[77] * v0; a8_1 += wr[77] * v1;
-                        a9_0 += wr[86] * v0; a9_1 += wr[86] * v1;
-                        a10_0 += wr[95] * v0; a10_1 += wr[95] * v1;
-                        a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
-                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
-                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
-                        a8_0 += wr[78] * v0; a8_1 += wr[78] * v1;
-                        a9_0 += wr[87] * v0; a9_1 += wr[87] * v1;
-                        a10_0 += wr[96] * v0; a10_1 += wr[96] * v1;
-                        a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
-                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
-                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
-                        a8_0 += wr[79] * v0; a8_1 += wr[79] * v1;
-                        a9_0 += wr[88] * v0; a9_1 += wr[88] * v1;
-                        a10_0 += wr[97] * v0; a10_1 += wr[97] * v1;
-                        a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
-                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
-                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
-                        a8_0 += wr[80] * v0; a8_1 += wr[80] * v1;
-                        a9_0 += wr[89] * v0; a9_1 += wr[89] * v1;
-                        a10_0 += wr[98] * v0; a10_1 += wr[98] * v1;
-                        a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        float *restrict dxn = dx + (size_t)n * 200704;
+        memset(dyp, 0, sizeof(float) * 460800);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 28; oy++)
+                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
+        /* blocked product: 6 rows of 14 patches a block */
+        float *restrict Vb = S + 6783744, *restrict Mb = S + 7636992;
+        for (int b = 0; b < 2; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (b * 6 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 43024 + c, e01 + e02); VSTORE(vt + 86048 + c, e02 - e01); VSTORE(vt + 129072 + c, e01 - e03);
+                        VSTORE(vt + 172096 + c, e10 - e12); VSTORE(vt + 215120 + c, e11 + e12); VSTORE(vt + 258144 + c, e12 - e11); VSTORE(vt + 301168 + c, e11 - e13);
+                        VSTORE(vt + 344192 + c, e20 - e22); VSTORE(vt + 387216 + c, e21 + e22); VSTORE(vt + 430240 + c, e22 - e21); VSTORE(vt + 473264 + c, e21 - e23);
+                        VSTORE(vt + 516288 + c, e30 - e32); VSTORE(vt + 559312 + c, e31 + e32); VSTORE(vt + 602336 + c, e32 - e31); VSTORE(vt + 645360 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(xr + (size_t)(ci0 + 8) * 784 + x0 + 16, a8_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(xr + (size_t)(ci0 + 9) * 784 + x0 + 16, a9_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(xr + (size_t)(ci0 + 10) * 784 + x0 + 16, a10_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(xr + (size_t)(ci0 + 11) * 784 + x0 + 16, a11_1, 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                const float *restrict up = U + (size_t)p * 131088 + j * 32768, *restrict vp = Vb + (size_t)p * 43024;
+                float *restrict mp = Mb + (size_t)p * 21520 + j * 64;
+                for (int q0 = 0; q0 < 84; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 256 + 0, a0_0); VSTORE(mp + (q0 + 0) * 256 + 16, a0_1); VSTORE(mp + (q0 + 0) * 256 + 32, a0_2); VSTORE(mp + (q0 + 0) * 256 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 256 + 0, a1_0); VSTORE(mp + (q0 + 1) * 256 + 16, a1_1); VSTORE(mp + (q0 + 1) * 256 + 32, a1_2); VSTORE(mp + (q0 + 1) * 256 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 256 + 0, a2_0); VSTORE(mp + (q0 + 2) * 256 + 16, a2_1); VSTORE(mp + (q0 + 2) * 256 + 32, a2_2); VSTORE(mp + (q0 + 2) * 256 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 256 + 0, a3_0); VSTORE(mp + (q0 + 3) * 256 + 16, a3_1); VSTORE(mp + (q0 + 3) * 256 + 32, a3_2); VSTORE(mp + (q0 + 3) * 256 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 256 + 0, a4_0); VSTORE(mp + (q0 + 4) * 256 + 16, a4_1); VSTORE(mp + (q0 + 4) * 256 + 32, a4_2); VSTORE(mp + (q0 + 4) * 256 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 256 + 0, a5_0); VSTORE(mp + (q0 + 5) * 256 + 16, a5_1); VSTORE(mp + (q0 + 5) * 256 + 32, a5_2); VSTORE(mp + (q0 + 5) * 256 + 48, a5_3);
+                    }
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 6; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 16; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 256 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 21520), m2 = VLOAD(mt + 43040), m3 = VLOAD(mt + 64560), m4 = VLOAD(mt + 86080), m5 = VLOAD(mt + 107600), m6 = VLOAD(mt + 129120), m7 = VLOAD(mt + 150640), m8 = VLOAD(mt + 172160), m9 = VLOAD(mt + 193680), m10 = VLOAD(mt + 215200), m11 = VLOAD(mt + 236720), m12 = VLOAD(mt + 258240), m13 = VLOAD(mt + 279760), m14 = VLOAD(mt + 301280), m15 = VLOAD(mt + 322800);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 256 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 256 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 256 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (b * 6 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 256 + v * 16, o11);
+                    }
+                }
             }
         }
         {
-            const int ci0 = 252;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + co * 30 + x0;
-                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
-                    const float *restrict wr = w + (size_t)co * 2304 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (12 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 43024 + c, e01 + e02); VSTORE(vt + 86048 + c, e02 - e01); VSTORE(vt + 129072 + c, e01 - e03);
+                        VSTORE(vt + 172096 + c, e10 - e12); VSTORE(vt + 215120 + c, e11 + e12); VSTORE(vt + 258144 + c, e12 - e11); VSTORE(vt + 301168 + c, e11 - e13);
+                        VSTORE(vt + 344192 + c, e20 - e22); VSTORE(vt + 387216 + c, e21 + e22); VSTORE(vt + 430240 + c, e22 - e21); VSTORE(vt + 473264 + c, e21 - e23);
+                        VSTORE(vt + 516288 + c, e30 - e32); VSTORE(vt + 559312 + c, e31 + e32); VSTORE(vt + 602336 + c, e32 - e31); VSTORE(vt + 645360 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 4; j++) {
+                const float *restrict up = U + (size_t)p * 131088 + j * 32768, *restrict vp = Vb + (size_t)p * 43024;
+                float *restrict mp = Mb + (size_t)p * 21520 + j * 64;
+                for (int q0 = 0; q0 < 24; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 256 + 0, a0_0); VSTORE(mp + (q0 + 0) * 256 + 16, a0_1); VSTORE(mp + (q0 + 0) * 256 + 32, a0_2); VSTORE(mp + (q0 + 0) * 256 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 256 + 0, a1_0); VSTORE(mp + (q0 + 1) * 256 + 16, a1_1); VSTORE(mp + (q0 + 1) * 256 + 32, a1_2); VSTORE(mp + (q0 + 1) * 256 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 256 + 0, a2_0); VSTORE(mp + (q0 + 2) * 256 + 16, a2_1); VSTORE(mp + (q0 + 2) * 256 + 32, a2_2); VSTORE(mp + (q0 + 2) * 256 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 256 + 0, a3_0); VSTORE(mp + (q0 + 3) * 256 + 16, a3_1); VSTORE(mp + (q0 + 3) * 256 + 32, a3_2); VSTORE(mp + (q0 + 3) * 256 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 256 + 0, a4_0); VSTORE(mp + (q0 + 4) * 256 + 16, a4_1); VSTORE(mp + (q0 + 4) * 256 + 32, a4_2); VSTORE(mp + (q0 + 4) * 256 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 256 + 0, a5_0); VSTORE(mp + (q0 + 5) * 256 + 16, a5_1); VSTORE(mp + (q0 + 5) * 256 + 32, a5_2); VSTORE(mp + (q0 + 5) * 256 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(24 + 0) * 512 + c] * w0; a0_1 += vp[(24 + 0) * 512 + c] * w1; a0_2 += vp[(24 + 0) * 512 + c] * w2; a0_3 += vp[(24 + 0) * 512 + c] * w3;
+                        a1_0 += vp[(24 + 1) * 512 + c] * w0; a1_1 += vp[(24 + 1) * 512 + c] * w1; a1_2 += vp[(24 + 1) * 512 + c] * w2; a1_3 += vp[(24 + 1) * 512 + c] * w3;
+                        a2_0 += vp[(24 + 2) * 512 + c] * w0; a2_1 += vp[(24 + 2) * 512 + c] * w1; a2_2 += vp[(24 + 2) * 512 + c] * w2; a2_3 += vp[(24 + 2) * 512 + c] * w3;
+                        a3_0 += vp[(24 + 3) * 512 + c] * w0; a3_1 += vp[(24 + 3) * 512 + c] * w1; a3_2 += vp[(24 + 3) * 512 + c] * w2; a3_3 += vp[(24 + 3) * 512 + c] * w3;
+                    }
+                    VSTORE(mp + (24 + 0) * 256 + 0, a0_0); VSTORE(mp + (24 + 0) * 256 + 16, a0_1); VSTORE(mp + (24 + 0) * 256 + 32, a0_2); VSTORE(mp + (24 + 0) * 256 + 48, a0_3);
+                    VSTORE(mp + (24 + 1) * 256 + 0, a1_0); VSTORE(mp + (24 + 1) * 256 + 16, a1_1); VSTORE(mp + (24 + 1) * 256 + 32, a1_2); VSTORE(mp + (24 + 1) * 256 + 48, a1_3);
+                    VSTORE(mp + (24 + 2) * 256 + 0, a2_0); VSTORE(mp + (24 + 2) * 256 + 16, a2_1); VSTORE(mp + (24 + 2) * 256 + 32, a2_2); VSTORE(mp + (24 + 2) * 256 + 48, a2_3);
+                    VSTORE(mp + (24 + 3) * 256 + 0, a3_0); VSTORE(mp + (24 + 3) * 256 + 16, a3_1); VSTORE(mp + (24 + 3) * 256 + 32, a3_2); VSTORE(mp + (24 + 3) * 256 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 16; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 256 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 21520), m2 = VLOAD(mt + 43040), m3 = VLOAD(mt + 64560), m4 = VLOAD(mt + 86080), m5 = VLOAD(mt + 107600), m6 = VLOAD(mt + 129120), m7 = VLOAD(mt + 150640), m8 = VLOAD(mt + 172160), m9 = VLOAD(mt + 193680), m10 = VLOAD(mt + 215200), m11 = VLOAD(mt + 236720), m12 = VLOAD(mt + 258240), m13 = VLOAD(mt + 279760), m14 = VLOAD(mt + 301280), m15 = VLOAD(mt + 322800);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 256 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 256 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 256 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 256 + v * 16, o11);
+                    }
+                }
             }
         }
+        for (int ci = 0; ci < 256; ci++)
+            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 256 + ci];
     }
 }
 
@@ -5522,327 +4102,214 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5)
- * schedule wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    const float *restrict b = P + 2359296;
-    float *restrict xp = S + 0;
-    /* inputs -> zero-padded planes 30x30 (kept for dW) */
+    float *restrict yh = S + 921600, *restrict bp = S + 3682304, *restrict U = S + 7707136;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 512; pl++) {
-        const float *restrict s = x + (size_t)pl * 784;
-        float *restrict d = xp + (size_t)pl * 900;
-        memset(d, 0, sizeof(float) * 30);
-        for (int i = 0; i < 28; i++) {
-            float *restrict r = d + (i + 1) * 30;
-            memset(r, 0, sizeof(float) * 1);
-            memcpy(r + 1, s + i * 28, sizeof(float) * 28);
-            memset(r + 29, 0, sizeof(float) * 1);
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int r = 0; r < 512; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(o * 512 + r) * 9 + 0], g1 = w[(o * 512 + r) * 9 + 1], g2 = w[(o * 512 + r) * 9 + 2], g3 = w[(o * 512 + r) * 9 + 3], g4 = w[(o * 512 + r) * 9 + 4], g5 = w[(o * 512 + r) * 9 + 5], g6 = w[(o * 512 + r) * 9 + 6], g7 = w[(o * 512 + r) * 9 + 7], g8 = w[(o * 512 + r) * 9 + 8];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t00; U[262160 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[524320 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[786480 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t02;
+                U[1048640 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t10; U[1310800 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[1572960 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[1835120 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t12;
+                U[2097280 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t20; U[2359440 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[2621600 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[2883760 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t22;
+                U[3145920 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t30; U[3408080 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[3670240 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[3932400 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t32;
+            }
         }
-        memset(d + 870, 0, sizeof(float) * 30);
     }
-    memset(xp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 12 output channels x 2 vectors of an output row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 28; r++) {
-        const int n = r / 28, oy = r % 28;
-        const float *restrict xr0 = xp + ((size_t)n * 15360 + oy) * 30;
-        float *restrict yr = y + ((size_t)n * 14336 + oy) * 28;
-        for (int co0 = 0; co0 < 504; co0 += 12) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
-                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
-                cg_v a8_0 = vsplat(b[co0 + 8]), a8_1 = vsplat(b[co0 + 8]);
-                cg_v a9_0 = vsplat(b[co0 + 9]), a9_1 = vsplat(b[co0 + 9]);
-                cg_v a10_0 = vsplat(b[co0 + 10]), a10_1 = vsplat(b[co0 + 10]);
-                cg_v a11_0 = vsplat(b[co0 + 11]), a11_1 = vsplat(b[co0 + 11]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
-                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
-                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
-                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
-                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
-                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
-                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
-                        a8_0 += wr[36864] * v0; a8_1 += wr[36864] * v1;
-                        a9_0 += wr[41472] * v0; a9_1 += wr[41472] * v1;
-                        a10_0 += wr[46080] * v0; a10_1 += wr[46080] * v1;
-                        a11_0 += wr[50688] * v0; a11_1 += wr[50688] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
-                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
-                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
-                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
-                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
-                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
-                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
-                        a8_0 += wr[36865] * v0; a8_1 += wr[36865] * v1;
-                        a9_0 += wr[41473] * v0; a9_1 += wr[41473] * v1;
-                        a10_0 += wr[46081] * v0; a10_1 += wr[46081] * v1;
-                        a11_0 += wr[50689] * v0; a11_1 += wr[50689] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
-                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
-                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
-                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
-                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
-                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
-                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
-                        a8_0 += wr[36866] * v0; a8_1 += wr[36866] * v1;
-                        a9_0 += wr[41474] * v0; a9_1 += wr[41474] * v1;
-                        a10_0 += wr[46082] * v0; a10_1 += wr[46082] * v1;
-                        a11_0 += wr[50690] * v0; a11_1 += wr[50690] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
-                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
-                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
-                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
-                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
-                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
-                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
-                        a8_0 += wr[36867] * v0; a8_1 += wr[36867] * v1;
-                        a9_0 += wr[41475] * v0; a9_1 += wr[41475] * v1;
-                        a10_0 += wr[46083] * v0; a10_1 += wr[46083] * v1;
-                        a11_0 += wr[50691] * v0; a11_1 += wr[50691] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
-                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
-                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
-                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
-                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
-                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
-                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
-                        a8_0 += wr[36868] * v0; a8_1 += wr[36868] * v1;
-                        a9_0 += wr[41476] * v0; a9_1 += wr[41476] * v1;
-                        a10_0 += wr[46084] * v0; a10_1 += wr[46084] * v1;
-                        a11_0 += wr[50692] * v0; a11_1 += wr[50692] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
-                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
-                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
-                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
-                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
-                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
-                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
-                        a8_0 += wr[36869] * v0; a8_1 += wr[36869] * v1;
-                        a9_0 += wr[41477] * v0; a9_1 += wr[41477] * v1;
-                        a10_0 += wr[46085] * v0; a10_1 += wr[46085] * v1;
-                        a11_0 += wr[50693] * v0; a11_1 += wr[50693] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
-                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
-                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
-                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
-                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
-                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
-                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
-                        a8_0 += wr[36870] * v0; a8_1 += wr[36870] * v1;
-                        a9_0 += wr[41478] * v0; a9_1 += wr[41478] * v1;
-                        a10_0 += wr[46086] * v0; a10_1 += wr[46086] * v1;
-                        a11_0 += wr[50694] * v0; a11_1 += wr[50694] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
-                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
-                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
-                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
-                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
-                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
-                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
-                        a8_0 += wr[36871] * v0; a8_1 += wr[36871] * v1;
-                        a9_0 += wr[41479] * v0; a9_1 += wr[41479] * v1;
-                        a10_0 += wr[46087] * v0; a10_1 += wr[46087] * v1;
-                        a11_0 += wr[50695] * v0; a11_1 += wr[50695] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
-                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
-                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
-                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
-                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
-                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
-                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
-                        a8_0 += wr[36872] * v0; a8_1 += wr[36872] * v1;
-                        a9_0 += wr[41480] * v0; a9_1 += wr[41480] * v1;
-                        a10_0 += wr[46088] * v0; a10_1 += wr[46088] * v1;
-                        a11_0 += wr[50696] * v0; a11_1 += wr[50696] * v1;
+    for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 2359296)[co] : 0.0f;
+    for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 401408;
+        const float *restrict xn = x + (size_t)n * 401408;
+        float *restrict xc = S + 0 + (size_t)n * 460800;
+        memset(xc, 0, sizeof(float) * 460800);
+        for (int ci = 0; ci < 512; ci++)
+            for (int iy = 0; iy < 28; iy++)
+                for (int ix = 0; ix < 28; ix++) xc[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
+        /* blocked product: 4 rows of 14 patches a block */
+        float *restrict Vb = S + 11901696, *restrict Mb = S + 13557760;
+        for (int b = 0; b < 3; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 4 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 28688 + c, e01 + e02); VSTORE(vt + 57376 + c, e02 - e01); VSTORE(vt + 86064 + c, e01 - e03);
+                        VSTORE(vt + 114752 + c, e10 - e12); VSTORE(vt + 143440 + c, e11 + e12); VSTORE(vt + 172128 + c, e12 - e11); VSTORE(vt + 200816 + c, e11 - e13);
+                        VSTORE(vt + 229504 + c, e20 - e22); VSTORE(vt + 258192 + c, e21 + e22); VSTORE(vt + 286880 + c, e22 - e21); VSTORE(vt + 315568 + c, e21 - e23);
+                        VSTORE(vt + 344256 + c, e30 - e32); VSTORE(vt + 372944 + c, e31 + e32); VSTORE(vt + 401632 + c, e32 - e31); VSTORE(vt + 430320 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
-                VSTORE(yr + (size_t)(co0 + 8) * 784 + x0 + 0, vrelu(a8_0)); VSTORE_N(yr + (size_t)(co0 + 8) * 784 + x0 + 16, vrelu(a8_1), 12);
-                VSTORE(yr + (size_t)(co0 + 9) * 784 + x0 + 0, vrelu(a9_0)); VSTORE_N(yr + (size_t)(co0 + 9) * 784 + x0 + 16, vrelu(a9_1), 12);
-                VSTORE(yr + (size_t)(co0 + 10) * 784 + x0 + 0, vrelu(a10_0)); VSTORE_N(yr + (size_t)(co0 + 10) * 784 + x0 + 16, vrelu(a10_1), 12);
-                VSTORE(yr + (size_t)(co0 + 11) * 784 + x0 + 0, vrelu(a11_0)); VSTORE_N(yr + (size_t)(co0 + 11) * 784 + x0 + 16, vrelu(a11_1), 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 262160 + j * 32768, *restrict vp = Vb + (size_t)p * 28688;
+                float *restrict mp = Mb + (size_t)p * 28688 + j * 64;
+                for (int q0 = 0; q0 < 54; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(54 + 0) * 512 + c] * w0; a0_1 += vp[(54 + 0) * 512 + c] * w1; a0_2 += vp[(54 + 0) * 512 + c] * w2; a0_3 += vp[(54 + 0) * 512 + c] * w3;
+                        a1_0 += vp[(54 + 1) * 512 + c] * w0; a1_1 += vp[(54 + 1) * 512 + c] * w1; a1_2 += vp[(54 + 1) * 512 + c] * w2; a1_3 += vp[(54 + 1) * 512 + c] * w3;
+                    }
+                    VSTORE(mp + (54 + 0) * 512 + 0, a0_0); VSTORE(mp + (54 + 0) * 512 + 16, a0_1); VSTORE(mp + (54 + 0) * 512 + 32, a0_2); VSTORE(mp + (54 + 0) * 512 + 48, a0_3);
+                    VSTORE(mp + (54 + 1) * 512 + 0, a1_0); VSTORE(mp + (54 + 1) * 512 + 16, a1_1); VSTORE(mp + (54 + 1) * 512 + 32, a1_2); VSTORE(mp + (54 + 1) * 512 + 48, a1_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 28688), m2 = VLOAD(mt + 57376), m3 = VLOAD(mt + 86064), m4 = VLOAD(mt + 114752), m5 = VLOAD(mt + 143440), m6 = VLOAD(mt + 172128), m7 = VLOAD(mt + 200816), m8 = VLOAD(mt + 229504), m9 = VLOAD(mt + 258192), m10 = VLOAD(mt + 286880), m11 = VLOAD(mt + 315568), m12 = VLOAD(mt + 344256), m13 = VLOAD(mt + 372944), m14 = VLOAD(mt + 401632), m15 = VLOAD(mt + 430320);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 4 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
         {
-            const int co0 = 504;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(b[co0 + 0]), a0_1 = vsplat(b[co0 + 0]);
-                cg_v a1_0 = vsplat(b[co0 + 1]), a1_1 = vsplat(b[co0 + 1]);
-                cg_v a2_0 = vsplat(b[co0 + 2]), a2_1 = vsplat(b[co0 + 2]);
-                cg_v a3_0 = vsplat(b[co0 + 3]), a3_1 = vsplat(b[co0 + 3]);
-                cg_v a4_0 = vsplat(b[co0 + 4]), a4_1 = vsplat(b[co0 + 4]);
-                cg_v a5_0 = vsplat(b[co0 + 5]), a5_1 = vsplat(b[co0 + 5]);
-                cg_v a6_0 = vsplat(b[co0 + 6]), a6_1 = vsplat(b[co0 + 6]);
-                cg_v a7_0 = vsplat(b[co0 + 7]), a7_1 = vsplat(b[co0 + 7]);
-                for (int ci = 0; ci < 512; ci++) {
-                    const float *restrict xr = xr0 + (size_t)ci * 900 + x0;
-                    const float *restrict wr = w + (size_t)co0 * 4608 + ci * 9;
-                    {
-                        cg_v v0 = VLOAD(xr + 0), v1 = VLOAD(xr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[4608] * v0; a1_1 += wr[4608] * v1;
-                        a2_0 += wr[9216] * v0; a2_1 += wr[9216] * v1;
-                        a3_0 += wr[13824] * v0; a3_1 += wr[13824] * v1;
-                        a4_0 += wr[18432] * v0; a4_1 += wr[18432] * v1;
-                        a5_0 += wr[23040] * v0; a5_1 += wr[23040] * v1;
-                        a6_0 += wr[27648] * v0; a6_1 += wr[27648] * v1;
-                        a7_0 += wr[32256] * v0; a7_1 += wr[32256] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 1), v1 = VLOAD(xr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[4609] * v0; a1_1 += wr[4609] * v1;
-                        a2_0 += wr[9217] * v0; a2_1 += wr[9217] * v1;
-                        a3_0 += wr[13825] * v0; a3_1 += wr[13825] * v1;
-                        a4_0 += wr[18433] * v0; a4_1 += wr[18433] * v1;
-                        a5_0 += wr[23041] * v0; a5_1 += wr[23041] * v1;
-                        a6_0 += wr[27649] * v0; a6_1 += wr[27649] * v1;
-                        a7_0 += wr[32257] * v0; a7_1 += wr[32257] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 2), v1 = VLOAD(xr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[4610] * v0; a1_1 += wr[4610] * v1;
-                        a2_0 += wr[9218] * v0; a2_1 += wr[9218] * v1;
-                        a3_0 += wr[13826] * v0; a3_1 += wr[13826] * v1;
-                        a4_0 += wr[18434] * v0; a4_1 += wr[18434] * v1;
-                        a5_0 += wr[23042] * v0; a5_1 += wr[23042] * v1;
-                        a6_0 += wr[27650] * v0; a6_1 += wr[27650] * v1;
-                        a7_0 += wr[32258] * v0; a7_1 += wr[32258] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 30), v1 = VLOAD(xr + 46); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[4611] * v0; a1_1 += wr[4611] * v1;
-                        a2_0 += wr[9219] * v0; a2_1 += wr[9219] * v1;
-                        a3_0 += wr[13827] * v0; a3_1 += wr[13827] * v1;
-                        a4_0 += wr[18435] * v0; a4_1 += wr[18435] * v1;
-                        a5_0 += wr[23043] * v0; a5_1 += wr[23043] * v1;
-                        a6_0 += wr[27651] * v0; a6_1 += wr[27651] * v1;
-                        a7_0 += wr[32259] * v0; a7_1 += wr[32259] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 31), v1 = VLOAD(xr + 47); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[4612] * v0; a1_1 += wr[4612] * v1;
-                        a2_0 += wr[9220] * v0; a2_1 += wr[9220] * v1;
-                        a3_0 += wr[13828] * v0; a3_1 += wr[13828] * v1;
-                        a4_0 += wr[18436] * v0; a4_1 += wr[18436] * v1;
-                        a5_0 += wr[23044] * v0; a5_1 += wr[23044] * v1;
-                        a6_0 += wr[27652] * v0; a6_1 += wr[27652] * v1;
-                        a7_0 += wr[32260] * v0; a7_1 += wr[32260] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 32), v1 = VLOAD(xr + 48); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[4613] * v0; a1_1 += wr[4613] * v1;
-                        a2_0 += wr[9221] * v0; a2_1 += wr[9221] * v1;
-                        a3_0 += wr[13829] * v0; a3_1 += wr[13829] * v1;
-                        a4_0 += wr[18437] * v0; a4_1 += wr[18437] * v1;
-                        a5_0 += wr[23045] * v0; a5_1 += wr[23045] * v1;
-                        a6_0 += wr[27653] * v0; a6_1 += wr[27653] * v1;
-                        a7_0 += wr[32261] * v0; a7_1 += wr[32261] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 60), v1 = VLOAD(xr + 76); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[4614] * v0; a1_1 += wr[4614] * v1;
-                        a2_0 += wr[9222] * v0; a2_1 += wr[9222] * v1;
-                        a3_0 += wr[13830] * v0; a3_1 += wr[13830] * v1;
-                        a4_0 += wr[18438] * v0; a4_1 += wr[18438] * v1;
-                        a5_0 += wr[23046] * v0; a5_1 += wr[23046] * v1;
-                        a6_0 += wr[27654] * v0; a6_1 += wr[27654] * v1;
-                        a7_0 += wr[32262] * v0; a7_1 += wr[32262] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 61), v1 = VLOAD(xr + 77); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[4615] * v0; a1_1 += wr[4615] * v1;
-                        a2_0 += wr[9223] * v0; a2_1 += wr[9223] * v1;
-                        a3_0 += wr[13831] * v0; a3_1 += wr[13831] * v1;
-                        a4_0 += wr[18439] * v0; a4_1 += wr[18439] * v1;
-                        a5_0 += wr[23047] * v0; a5_1 += wr[23047] * v1;
-                        a6_0 += wr[27655] * v0; a6_1 += wr[27655] * v1;
-                        a7_0 += wr[32263] * v0; a7_1 += wr[32263] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(xr + 62), v1 = VLOAD(xr + 78); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[4616] * v0; a1_1 += wr[4616] * v1;
-                        a2_0 += wr[9224] * v0; a2_1 += wr[9224] * v1;
-                        a3_0 += wr[13832] * v0; a3_1 += wr[13832] * v1;
-                        a4_0 += wr[18440] * v0; a4_1 += wr[18440] * v1;
-                        a5_0 += wr[23048] * v0; a5_1 += wr[23048] * v1;
-                        a6_0 += wr[27656] * v0; a6_1 += wr[27656] * v1;
-                        a7_0 += wr[32264] * v0; a7_1 += wr[32264] * v1;
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (12 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 28688 + c, e01 + e02); VSTORE(vt + 57376 + c, e02 - e01); VSTORE(vt + 86064 + c, e01 - e03);
+                        VSTORE(vt + 114752 + c, e10 - e12); VSTORE(vt + 143440 + c, e11 + e12); VSTORE(vt + 172128 + c, e12 - e11); VSTORE(vt + 200816 + c, e11 - e13);
+                        VSTORE(vt + 229504 + c, e20 - e22); VSTORE(vt + 258192 + c, e21 + e22); VSTORE(vt + 286880 + c, e22 - e21); VSTORE(vt + 315568 + c, e21 - e23);
+                        VSTORE(vt + 344256 + c, e30 - e32); VSTORE(vt + 372944 + c, e31 + e32); VSTORE(vt + 401632 + c, e32 - e31); VSTORE(vt + 430320 + c, e31 - e33);
                     }
                 }
-                VSTORE(yr + (size_t)(co0 + 0) * 784 + x0 + 0, vrelu(a0_0)); VSTORE_N(yr + (size_t)(co0 + 0) * 784 + x0 + 16, vrelu(a0_1), 12);
-                VSTORE(yr + (size_t)(co0 + 1) * 784 + x0 + 0, vrelu(a1_0)); VSTORE_N(yr + (size_t)(co0 + 1) * 784 + x0 + 16, vrelu(a1_1), 12);
-                VSTORE(yr + (size_t)(co0 + 2) * 784 + x0 + 0, vrelu(a2_0)); VSTORE_N(yr + (size_t)(co0 + 2) * 784 + x0 + 16, vrelu(a2_1), 12);
-                VSTORE(yr + (size_t)(co0 + 3) * 784 + x0 + 0, vrelu(a3_0)); VSTORE_N(yr + (size_t)(co0 + 3) * 784 + x0 + 16, vrelu(a3_1), 12);
-                VSTORE(yr + (size_t)(co0 + 4) * 784 + x0 + 0, vrelu(a4_0)); VSTORE_N(yr + (size_t)(co0 + 4) * 784 + x0 + 16, vrelu(a4_1), 12);
-                VSTORE(yr + (size_t)(co0 + 5) * 784 + x0 + 0, vrelu(a5_0)); VSTORE_N(yr + (size_t)(co0 + 5) * 784 + x0 + 16, vrelu(a5_1), 12);
-                VSTORE(yr + (size_t)(co0 + 6) * 784 + x0 + 0, vrelu(a6_0)); VSTORE_N(yr + (size_t)(co0 + 6) * 784 + x0 + 16, vrelu(a6_1), 12);
-                VSTORE(yr + (size_t)(co0 + 7) * 784 + x0 + 0, vrelu(a7_0)); VSTORE_N(yr + (size_t)(co0 + 7) * 784 + x0 + 16, vrelu(a7_1), 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 262160 + j * 32768, *restrict vp = Vb + (size_t)p * 28688;
+                float *restrict mp = Mb + (size_t)p * 28688 + j * 64;
+                for (int q0 = 0; q0 < 24; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(24 + 0) * 512 + c] * w0; a0_1 += vp[(24 + 0) * 512 + c] * w1; a0_2 += vp[(24 + 0) * 512 + c] * w2; a0_3 += vp[(24 + 0) * 512 + c] * w3;
+                        a1_0 += vp[(24 + 1) * 512 + c] * w0; a1_1 += vp[(24 + 1) * 512 + c] * w1; a1_2 += vp[(24 + 1) * 512 + c] * w2; a1_3 += vp[(24 + 1) * 512 + c] * w3;
+                        a2_0 += vp[(24 + 2) * 512 + c] * w0; a2_1 += vp[(24 + 2) * 512 + c] * w1; a2_2 += vp[(24 + 2) * 512 + c] * w2; a2_3 += vp[(24 + 2) * 512 + c] * w3;
+                        a3_0 += vp[(24 + 3) * 512 + c] * w0; a3_1 += vp[(24 + 3) * 512 + c] * w1; a3_2 += vp[(24 + 3) * 512 + c] * w2; a3_3 += vp[(24 + 3) * 512 + c] * w3;
+                    }
+                    VSTORE(mp + (24 + 0) * 512 + 0, a0_0); VSTORE(mp + (24 + 0) * 512 + 16, a0_1); VSTORE(mp + (24 + 0) * 512 + 32, a0_2); VSTORE(mp + (24 + 0) * 512 + 48, a0_3);
+                    VSTORE(mp + (24 + 1) * 512 + 0, a1_0); VSTORE(mp + (24 + 1) * 512 + 16, a1_1); VSTORE(mp + (24 + 1) * 512 + 32, a1_2); VSTORE(mp + (24 + 1) * 512 + 48, a1_3);
+                    VSTORE(mp + (24 + 2) * 512 + 0, a2_0); VSTORE(mp + (24 + 2) * 512 + 16, a2_1); VSTORE(mp + (24 + 2) * 512 + 32, a2_2); VSTORE(mp + (24 + 2) * 512 + 48, a2_3);
+                    VSTORE(mp + (24 + 3) * 512 + 0, a3_0); VSTORE(mp + (24 + 3) * 512 + 16, a3_1); VSTORE(mp + (24 + 3) * 512 + 32, a3_2); VSTORE(mp + (24 + 3) * 512 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 28688), m2 = VLOAD(mt + 57376), m3 = VLOAD(mt + 86064), m4 = VLOAD(mt + 114752), m5 = VLOAD(mt + 143440), m6 = VLOAD(mt + 172128), m7 = VLOAD(mt + 200816), m8 = VLOAD(mt + 229504), m9 = VLOAD(mt + 258192), m10 = VLOAD(mt + 286880), m11 = VLOAD(mt + 315568), m12 = VLOAD(mt + 344256), m13 = VLOAD(mt + 372944), m14 = VLOAD(mt + 401632), m15 = VLOAD(mt + 430320);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o11));
+                    }
+                }
             }
         }
+        for (int co = 0; co < 512; co++)
+            for (int i = 0; i < 784; i++) yn[co * 784 + i] = yh[i * 512 + co];
     }
 }
 
@@ -5850,169 +4317,118 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     float *restrict gw = G;
-    const float *restrict xp = S + 0;
     float *restrict gb = G + 2359296;
-    CG_PARALLEL_FOR
+    /* blocked dW: 14 rows of 14 patches a block */
+    float *restrict dU = S + 7707136, *restrict dyc = S + 921600, *restrict Vb = S + 11901696, *restrict Zb = S + 13557760;
+    memset(dU, 0, sizeof(float) * 4194560);
     for (int co = 0; co < 512; co++) {
-        cg_v s = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            const float *restrict d = dy + ((size_t)n * 512 + co) * 784;
-            for (int i = 0; i < 784; i += 16) s += VLOAD(d + i);
-        }
-        gb[co] += vsum(s);
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 784; i++) s += dy[(size_t)n * 401408 + co * 784 + i];
+        gb[co] += s;
     }
-    /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    /* lanes of the last, overlapping vector of a row already counted by the one before */
-    const cg_vi mk = {0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    CG_PARALLEL_FOR
-    for (int t = 0; t < 131072; t++) {
-        const int co0 = t / 512 * 2, ci = t % 512;
-        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f), a0_4 = vsplat(0.0f), a0_5 = vsplat(0.0f), a0_6 = vsplat(0.0f), a0_7 = vsplat(0.0f), a0_8 = vsplat(0.0f);
-        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f), a1_4 = vsplat(0.0f), a1_5 = vsplat(0.0f), a1_6 = vsplat(0.0f), a1_7 = vsplat(0.0f), a1_8 = vsplat(0.0f);
-        for (int n = 0; n < nb; n++) {
-            for (int oy = 0; oy < 28; oy += 4) {
-                const float *restrict dr = dy + ((size_t)n * 512 + co0) * 784 + oy * 28;
-                const float *restrict xr = xp + ((size_t)n * 512 + ci) * 900 + (oy) * 30;
-                for (int x = 0; x < 16; x += 16) {
-                    const cg_v d0_0 = VLOAD(dr + 0 + x), d0_1 = VLOAD(dr + 784 + x);
-                    const cg_v d1_0 = VLOAD(dr + 28 + x), d1_1 = VLOAD(dr + 812 + x);
-                    const cg_v d2_0 = VLOAD(dr + 56 + x), d2_1 = VLOAD(dr + 840 + x);
-                    const cg_v d3_0 = VLOAD(dr + 84 + x), d3_1 = VLOAD(dr + 868 + x);
-                    {
-                        cg_v v = VLOAD(xr + 0 + x); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        const float *restrict xc = S + 0 + (size_t)n * 460800;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 784; i++) {
+            for (int co = 0; co < 512; co++) dyc[i * 512 + co] = dn[co * 784 + i];
+        }
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 14; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 14 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 528;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 103504 + c, e01 + e02); VSTORE(vt + 207008 + c, e02 - e01); VSTORE(vt + 310512 + c, e01 - e03);
+                        VSTORE(vt + 414016 + c, e10 - e12); VSTORE(vt + 517520 + c, e11 + e12); VSTORE(vt + 621024 + c, e12 - e11); VSTORE(vt + 724528 + c, e11 - e13);
+                        VSTORE(vt + 828032 + c, e20 - e22); VSTORE(vt + 931536 + c, e21 + e22); VSTORE(vt + 1035040 + c, e22 - e21); VSTORE(vt + 1138544 + c, e21 - e23);
+                        VSTORE(vt + 1242048 + c, e30 - e32); VSTORE(vt + 1345552 + c, e31 + e32); VSTORE(vt + 1449056 + c, e32 - e31); VSTORE(vt + 1552560 + c, e31 - e33);
                     }
-                    {
-                        cg_v v = VLOAD(xr + 1 + x); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + x); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 30 + x); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 31 + x); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 32 + x); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + x); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 61 + x); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 62 + x); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 90 + x); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 91 + x); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 92 + x); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 120 + x); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 121 + x); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 122 + x); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 150 + x); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 151 + x); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 152 + x); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
-                    }
-                }
-                {
-                    const cg_v d0_0 = VSEL(mk, VLOAD(dr + 0 + 12), vsplat(0.0f)), d0_1 = VSEL(mk, VLOAD(dr + 784 + 12), vsplat(0.0f));
-                    const cg_v d1_0 = VSEL(mk, VLOAD(dr + 28 + 12), vsplat(0.0f)), d1_1 = VSEL(mk, VLOAD(dr + 812 + 12), vsplat(0.0f));
-                    const cg_v d2_0 = VSEL(mk, VLOAD(dr + 56 + 12), vsplat(0.0f)), d2_1 = VSEL(mk, VLOAD(dr + 840 + 12), vsplat(0.0f));
-                    const cg_v d3_0 = VSEL(mk, VLOAD(dr + 84 + 12), vsplat(0.0f)), d3_1 = VSEL(mk, VLOAD(dr + 868 + 12), vsplat(0.0f));
-                    {
-                        cg_v v = VLOAD(xr + 0 + 12); VKEEP(v); a0_0 += d0_0 * v; a1_0 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 1 + 12); VKEEP(v); a0_1 += d0_0 * v; a1_1 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 2 + 12); VKEEP(v); a0_2 += d0_0 * v; a1_2 += d0_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 30 + 12); VKEEP(v); a0_3 += d0_0 * v; a1_3 += d0_1 * v; a0_0 += d1_0 * v; a1_0 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 31 + 12); VKEEP(v); a0_4 += d0_0 * v; a1_4 += d0_1 * v; a0_1 += d1_0 * v; a1_1 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 32 + 12); VKEEP(v); a0_5 += d0_0 * v; a1_5 += d0_1 * v; a0_2 += d1_0 * v; a1_2 += d1_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 60 + 12); VKEEP(v); a0_6 += d0_0 * v; a1_6 += d0_1 * v; a0_3 += d1_0 * v; a1_3 += d1_1 * v; a0_0 += d2_0 * v; a1_0 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 61 + 12); VKEEP(v); a0_7 += d0_0 * v; a1_7 += d0_1 * v; a0_4 += d1_0 * v; a1_4 += d1_1 * v; a0_1 += d2_0 * v; a1_1 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 62 + 12); VKEEP(v); a0_8 += d0_0 * v; a1_8 += d0_1 * v; a0_5 += d1_0 * v; a1_5 += d1_1 * v; a0_2 += d2_0 * v; a1_2 += d2_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 90 + 12); VKEEP(v); a0_6 += d1_0 * v; a1_6 += d1_1 * v; a0_3 += d2_0 * v; a1_3 += d2_1 * v; a0_0 += d3_0 * v; a1_0 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 91 + 12); VKEEP(v); a0_7 += d1_0 * v; a1_7 += d1_1 * v; a0_4 += d2_0 * v; a1_4 += d2_1 * v; a0_1 += d3_0 * v; a1_1 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 92 + 12); VKEEP(v); a0_8 += d1_0 * v; a1_8 += d1_1 * v; a0_5 += d2_0 * v; a1_5 += d2_1 * v; a0_2 += d3_0 * v; a1_2 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 120 + 12); VKEEP(v); a0_6 += d2_0 * v; a1_6 += d2_1 * v; a0_3 += d3_0 * v; a1_3 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 121 + 12); VKEEP(v); a0_7 += d2_0 * v; a1_7 += d2_1 * v; a0_4 += d3_0 * v; a1_4 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 122 + 12); VKEEP(v); a0_8 += d2_0 * v; a1_8 += d2_1 * v; a0_5 += d3_0 * v; a1_5 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 150 + 12); VKEEP(v); a0_6 += d3_0 * v; a1_6 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 151 + 12); VKEEP(v); a0_7 += d3_0 * v; a1_7 += d3_1 * v;
-                    }
-                    {
-                        cg_v v = VLOAD(xr + 152 + 12); VKEEP(v); a0_8 += d3_0 * v; a1_8 += d3_1 * v;
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 14 + r)) * 28 + 2 * (tx)) * 512;
+                    float *restrict zt = Zb + (r * 14 + tx) * 528;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 512 + c), y10 = VLOAD(yt + 14336 + c), y11 = VLOAD(yt + 14848 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 103504 + c, h00 + h01); VSTORE(zt + 207008 + c, h00 - h01); VSTORE(zt + 310512 + c, -h01);
+                        VSTORE(zt + 414016 + c, h10); VSTORE(zt + 517520 + c, h10 + h11); VSTORE(zt + 621024 + c, h10 - h11); VSTORE(zt + 724528 + c, -h11);
+                        VSTORE(zt + 828032 + c, h20); VSTORE(zt + 931536 + c, h20 + h21); VSTORE(zt + 1035040 + c, h20 - h21); VSTORE(zt + 1138544 + c, -h21);
+                        VSTORE(zt + 1242048 + c, h30); VSTORE(zt + 1345552 + c, h30 + h31); VSTORE(zt + 1449056 + c, h30 - h31); VSTORE(zt + 1552560 + c, -h31);
                     }
                 }
             }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                float *restrict dup = dU + (size_t)p * 262160 + j * 32768;
+                const float *restrict vp = Vb + (size_t)p * 103504, *restrict zp = Zb + (size_t)p * 103504 + j * 64;
+                for (int ci0 = 0; ci0 < 510; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 196; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 528 + 0), z1 = VLOAD(zp + q * 528 + 16), z2 = VLOAD(zp + q * 528 + 32), z3 = VLOAD(zp + q * 528 + 48);
+                            const float *restrict vq = vp + q * 528 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (510 + 0) * 64 + 0), a0_1 = VLOAD(dup + (510 + 0) * 64 + 16), a0_2 = VLOAD(dup + (510 + 0) * 64 + 32), a0_3 = VLOAD(dup + (510 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (510 + 1) * 64 + 0), a1_1 = VLOAD(dup + (510 + 1) * 64 + 16), a1_2 = VLOAD(dup + (510 + 1) * 64 + 32), a1_3 = VLOAD(dup + (510 + 1) * 64 + 48);
+                    for (int q = 0; q < 196; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 528 + 0), z1 = VLOAD(zp + q * 528 + 16), z2 = VLOAD(zp + q * 528 + 32), z3 = VLOAD(zp + q * 528 + 48);
+                        const float *restrict vq = vp + q * 528 + 510;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                    }
+                    VSTORE(dup + (510 + 0) * 64 + 0, a0_0); VSTORE(dup + (510 + 0) * 64 + 16, a0_1); VSTORE(dup + (510 + 0) * 64 + 32, a0_2); VSTORE(dup + (510 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (510 + 1) * 64 + 0, a1_0); VSTORE(dup + (510 + 1) * 64 + 16, a1_1); VSTORE(dup + (510 + 1) * 64 + 32, a1_2); VSTORE(dup + (510 + 1) * 64 + 48, a1_3);
+                }
+            }
         }
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 0] += vsum(a0_0);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 1] += vsum(a0_1);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 2] += vsum(a0_2);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 3] += vsum(a0_3);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 4] += vsum(a0_4);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 5] += vsum(a0_5);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 6] += vsum(a0_6);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 7] += vsum(a0_7);
-        gw[(size_t)(co0 + 0) * 4608 + ci * 9 + 8] += vsum(a0_8);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 0] += vsum(a1_0);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 1] += vsum(a1_1);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 2] += vsum(a1_2);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 3] += vsum(a1_3);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 4] += vsum(a1_4);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 5] += vsum(a1_5);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 6] += vsum(a1_6);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 7] += vsum(a1_7);
-        gw[(size_t)(co0 + 1) * 4608 + ci * 9 + 8] += vsum(a1_8);
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int ci = 0; ci < 512; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 512 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[262160], x2 = u[524320], x3 = u[786480], x4 = u[1048640], x5 = u[1310800], x6 = u[1572960], x7 = u[1835120], x8 = u[2097280], x9 = u[2359440], x10 = u[2621600], x11 = u[2883760], x12 = u[3145920], x13 = u[3408080], x14 = u[3670240], x15 = u[3932400];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 512 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
+        }
     }
 }
 
@@ -6020,327 +4436,207 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict dyp = S + 921616;
-    /* dy -> zero-padded rows [n][30][512][30] */
+    float *restrict dyp = S + 6844928, *restrict dxh = S + 7305728, *restrict U = S + 7707136;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
-    for (int pl = 0; pl < nb * 512; pl++) {
-        const int n = pl / 512, c = pl % 512;
-        const float *restrict s = dy + (size_t)pl * 784;
-        float *restrict d = dyp + (size_t)n * 460800 + c * 30;
-        for (int i = 0; i < 30; i++) {
-            float *restrict r = d + (size_t)i * 15360;
-            if (i < 1 || i >= 29) {
-                memset(r, 0, sizeof(float) * 30);
-            }
-            else {
-                memset(r, 0, sizeof(float) * 1);
-                memcpy(r + 1, s + (i - 1) * 28, sizeof(float) * 28);
-                memset(r + 29, 0, sizeof(float) * 1);
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int r = 0; r < 512; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(r * 512 + o) * 9 + 8], g1 = w[(r * 512 + o) * 9 + 7], g2 = w[(r * 512 + o) * 9 + 6], g3 = w[(r * 512 + o) * 9 + 5], g4 = w[(r * 512 + o) * 9 + 4], g5 = w[(r * 512 + o) * 9 + 3], g6 = w[(r * 512 + o) * 9 + 2], g7 = w[(r * 512 + o) * 9 + 1], g8 = w[(r * 512 + o) * 9 + 0];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t00; U[262160 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[524320 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[786480 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t02;
+                U[1048640 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t10; U[1310800 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[1572960 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[1835120 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t12;
+                U[2097280 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t20; U[2359440 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[2621600 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[2883760 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t22;
+                U[3145920 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t30; U[3408080 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[3670240 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[3932400 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t32;
             }
         }
     }
-    memset(dyp + (size_t)nb * 460800, 0, sizeof(float) * 16); /* slack read by partial vectors */
-    /* tiles of 12 input channels x 2 vectors of an input row */
-    CG_PARALLEL_FOR
-    for (int r = 0; r < nb * 28; r++) {
-        const int n = r / 28, iy = r % 28;
-        const float *restrict dr0 = dyp + ((size_t)n * 30 + iy) * 15360;
-        float *restrict xr = dx + ((size_t)n * 14336 + iy) * 28;
-        for (int ci0 = 0; ci0 < 504; ci0 += 12) {
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                cg_v a8_0 = vsplat(0.0f), a8_1 = vsplat(0.0f);
-                cg_v a9_0 = vsplat(0.0f), a9_1 = vsplat(0.0f);
-                cg_v a10_0 = vsplat(0.0f), a10_1 = vsplat(0.0f);
-                cg_v a11_0 = vsplat(0.0f), a11_1 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + co * 30 + x0;
-                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
-                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
-                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
-                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
-                        a8_0 += wr[72] * v0; a8_1 += wr[72] * v1;
-                        a9_0 += wr[81] * v0; a9_1 += wr[81] * v1;
-                        a10_0 += wr[90] * v0; a10_1 += wr[90] * v1;
-                        a11_0 += wr[99] * v0; a11_1 += wr[99] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
-                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
-                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
-                        a8_0 += wr[73] * v0; a8_1 += wr[73] * v1;
-                        a9_0 += wr[82] * v0; a9_1 += wr[82] * v1;
-                        a10_0 += wr[91] * v0; a10_1 += wr[91] * v1;
-                        a11_0 += wr[100] * v0; a11_1 += wr[100] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
-                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
-                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
-                        a8_0 += wr[74] * v0; a8_1 += wr[74] * v1;
-                        a9_0 += wr[83] * v0; a9_1 += wr[83] * v1;
-                        a10_0 += wr[92] * v0; a10_1 += wr[92] * v1;
-                        a11_0 += wr[101] * v0; a11_1 += wr[101] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
-                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
-                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
-                        a8_0 += wr[75] * v0; a8_1 += wr[75] * v1;
-                        a9_0 += wr[84] * v0; a9_1 += wr[84] * v1;
-                        a10_0 += wr[93] * v0; a10_1 += wr[93] * v1;
-                        a11_0 += wr[102] * v0; a11_1 += wr[102] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
-                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
-                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
-                        a8_0 += wr[76] * v0; a8_1 += wr[76] * v1;
-                        a9_0 += wr[85] * v0; a9_1 += wr[85] * v1;
-                        a10_0 += wr[94] * v0; a10_1 += wr[94] * v1;
-                        a11_0 += wr[103] * v0; a11_1 += wr[103] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
-                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
-                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
-                        a8_0 += wr[77] * v0; a8_1 += wr[77] * v1;
-                        a9_0 += wr[86] * v0; a9_1 += wr[86] * v1;
-                        a10_0 += wr[95] * v0; a10_1 += wr[95] * v1;
-                        a11_0 += wr[104] * v0; a11_1 += wr[104] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
-                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
-                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
-                        a8_0 += wr[78] * v0; a8_1 += wr[78] * v1;
-                        a9_0 += wr[87] * v0; a9_1 += wr[87] * v1;
-                        a10_0 += wr[96] * v0; a10_1 += wr[96] * v1;
-                        a11_0 += wr[105] * v0; a11_1 += wr[105] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
-                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
-                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
-                        a8_0 += wr[79] * v0; a8_1 += wr[79] * v1;
-                        a9_0 += wr[88] * v0; a9_1 += wr[88] * v1;
-                        a10_0 += wr[97] * v0; a10_1 += wr[97] * v1;
-                        a11_0 += wr[106] * v0; a11_1 += wr[106] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
-                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
-                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
-                        a8_0 += wr[80] * v0; a8_1 += wr[80] * v1;
-                        a9_0 += wr[89] * v0; a9_1 += wr[89] * v1;
-                        a10_0 += wr[98] * v0; a10_1 += wr[98] * v1;
-                        a11_0 += wr[107] * v0; a11_1 += wr[107] * v1;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 401408;
+        float *restrict dxn = dx + (size_t)n * 401408;
+        memset(dyp, 0, sizeof(float) * 460800);
+        for (int co = 0; co < 512; co++)
+            for (int oy = 0; oy < 28; oy++)
+                for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
+        /* blocked product: 4 rows of 14 patches a block */
+        float *restrict Vb = S + 11901696, *restrict Mb = S + 13557760;
+        for (int b = 0; b < 3; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (b * 4 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 28688 + c, e01 + e02); VSTORE(vt + 57376 + c, e02 - e01); VSTORE(vt + 86064 + c, e01 - e03);
+                        VSTORE(vt + 114752 + c, e10 - e12); VSTORE(vt + 143440 + c, e11 + e12); VSTORE(vt + 172128 + c, e12 - e11); VSTORE(vt + 200816 + c, e11 - e13);
+                        VSTORE(vt + 229504 + c, e20 - e22); VSTORE(vt + 258192 + c, e21 + e22); VSTORE(vt + 286880 + c, e22 - e21); VSTORE(vt + 315568 + c, e21 - e23);
+                        VSTORE(vt + 344256 + c, e30 - e32); VSTORE(vt + 372944 + c, e31 + e32); VSTORE(vt + 401632 + c, e32 - e31); VSTORE(vt + 430320 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 8) * 784 + x0 + 0, a8_0); VSTORE_N(xr + (size_t)(ci0 + 8) * 784 + x0 + 16, a8_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 9) * 784 + x0 + 0, a9_0); VSTORE_N(xr + (size_t)(ci0 + 9) * 784 + x0 + 16, a9_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 10) * 784 + x0 + 0, a10_0); VSTORE_N(xr + (size_t)(ci0 + 10) * 784 + x0 + 16, a10_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 11) * 784 + x0 + 0, a11_0); VSTORE_N(xr + (size_t)(ci0 + 11) * 784 + x0 + 16, a11_1, 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 262160 + j * 32768, *restrict vp = Vb + (size_t)p * 28688;
+                float *restrict mp = Mb + (size_t)p * 28688 + j * 64;
+                for (int q0 = 0; q0 < 54; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(54 + 0) * 512 + c] * w0; a0_1 += vp[(54 + 0) * 512 + c] * w1; a0_2 += vp[(54 + 0) * 512 + c] * w2; a0_3 += vp[(54 + 0) * 512 + c] * w3;
+                        a1_0 += vp[(54 + 1) * 512 + c] * w0; a1_1 += vp[(54 + 1) * 512 + c] * w1; a1_2 += vp[(54 + 1) * 512 + c] * w2; a1_3 += vp[(54 + 1) * 512 + c] * w3;
+                    }
+                    VSTORE(mp + (54 + 0) * 512 + 0, a0_0); VSTORE(mp + (54 + 0) * 512 + 16, a0_1); VSTORE(mp + (54 + 0) * 512 + 32, a0_2); VSTORE(mp + (54 + 0) * 512 + 48, a0_3);
+                    VSTORE(mp + (54 + 1) * 512 + 0, a1_0); VSTORE(mp + (54 + 1) * 512 + 16, a1_1); VSTORE(mp + (54 + 1) * 512 + 32, a1_2); VSTORE(mp + (54 + 1) * 512 + 48, a1_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 4; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 28688), m2 = VLOAD(mt + 57376), m3 = VLOAD(mt + 86064), m4 = VLOAD(mt + 114752), m5 = VLOAD(mt + 143440), m6 = VLOAD(mt + 172128), m7 = VLOAD(mt + 200816), m8 = VLOAD(mt + 229504), m9 = VLOAD(mt + 258192), m10 = VLOAD(mt + 286880), m11 = VLOAD(mt + 315568), m12 = VLOAD(mt + 344256), m13 = VLOAD(mt + 372944), m14 = VLOAD(mt + 401632), m15 = VLOAD(mt + 430320);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (b * 4 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, o11);
+                    }
+                }
             }
         }
         {
-            const int ci0 = 504;
-            {
-                const int x0 = 0;
-                cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f);
-                cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f);
-                cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
-                cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
-                cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
-                cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
-                cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f);
-                cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f);
-                for (int co = 0; co < 512; co++) {
-                    const float *restrict dr = dr0 + co * 30 + x0;
-                    __builtin_prefetch(dr + 60); __builtin_prefetch(dr + 76); __builtin_prefetch(dr + 92); __builtin_prefetch(dr + 15420); __builtin_prefetch(dr + 15436); __builtin_prefetch(dr + 15452); __builtin_prefetch(dr + 30780); __builtin_prefetch(dr + 30796); __builtin_prefetch(dr + 30812);
-                    const float *restrict wr = w + (size_t)co * 4608 + ci0 * 9;
-                    {
-                        cg_v v0 = VLOAD(dr + 30722), v1 = VLOAD(dr + 30738); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[0] * v0; a0_1 += wr[0] * v1;
-                        a1_0 += wr[9] * v0; a1_1 += wr[9] * v1;
-                        a2_0 += wr[18] * v0; a2_1 += wr[18] * v1;
-                        a3_0 += wr[27] * v0; a3_1 += wr[27] * v1;
-                        a4_0 += wr[36] * v0; a4_1 += wr[36] * v1;
-                        a5_0 += wr[45] * v0; a5_1 += wr[45] * v1;
-                        a6_0 += wr[54] * v0; a6_1 += wr[54] * v1;
-                        a7_0 += wr[63] * v0; a7_1 += wr[63] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30721), v1 = VLOAD(dr + 30737); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[1] * v0; a0_1 += wr[1] * v1;
-                        a1_0 += wr[10] * v0; a1_1 += wr[10] * v1;
-                        a2_0 += wr[19] * v0; a2_1 += wr[19] * v1;
-                        a3_0 += wr[28] * v0; a3_1 += wr[28] * v1;
-                        a4_0 += wr[37] * v0; a4_1 += wr[37] * v1;
-                        a5_0 += wr[46] * v0; a5_1 += wr[46] * v1;
-                        a6_0 += wr[55] * v0; a6_1 += wr[55] * v1;
-                        a7_0 += wr[64] * v0; a7_1 += wr[64] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 30720), v1 = VLOAD(dr + 30736); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[2] * v0; a0_1 += wr[2] * v1;
-                        a1_0 += wr[11] * v0; a1_1 += wr[11] * v1;
-                        a2_0 += wr[20] * v0; a2_1 += wr[20] * v1;
-                        a3_0 += wr[29] * v0; a3_1 += wr[29] * v1;
-                        a4_0 += wr[38] * v0; a4_1 += wr[38] * v1;
-                        a5_0 += wr[47] * v0; a5_1 += wr[47] * v1;
-                        a6_0 += wr[56] * v0; a6_1 += wr[56] * v1;
-                        a7_0 += wr[65] * v0; a7_1 += wr[65] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15362), v1 = VLOAD(dr + 15378); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[3] * v0; a0_1 += wr[3] * v1;
-                        a1_0 += wr[12] * v0; a1_1 += wr[12] * v1;
-                        a2_0 += wr[21] * v0; a2_1 += wr[21] * v1;
-                        a3_0 += wr[30] * v0; a3_1 += wr[30] * v1;
-                        a4_0 += wr[39] * v0; a4_1 += wr[39] * v1;
-                        a5_0 += wr[48] * v0; a5_1 += wr[48] * v1;
-                        a6_0 += wr[57] * v0; a6_1 += wr[57] * v1;
-                        a7_0 += wr[66] * v0; a7_1 += wr[66] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15361), v1 = VLOAD(dr + 15377); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[4] * v0; a0_1 += wr[4] * v1;
-                        a1_0 += wr[13] * v0; a1_1 += wr[13] * v1;
-                        a2_0 += wr[22] * v0; a2_1 += wr[22] * v1;
-                        a3_0 += wr[31] * v0; a3_1 += wr[31] * v1;
-                        a4_0 += wr[40] * v0; a4_1 += wr[40] * v1;
-                        a5_0 += wr[49] * v0; a5_1 += wr[49] * v1;
-                        a6_0 += wr[58] * v0; a6_1 += wr[58] * v1;
-                        a7_0 += wr[67] * v0; a7_1 += wr[67] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 15360), v1 = VLOAD(dr + 15376); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[5] * v0; a0_1 += wr[5] * v1;
-                        a1_0 += wr[14] * v0; a1_1 += wr[14] * v1;
-                        a2_0 += wr[23] * v0; a2_1 += wr[23] * v1;
-                        a3_0 += wr[32] * v0; a3_1 += wr[32] * v1;
-                        a4_0 += wr[41] * v0; a4_1 += wr[41] * v1;
-                        a5_0 += wr[50] * v0; a5_1 += wr[50] * v1;
-                        a6_0 += wr[59] * v0; a6_1 += wr[59] * v1;
-                        a7_0 += wr[68] * v0; a7_1 += wr[68] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 2), v1 = VLOAD(dr + 18); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[6] * v0; a0_1 += wr[6] * v1;
-                        a1_0 += wr[15] * v0; a1_1 += wr[15] * v1;
-                        a2_0 += wr[24] * v0; a2_1 += wr[24] * v1;
-                        a3_0 += wr[33] * v0; a3_1 += wr[33] * v1;
-                        a4_0 += wr[42] * v0; a4_1 += wr[42] * v1;
-                        a5_0 += wr[51] * v0; a5_1 += wr[51] * v1;
-                        a6_0 += wr[60] * v0; a6_1 += wr[60] * v1;
-                        a7_0 += wr[69] * v0; a7_1 += wr[69] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 1), v1 = VLOAD(dr + 17); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[7] * v0; a0_1 += wr[7] * v1;
-                        a1_0 += wr[16] * v0; a1_1 += wr[16] * v1;
-                        a2_0 += wr[25] * v0; a2_1 += wr[25] * v1;
-                        a3_0 += wr[34] * v0; a3_1 += wr[34] * v1;
-                        a4_0 += wr[43] * v0; a4_1 += wr[43] * v1;
-                        a5_0 += wr[52] * v0; a5_1 += wr[52] * v1;
-                        a6_0 += wr[61] * v0; a6_1 += wr[61] * v1;
-                        a7_0 += wr[70] * v0; a7_1 += wr[70] * v1;
-                    }
-                    {
-                        cg_v v0 = VLOAD(dr + 0), v1 = VLOAD(dr + 16); VKEEP(v0); VKEEP(v1);
-                        a0_0 += wr[8] * v0; a0_1 += wr[8] * v1;
-                        a1_0 += wr[17] * v0; a1_1 += wr[17] * v1;
-                        a2_0 += wr[26] * v0; a2_1 += wr[26] * v1;
-                        a3_0 += wr[35] * v0; a3_1 += wr[35] * v1;
-                        a4_0 += wr[44] * v0; a4_1 += wr[44] * v1;
-                        a5_0 += wr[53] * v0; a5_1 += wr[53] * v1;
-                        a6_0 += wr[62] * v0; a6_1 += wr[62] * v1;
-                        a7_0 += wr[71] * v0; a7_1 += wr[71] * v1;
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (12 + r)) * 30 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 14 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 15360 + c), d11 = VLOAD(d + 15872 + c), d12 = VLOAD(d + 16384 + c), d13 = VLOAD(d + 16896 + c), d20 = VLOAD(d + 30720 + c), d21 = VLOAD(d + 31232 + c), d22 = VLOAD(d + 31744 + c), d23 = VLOAD(d + 32256 + c), d30 = VLOAD(d + 46080 + c), d31 = VLOAD(d + 46592 + c), d32 = VLOAD(d + 47104 + c), d33 = VLOAD(d + 47616 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 28688 + c, e01 + e02); VSTORE(vt + 57376 + c, e02 - e01); VSTORE(vt + 86064 + c, e01 - e03);
+                        VSTORE(vt + 114752 + c, e10 - e12); VSTORE(vt + 143440 + c, e11 + e12); VSTORE(vt + 172128 + c, e12 - e11); VSTORE(vt + 200816 + c, e11 - e13);
+                        VSTORE(vt + 229504 + c, e20 - e22); VSTORE(vt + 258192 + c, e21 + e22); VSTORE(vt + 286880 + c, e22 - e21); VSTORE(vt + 315568 + c, e21 - e23);
+                        VSTORE(vt + 344256 + c, e30 - e32); VSTORE(vt + 372944 + c, e31 + e32); VSTORE(vt + 401632 + c, e32 - e31); VSTORE(vt + 430320 + c, e31 - e33);
                     }
                 }
-                VSTORE(xr + (size_t)(ci0 + 0) * 784 + x0 + 0, a0_0); VSTORE_N(xr + (size_t)(ci0 + 0) * 784 + x0 + 16, a0_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 1) * 784 + x0 + 0, a1_0); VSTORE_N(xr + (size_t)(ci0 + 1) * 784 + x0 + 16, a1_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 2) * 784 + x0 + 0, a2_0); VSTORE_N(xr + (size_t)(ci0 + 2) * 784 + x0 + 16, a2_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 3) * 784 + x0 + 0, a3_0); VSTORE_N(xr + (size_t)(ci0 + 3) * 784 + x0 + 16, a3_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 4) * 784 + x0 + 0, a4_0); VSTORE_N(xr + (size_t)(ci0 + 4) * 784 + x0 + 16, a4_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 5) * 784 + x0 + 0, a5_0); VSTORE_N(xr + (size_t)(ci0 + 5) * 784 + x0 + 16, a5_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 6) * 784 + x0 + 0, a6_0); VSTORE_N(xr + (size_t)(ci0 + 6) * 784 + x0 + 16, a6_1, 12);
-                VSTORE(xr + (size_t)(ci0 + 7) * 784 + x0 + 0, a7_0); VSTORE_N(xr + (size_t)(ci0 + 7) * 784 + x0 + 16, a7_1, 12);
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 262160 + j * 32768, *restrict vp = Vb + (size_t)p * 28688;
+                float *restrict mp = Mb + (size_t)p * 28688 + j * 64;
+                for (int q0 = 0; q0 < 24; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(24 + 0) * 512 + c] * w0; a0_1 += vp[(24 + 0) * 512 + c] * w1; a0_2 += vp[(24 + 0) * 512 + c] * w2; a0_3 += vp[(24 + 0) * 512 + c] * w3;
+                        a1_0 += vp[(24 + 1) * 512 + c] * w0; a1_1 += vp[(24 + 1) * 512 + c] * w1; a1_2 += vp[(24 + 1) * 512 + c] * w2; a1_3 += vp[(24 + 1) * 512 + c] * w3;
+                        a2_0 += vp[(24 + 2) * 512 + c] * w0; a2_1 += vp[(24 + 2) * 512 + c] * w1; a2_2 += vp[(24 + 2) * 512 + c] * w2; a2_3 += vp[(24 + 2) * 512 + c] * w3;
+                        a3_0 += vp[(24 + 3) * 512 + c] * w0; a3_1 += vp[(24 + 3) * 512 + c] * w1; a3_2 += vp[(24 + 3) * 512 + c] * w2; a3_3 += vp[(24 + 3) * 512 + c] * w3;
+                    }
+                    VSTORE(mp + (24 + 0) * 512 + 0, a0_0); VSTORE(mp + (24 + 0) * 512 + 16, a0_1); VSTORE(mp + (24 + 0) * 512 + 32, a0_2); VSTORE(mp + (24 + 0) * 512 + 48, a0_3);
+                    VSTORE(mp + (24 + 1) * 512 + 0, a1_0); VSTORE(mp + (24 + 1) * 512 + 16, a1_1); VSTORE(mp + (24 + 1) * 512 + 32, a1_2); VSTORE(mp + (24 + 1) * 512 + 48, a1_3);
+                    VSTORE(mp + (24 + 2) * 512 + 0, a2_0); VSTORE(mp + (24 + 2) * 512 + 16, a2_1); VSTORE(mp + (24 + 2) * 512 + 32, a2_2); VSTORE(mp + (24 + 2) * 512 + 48, a2_3);
+                    VSTORE(mp + (24 + 3) * 512 + 0, a3_0); VSTORE(mp + (24 + 3) * 512 + 16, a3_1); VSTORE(mp + (24 + 3) * 512 + 32, a3_2); VSTORE(mp + (24 + 3) * 512 + 48, a3_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 2; r++) {
+                for (int tx = 0; tx < 14; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 14 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 28688), m2 = VLOAD(mt + 57376), m3 = VLOAD(mt + 86064), m4 = VLOAD(mt + 114752), m5 = VLOAD(mt + 143440), m6 = VLOAD(mt + 172128), m7 = VLOAD(mt + 200816), m8 = VLOAD(mt + 229504), m9 = VLOAD(mt + 258192), m10 = VLOAD(mt + 286880), m11 = VLOAD(mt + 315568), m12 = VLOAD(mt + 344256), m13 = VLOAD(mt + 372944), m14 = VLOAD(mt + 401632), m15 = VLOAD(mt + 430320);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 0) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 0) * 512 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (12 + r) + 1) * 28 + 2 * (0 + tx) + 1) * 512 + v * 16, o11);
+                    }
+                }
             }
         }
+        for (int ci = 0; ci < 512; ci++)
+            for (int i = 0; i < 784; i++) dxn[ci * 784 + i] = dxh[i * 512 + ci];
     }
 }
 
@@ -6351,7 +4647,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 /* l20_relu_backward: the code of l18_relu_backward */
 
 /* layer 21: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:39:5)
- * schedule wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 /* l21_conv2d_forward: the code of l19_conv2d_forward */
 
 /* l21_conv2d_backward: the code of l19_conv2d_backward */
@@ -6411,182 +4707,117 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 24: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:43:5)
- * schedule cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 static void l24_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
-    float *restrict yh = S + 262144, *restrict wt = S + 362496, *restrict bp = S + 2721792;
-    /* weights [co][ci][k] -> [ci][k][co], channels padded to 512 */
-    for (int i = 0; i < 2359296; i++) wt[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int j = 0; j < 4608; j++) wt[j * 512 + co] = w[co * 4608 + j];
+    float *restrict yh = S + 262144, *restrict bp = S + 2721792, *restrict U = S + 5513728;
+    /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int r = 0; r < 512; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(o * 512 + r) * 9 + 0], g1 = w[(o * 512 + r) * 9 + 1], g2 = w[(o * 512 + r) * 9 + 2], g3 = w[(o * 512 + r) * 9 + 3], g4 = w[(o * 512 + r) * 9 + 4], g5 = w[(o * 512 + r) * 9 + 5], g6 = w[(o * 512 + r) * 9 + 6], g7 = w[(o * 512 + r) * 9 + 7], g8 = w[(o * 512 + r) * 9 + 8];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t00; U[262160 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[524320 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[786480 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t02;
+                U[1048640 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t10; U[1310800 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[1572960 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[1835120 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t12;
+                U[2097280 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t20; U[2359440 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[2621600 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[2883760 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t22;
+                U[3145920 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t30; U[3408080 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[3670240 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[3932400 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t32;
+            }
+        }
+    }
     for (int co = 0; co < 512; co++) bp[co] = co < 512 ? (P + 2359296)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
+        float *restrict yn = y + (size_t)n * 100352;
         const float *restrict xn = x + (size_t)n * 100352;
-        float *restrict xp = S + 0 + (size_t)n * 131072;
-        memset(xp, 0, sizeof(float) * 131072);
+        float *restrict xc = S + 0 + (size_t)n * 131072;
+        memset(xc, 0, sizeof(float) * 131072);
         for (int ci = 0; ci < 512; ci++)
             for (int iy = 0; iy < 14; iy++)
-                for (int ix = 0; ix < 14; ix++) xp[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
-        float *restrict yn = y + (size_t)n * 100352;
-        CG_PARALLEL_FOR
-        for (int oy = 0; oy < 14; oy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 12; x0 += 6) {
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16), a2_1 = VLOAD(bp + (v0 + 1) * 16), a2_2 = VLOAD(bp + (v0 + 2) * 16), a2_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16), a3_1 = VLOAD(bp + (v0 + 1) * 16), a3_2 = VLOAD(bp + (v0 + 2) * 16), a3_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16), a4_1 = VLOAD(bp + (v0 + 1) * 16), a4_2 = VLOAD(bp + (v0 + 2) * 16), a4_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16), a5_1 = VLOAD(bp + (v0 + 1) * 16), a5_2 = VLOAD(bp + (v0 + 2) * 16), a5_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                            a2_0 += xr[1024] * w0; a2_1 += xr[1024] * w1; a2_2 += xr[1024] * w2; a2_3 += xr[1024] * w3;
-                            a3_0 += xr[1536] * w0; a3_1 += xr[1536] * w1; a3_2 += xr[1536] * w2; a3_3 += xr[1536] * w3;
-                            a4_0 += xr[2048] * w0; a4_1 += xr[2048] * w1; a4_2 += xr[2048] * w2; a4_3 += xr[2048] * w3;
-                            a5_0 += xr[2560] * w0; a5_1 += xr[2560] * w1; a5_2 += xr[2560] * w2; a5_3 += xr[2560] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                            a2_0 += xr[1536] * w0; a2_1 += xr[1536] * w1; a2_2 += xr[1536] * w2; a2_3 += xr[1536] * w3;
-                            a3_0 += xr[2048] * w0; a3_1 += xr[2048] * w1; a3_2 += xr[2048] * w2; a3_3 += xr[2048] * w3;
-                            a4_0 += xr[2560] * w0; a4_1 += xr[2560] * w1; a4_2 += xr[2560] * w2; a4_3 += xr[2560] * w3;
-                            a5_0 += xr[3072] * w0; a5_1 += xr[3072] * w1; a5_2 += xr[3072] * w2; a5_3 += xr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                            a2_0 += xr[2048] * w0; a2_1 += xr[2048] * w1; a2_2 += xr[2048] * w2; a2_3 += xr[2048] * w3;
-                            a3_0 += xr[2560] * w0; a3_1 += xr[2560] * w1; a3_2 += xr[2560] * w2; a3_3 += xr[2560] * w3;
-                            a4_0 += xr[3072] * w0; a4_1 += xr[3072] * w1; a4_2 += xr[3072] * w2; a4_3 += xr[3072] * w3;
-                            a5_0 += xr[3584] * w0; a5_1 += xr[3584] * w1; a5_2 += xr[3584] * w2; a5_3 += xr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
-                            a2_0 += xr[9216] * w0; a2_1 += xr[9216] * w1; a2_2 += xr[9216] * w2; a2_3 += xr[9216] * w3;
-                            a3_0 += xr[9728] * w0; a3_1 += xr[9728] * w1; a3_2 += xr[9728] * w2; a3_3 += xr[9728] * w3;
-                            a4_0 += xr[10240] * w0; a4_1 += xr[10240] * w1; a4_2 += xr[10240] * w2; a4_3 += xr[10240] * w3;
-                            a5_0 += xr[10752] * w0; a5_1 += xr[10752] * w1; a5_2 += xr[10752] * w2; a5_3 += xr[10752] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
-                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
-                            a2_0 += xr[9728] * w0; a2_1 += xr[9728] * w1; a2_2 += xr[9728] * w2; a2_3 += xr[9728] * w3;
-                            a3_0 += xr[10240] * w0; a3_1 += xr[10240] * w1; a3_2 += xr[10240] * w2; a3_3 += xr[10240] * w3;
-                            a4_0 += xr[10752] * w0; a4_1 += xr[10752] * w1; a4_2 += xr[10752] * w2; a4_3 += xr[10752] * w3;
-                            a5_0 += xr[11264] * w0; a5_1 += xr[11264] * w1; a5_2 += xr[11264] * w2; a5_3 += xr[11264] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
-                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
-                            a2_0 += xr[10240] * w0; a2_1 += xr[10240] * w1; a2_2 += xr[10240] * w2; a2_3 += xr[10240] * w3;
-                            a3_0 += xr[10752] * w0; a3_1 += xr[10752] * w1; a3_2 += xr[10752] * w2; a3_3 += xr[10752] * w3;
-                            a4_0 += xr[11264] * w0; a4_1 += xr[11264] * w1; a4_2 += xr[11264] * w2; a4_3 += xr[11264] * w3;
-                            a5_0 += xr[11776] * w0; a5_1 += xr[11776] * w1; a5_2 += xr[11776] * w2; a5_3 += xr[11776] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                            a2_0 += xr[17408] * w0; a2_1 += xr[17408] * w1; a2_2 += xr[17408] * w2; a2_3 += xr[17408] * w3;
-                            a3_0 += xr[17920] * w0; a3_1 += xr[17920] * w1; a3_2 += xr[17920] * w2; a3_3 += xr[17920] * w3;
-                            a4_0 += xr[18432] * w0; a4_1 += xr[18432] * w1; a4_2 += xr[18432] * w2; a4_3 += xr[18432] * w3;
-                            a5_0 += xr[18944] * w0; a5_1 += xr[18944] * w1; a5_2 += xr[18944] * w2; a5_3 += xr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
-                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
-                            a2_0 += xr[17920] * w0; a2_1 += xr[17920] * w1; a2_2 += xr[17920] * w2; a2_3 += xr[17920] * w3;
-                            a3_0 += xr[18432] * w0; a3_1 += xr[18432] * w1; a3_2 += xr[18432] * w2; a3_3 += xr[18432] * w3;
-                            a4_0 += xr[18944] * w0; a4_1 += xr[18944] * w1; a4_2 += xr[18944] * w2; a4_3 += xr[18944] * w3;
-                            a5_0 += xr[19456] * w0; a5_1 += xr[19456] * w1; a5_2 += xr[19456] * w2; a5_3 += xr[19456] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
-                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
-                            a2_0 += xr[18432] * w0; a2_1 += xr[18432] * w1; a2_2 += xr[18432] * w2; a2_3 += xr[18432] * w3;
-                            a3_0 += xr[18944] * w0; a3_1 += xr[18944] * w1; a3_2 += xr[18944] * w2; a3_3 += xr[18944] * w3;
-                            a4_0 += xr[19456] * w0; a4_1 += xr[19456] * w1; a4_2 += xr[19456] * w2; a4_3 += xr[19456] * w3;
-                            a5_0 += xr[19968] * w0; a5_1 += xr[19968] * w1; a5_2 += xr[19968] * w2; a5_3 += xr[19968] * w3;
-                        }
+                for (int ix = 0; ix < 14; ix++) xc[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
+        /* blocked product: 7 rows of 7 patches a block */
+        float *restrict Vb = S + 9708288, *restrict Mb = S + 10122496;
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 7; r++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 7 + r)) * 16 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 7 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 8192 + c), d11 = VLOAD(d + 8704 + c), d12 = VLOAD(d + 9216 + c), d13 = VLOAD(d + 9728 + c), d20 = VLOAD(d + 16384 + c), d21 = VLOAD(d + 16896 + c), d22 = VLOAD(d + 17408 + c), d23 = VLOAD(d + 17920 + c), d30 = VLOAD(d + 24576 + c), d31 = VLOAD(d + 25088 + c), d32 = VLOAD(d + 25600 + c), d33 = VLOAD(d + 26112 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 25104 + c, e01 + e02); VSTORE(vt + 50208 + c, e02 - e01); VSTORE(vt + 75312 + c, e01 - e03);
+                        VSTORE(vt + 100416 + c, e10 - e12); VSTORE(vt + 125520 + c, e11 + e12); VSTORE(vt + 150624 + c, e12 - e11); VSTORE(vt + 175728 + c, e11 - e13);
+                        VSTORE(vt + 200832 + c, e20 - e22); VSTORE(vt + 225936 + c, e21 + e22); VSTORE(vt + 251040 + c, e22 - e21); VSTORE(vt + 276144 + c, e21 - e23);
+                        VSTORE(vt + 301248 + c, e30 - e32); VSTORE(vt + 326352 + c, e31 + e32); VSTORE(vt + 351456 + c, e32 - e31); VSTORE(vt + 376560 + c, e31 - e33);
                     }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, vrelu(a0_1)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, vrelu(a0_2)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, vrelu(a0_3));
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, vrelu(a1_1)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, vrelu(a1_2)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, vrelu(a1_3));
-                    VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, vrelu(a2_0)); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, vrelu(a2_1)); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, vrelu(a2_2)); VSTORE(yh + (oy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, vrelu(a2_3));
-                    VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, vrelu(a3_0)); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, vrelu(a3_1)); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, vrelu(a3_2)); VSTORE(yh + (oy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, vrelu(a3_3));
-                    VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, vrelu(a4_0)); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, vrelu(a4_1)); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, vrelu(a4_2)); VSTORE(yh + (oy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, vrelu(a4_3));
-                    VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, vrelu(a5_0)); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, vrelu(a5_1)); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, vrelu(a5_2)); VSTORE(yh + (oy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, vrelu(a5_3));
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 262160 + j * 32768, *restrict vp = Vb + (size_t)p * 25104;
+                float *restrict mp = Mb + (size_t)p * 25104 + j * 64;
+                for (int q0 = 0; q0 < 48; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
                 }
                 {
-                    const int x0 = 12;
-                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16), a0_1 = VLOAD(bp + (v0 + 1) * 16), a0_2 = VLOAD(bp + (v0 + 2) * 16), a0_3 = VLOAD(bp + (v0 + 3) * 16);
-                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16), a1_1 = VLOAD(bp + (v0 + 1) * 16), a1_2 = VLOAD(bp + (v0 + 2) * 16), a1_3 = VLOAD(bp + (v0 + 3) * 16);
-                    for (int ci = 0; ci < 512; ci++) {
-                        const float *restrict xr = xp + (oy * 16 + x0) * 512 + ci;
-                        const float *restrict wr = wt + ci * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += xr[0] * w0; a0_1 += xr[0] * w1; a0_2 += xr[0] * w2; a0_3 += xr[0] * w3;
-                            a1_0 += xr[512] * w0; a1_1 += xr[512] * w1; a1_2 += xr[512] * w2; a1_3 += xr[512] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += xr[512] * w0; a0_1 += xr[512] * w1; a0_2 += xr[512] * w2; a0_3 += xr[512] * w3;
-                            a1_0 += xr[1024] * w0; a1_1 += xr[1024] * w1; a1_2 += xr[1024] * w2; a1_3 += xr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += xr[1024] * w0; a0_1 += xr[1024] * w1; a0_2 += xr[1024] * w2; a0_3 += xr[1024] * w3;
-                            a1_0 += xr[1536] * w0; a1_1 += xr[1536] * w1; a1_2 += xr[1536] * w2; a1_3 += xr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += xr[8192] * w0; a0_1 += xr[8192] * w1; a0_2 += xr[8192] * w2; a0_3 += xr[8192] * w3;
-                            a1_0 += xr[8704] * w0; a1_1 += xr[8704] * w1; a1_2 += xr[8704] * w2; a1_3 += xr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += xr[8704] * w0; a0_1 += xr[8704] * w1; a0_2 += xr[8704] * w2; a0_3 += xr[8704] * w3;
-                            a1_0 += xr[9216] * w0; a1_1 += xr[9216] * w1; a1_2 += xr[9216] * w2; a1_3 += xr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += xr[9216] * w0; a0_1 += xr[9216] * w1; a0_2 += xr[9216] * w2; a0_3 += xr[9216] * w3;
-                            a1_0 += xr[9728] * w0; a1_1 += xr[9728] * w1; a1_2 += xr[9728] * w2; a1_3 += xr[9728] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += xr[16384] * w0; a0_1 += xr[16384] * w1; a0_2 += xr[16384] * w2; a0_3 += xr[16384] * w3;
-                            a1_0 += xr[16896] * w0; a1_1 += xr[16896] * w1; a1_2 += xr[16896] * w2; a1_3 += xr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += xr[16896] * w0; a0_1 += xr[16896] * w1; a0_2 += xr[16896] * w2; a0_3 += xr[16896] * w3;
-                            a1_0 += xr[17408] * w0; a1_1 += xr[17408] * w1; a1_2 += xr[17408] * w2; a1_3 += xr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += xr[17408] * w0; a0_1 += xr[17408] * w1; a0_2 += xr[17408] * w2; a0_3 += xr[17408] * w3;
-                            a1_0 += xr[17920] * w0; a1_1 += xr[17920] * w1; a1_2 += xr[17920] * w2; a1_3 += xr[17920] * w3;
-                        }
+                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(48 + 0) * 512 + c] * w0; a0_1 += vp[(48 + 0) * 512 + c] * w1; a0_2 += vp[(48 + 0) * 512 + c] * w2; a0_3 += vp[(48 + 0) * 512 + c] * w3;
                     }
-                    VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, vrelu(a0_0)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, vrelu(a0_1)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, vrelu(a0_2)); VSTORE(yh + (oy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, vrelu(a0_3));
-                    VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, vrelu(a1_0)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, vrelu(a1_1)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, vrelu(a1_2)); VSTORE(yh + (oy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, vrelu(a1_3));
+                    VSTORE(mp + (48 + 0) * 512 + 0, a0_0); VSTORE(mp + (48 + 0) * 512 + 16, a0_1); VSTORE(mp + (48 + 0) * 512 + 32, a0_2); VSTORE(mp + (48 + 0) * 512 + 48, a0_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 7; r++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 7 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 25104), m2 = VLOAD(mt + 50208), m3 = VLOAD(mt + 75312), m4 = VLOAD(mt + 100416), m5 = VLOAD(mt + 125520), m6 = VLOAD(mt + 150624), m7 = VLOAD(mt + 175728), m8 = VLOAD(mt + 200832), m9 = VLOAD(mt + 225936), m10 = VLOAD(mt + 251040), m11 = VLOAD(mt + 276144), m12 = VLOAD(mt + 301248), m13 = VLOAD(mt + 326352), m14 = VLOAD(mt + 351456), m15 = VLOAD(mt + 376560);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 7 + r) + 0) * 14 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o00));
+                        const cg_v o01 = s01 - s02 - s03 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 7 + r) + 0) * 14 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o01));
+                        const cg_v o10 = s10 + s11 + s12 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 7 + r) + 1) * 14 + 2 * (0 + tx) + 0) * 512 + v * 16, vrelu(o10));
+                        const cg_v o11 = s11 - s12 - s13 + VLOAD(bp + v * 16);
+                        VSTORE(yh + ((size_t)(2 * (b * 7 + r) + 1) * 14 + 2 * (0 + tx) + 1) * 512 + v * 16, vrelu(o11));
+                    }
                 }
             }
         }
@@ -6600,76 +4831,116 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* x [N][512x14x14], y [N][512x14x14] */
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
-    float *restrict dyh = S + 2722304;
-    /* dy of every sample -> channels-last, padded channels zero */
-    CG_PARALLEL_FOR
-    for (int n = 0; n < nb; n++) {
-        float *restrict dn = dyh + (size_t)n * 100352;
-        for (int i = 0; i < 196; i++) {
-            for (int co = 0; co < 512; co++) dn[i * 512 + co] = dy[(size_t)n * 100352 + co * 196 + i];
-        }
-    }
+    /* blocked dW: 7 rows of 7 patches a block */
+    float *restrict dU = S + 5513728, *restrict dyc = S + 262144, *restrict Vb = S + 9708288, *restrict Zb = S + 10122496;
+    memset(dU, 0, sizeof(float) * 4194560);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
         for (int n = 0; n < nb; n++)
             for (int i = 0; i < 196; i++) s += dy[(size_t)n * 100352 + co * 196 + i];
         gb[co] += s;
     }
-    CG_PARALLEL_FOR
-    for (int p0 = 0; p0 < 4608; p0 += 6) {
-        int off[6], gidx[6];
-        for (int j = 0; j < 6; j++) {
-            const int q = p0 + j, ci = q / 9, k = q % 9, ky = k / 3, kx = k % 3;
-            off[j] = (ky * 1 * 16 + kx * 1) * 512 + ci;
-            gidx[j] = ci * 9 + k;
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 100352;
+        const float *restrict xc = S + 0 + (size_t)n * 131072;
+        /* the sample's dy channels-last, padded channels zero */
+        CG_PARALLEL_FOR
+        for (int i = 0; i < 196; i++) {
+            for (int co = 0; co < 512; co++) dyc[i * 512 + co] = dn[co * 196 + i];
         }
-        for (int v0 = 0; v0 < 32; v0 += 4) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-            cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-            cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-            cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xp = S + 0 + (size_t)n * 131072;
-                const float *restrict dn = dyh + (size_t)n * 100352 + v0 * 16;
-                for (int oy = 0; oy < 14; oy++) {
-                    for (int ox = 0; ox < 14; ox++) {
-                        const float *restrict xr = xp + (oy * 16 + ox) * 512;
-                        const cg_v d0 = VLOAD(dn + (oy * 14 + ox) * 512 + 0), d1 = VLOAD(dn + (oy * 14 + ox) * 512 + 16), d2 = VLOAD(dn + (oy * 14 + ox) * 512 + 32), d3 = VLOAD(dn + (oy * 14 + ox) * 512 + 48);
-                        a0_0 += xr[off[0]] * d0; a0_1 += xr[off[0]] * d1; a0_2 += xr[off[0]] * d2; a0_3 += xr[off[0]] * d3;
-                        a1_0 += xr[off[1]] * d0; a1_1 += xr[off[1]] * d1; a1_2 += xr[off[1]] * d2; a1_3 += xr[off[1]] * d3;
-                        a2_0 += xr[off[2]] * d0; a2_1 += xr[off[2]] * d1; a2_2 += xr[off[2]] * d2; a2_3 += xr[off[2]] * d3;
-                        a3_0 += xr[off[3]] * d0; a3_1 += xr[off[3]] * d1; a3_2 += xr[off[3]] * d2; a3_3 += xr[off[3]] * d3;
-                        a4_0 += xr[off[4]] * d0; a4_1 += xr[off[4]] * d1; a4_2 += xr[off[4]] * d2; a4_3 += xr[off[4]] * d3;
-                        a5_0 += xr[off[5]] * d0; a5_1 += xr[off[5]] * d1; a5_2 += xr[off[5]] * d2; a5_3 += xr[off[5]] * d3;
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 7; r++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    const float *restrict d = xc + ((size_t)(2 * (b * 7 + r)) * 16 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 7 + tx) * 528;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 8192 + c), d11 = VLOAD(d + 8704 + c), d12 = VLOAD(d + 9216 + c), d13 = VLOAD(d + 9728 + c), d20 = VLOAD(d + 16384 + c), d21 = VLOAD(d + 16896 + c), d22 = VLOAD(d + 17408 + c), d23 = VLOAD(d + 17920 + c), d30 = VLOAD(d + 24576 + c), d31 = VLOAD(d + 25088 + c), d32 = VLOAD(d + 25600 + c), d33 = VLOAD(d + 26112 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 25888 + c, e01 + e02); VSTORE(vt + 51776 + c, e02 - e01); VSTORE(vt + 77664 + c, e01 - e03);
+                        VSTORE(vt + 103552 + c, e10 - e12); VSTORE(vt + 129440 + c, e11 + e12); VSTORE(vt + 155328 + c, e12 - e11); VSTORE(vt + 181216 + c, e11 - e13);
+                        VSTORE(vt + 207104 + c, e20 - e22); VSTORE(vt + 232992 + c, e21 + e22); VSTORE(vt + 258880 + c, e22 - e21); VSTORE(vt + 284768 + c, e21 - e23);
+                        VSTORE(vt + 310656 + c, e30 - e32); VSTORE(vt + 336544 + c, e31 + e32); VSTORE(vt + 362432 + c, e32 - e31); VSTORE(vt + 388320 + c, e31 - e33);
+                    }
+                    const float *restrict yt = dyc + ((size_t)(2 * (b * 7 + r)) * 14 + 2 * (tx)) * 512;
+                    float *restrict zt = Zb + (r * 7 + tx) * 528;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v y00 = VLOAD(yt + 0 + c), y01 = VLOAD(yt + 512 + c), y10 = VLOAD(yt + 7168 + c), y11 = VLOAD(yt + 7680 + c);
+                        const cg_v h00 = y00, h10 = y00 + y10, h20 = y00 - y10, h30 = -y10;
+                        const cg_v h01 = y01, h11 = y01 + y11, h21 = y01 - y11, h31 = -y11;
+                        VSTORE(zt + 0 + c, h00); VSTORE(zt + 25888 + c, h00 + h01); VSTORE(zt + 51776 + c, h00 - h01); VSTORE(zt + 77664 + c, -h01);
+                        VSTORE(zt + 103552 + c, h10); VSTORE(zt + 129440 + c, h10 + h11); VSTORE(zt + 155328 + c, h10 - h11); VSTORE(zt + 181216 + c, -h11);
+                        VSTORE(zt + 207104 + c, h20); VSTORE(zt + 232992 + c, h20 + h21); VSTORE(zt + 258880 + c, h20 - h21); VSTORE(zt + 284768 + c, -h21);
+                        VSTORE(zt + 310656 + c, h30); VSTORE(zt + 336544 + c, h30 + h31); VSTORE(zt + 362432 + c, h30 - h31); VSTORE(zt + 388320 + c, -h31);
                     }
                 }
             }
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[0]] += a0_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[0]] += a0_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[0]] += a0_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[0]] += a0_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[1]] += a1_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[1]] += a1_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[1]] += a1_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[1]] += a1_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[2]] += a2_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[2]] += a2_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[2]] += a2_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[2]] += a2_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[3]] += a3_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[3]] += a3_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[3]] += a3_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[3]] += a3_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[4]] += a4_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[4]] += a4_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[4]] += a4_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[4]] += a4_3[l];
-            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 512; l++) gw[((v0 + 0) * 16 + l) * 4608 + gidx[5]] += a5_0[l];
-            for (int l = 0; l < 16 && (v0 + 1) * 16 + l < 512; l++) gw[((v0 + 1) * 16 + l) * 4608 + gidx[5]] += a5_1[l];
-            for (int l = 0; l < 16 && (v0 + 2) * 16 + l < 512; l++) gw[((v0 + 2) * 16 + l) * 4608 + gidx[5]] += a5_2[l];
-            for (int l = 0; l < 16 && (v0 + 3) * 16 + l < 512; l++) gw[((v0 + 3) * 16 + l) * 4608 + gidx[5]] += a5_3[l];
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                float *restrict dup = dU + (size_t)p * 262160 + j * 32768;
+                const float *restrict vp = Vb + (size_t)p * 25888, *restrict zp = Zb + (size_t)p * 25888 + j * 64;
+                for (int ci0 = 0; ci0 < 510; ci0 += 6) {
+                    {
+                        cg_v a0_0 = VLOAD(dup + (ci0 + 0) * 64 + 0), a0_1 = VLOAD(dup + (ci0 + 0) * 64 + 16), a0_2 = VLOAD(dup + (ci0 + 0) * 64 + 32), a0_3 = VLOAD(dup + (ci0 + 0) * 64 + 48);
+                        cg_v a1_0 = VLOAD(dup + (ci0 + 1) * 64 + 0), a1_1 = VLOAD(dup + (ci0 + 1) * 64 + 16), a1_2 = VLOAD(dup + (ci0 + 1) * 64 + 32), a1_3 = VLOAD(dup + (ci0 + 1) * 64 + 48);
+                        cg_v a2_0 = VLOAD(dup + (ci0 + 2) * 64 + 0), a2_1 = VLOAD(dup + (ci0 + 2) * 64 + 16), a2_2 = VLOAD(dup + (ci0 + 2) * 64 + 32), a2_3 = VLOAD(dup + (ci0 + 2) * 64 + 48);
+                        cg_v a3_0 = VLOAD(dup + (ci0 + 3) * 64 + 0), a3_1 = VLOAD(dup + (ci0 + 3) * 64 + 16), a3_2 = VLOAD(dup + (ci0 + 3) * 64 + 32), a3_3 = VLOAD(dup + (ci0 + 3) * 64 + 48);
+                        cg_v a4_0 = VLOAD(dup + (ci0 + 4) * 64 + 0), a4_1 = VLOAD(dup + (ci0 + 4) * 64 + 16), a4_2 = VLOAD(dup + (ci0 + 4) * 64 + 32), a4_3 = VLOAD(dup + (ci0 + 4) * 64 + 48);
+                        cg_v a5_0 = VLOAD(dup + (ci0 + 5) * 64 + 0), a5_1 = VLOAD(dup + (ci0 + 5) * 64 + 16), a5_2 = VLOAD(dup + (ci0 + 5) * 64 + 32), a5_3 = VLOAD(dup + (ci0 + 5) * 64 + 48);
+                        for (int q = 0; q < 49; q++) {
+                            const cg_v z0 = VLOAD(zp + q * 528 + 0), z1 = VLOAD(zp + q * 528 + 16), z2 = VLOAD(zp + q * 528 + 32), z3 = VLOAD(zp + q * 528 + 48);
+                            const float *restrict vq = vp + q * 528 + ci0;
+                            a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                            a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                            a2_0 += vq[2] * z0; a2_1 += vq[2] * z1; a2_2 += vq[2] * z2; a2_3 += vq[2] * z3;
+                            a3_0 += vq[3] * z0; a3_1 += vq[3] * z1; a3_2 += vq[3] * z2; a3_3 += vq[3] * z3;
+                            a4_0 += vq[4] * z0; a4_1 += vq[4] * z1; a4_2 += vq[4] * z2; a4_3 += vq[4] * z3;
+                            a5_0 += vq[5] * z0; a5_1 += vq[5] * z1; a5_2 += vq[5] * z2; a5_3 += vq[5] * z3;
+                        }
+                        VSTORE(dup + (ci0 + 0) * 64 + 0, a0_0); VSTORE(dup + (ci0 + 0) * 64 + 16, a0_1); VSTORE(dup + (ci0 + 0) * 64 + 32, a0_2); VSTORE(dup + (ci0 + 0) * 64 + 48, a0_3);
+                        VSTORE(dup + (ci0 + 1) * 64 + 0, a1_0); VSTORE(dup + (ci0 + 1) * 64 + 16, a1_1); VSTORE(dup + (ci0 + 1) * 64 + 32, a1_2); VSTORE(dup + (ci0 + 1) * 64 + 48, a1_3);
+                        VSTORE(dup + (ci0 + 2) * 64 + 0, a2_0); VSTORE(dup + (ci0 + 2) * 64 + 16, a2_1); VSTORE(dup + (ci0 + 2) * 64 + 32, a2_2); VSTORE(dup + (ci0 + 2) * 64 + 48, a2_3);
+                        VSTORE(dup + (ci0 + 3) * 64 + 0, a3_0); VSTORE(dup + (ci0 + 3) * 64 + 16, a3_1); VSTORE(dup + (ci0 + 3) * 64 + 32, a3_2); VSTORE(dup + (ci0 + 3) * 64 + 48, a3_3);
+                        VSTORE(dup + (ci0 + 4) * 64 + 0, a4_0); VSTORE(dup + (ci0 + 4) * 64 + 16, a4_1); VSTORE(dup + (ci0 + 4) * 64 + 32, a4_2); VSTORE(dup + (ci0 + 4) * 64 + 48, a4_3);
+                        VSTORE(dup + (ci0 + 5) * 64 + 0, a5_0); VSTORE(dup + (ci0 + 5) * 64 + 16, a5_1); VSTORE(dup + (ci0 + 5) * 64 + 32, a5_2); VSTORE(dup + (ci0 + 5) * 64 + 48, a5_3);
+                    }
+                }
+                {
+                    cg_v a0_0 = VLOAD(dup + (510 + 0) * 64 + 0), a0_1 = VLOAD(dup + (510 + 0) * 64 + 16), a0_2 = VLOAD(dup + (510 + 0) * 64 + 32), a0_3 = VLOAD(dup + (510 + 0) * 64 + 48);
+                    cg_v a1_0 = VLOAD(dup + (510 + 1) * 64 + 0), a1_1 = VLOAD(dup + (510 + 1) * 64 + 16), a1_2 = VLOAD(dup + (510 + 1) * 64 + 32), a1_3 = VLOAD(dup + (510 + 1) * 64 + 48);
+                    for (int q = 0; q < 49; q++) {
+                        const cg_v z0 = VLOAD(zp + q * 528 + 0), z1 = VLOAD(zp + q * 528 + 16), z2 = VLOAD(zp + q * 528 + 32), z3 = VLOAD(zp + q * 528 + 48);
+                        const float *restrict vq = vp + q * 528 + 510;
+                        a0_0 += vq[0] * z0; a0_1 += vq[0] * z1; a0_2 += vq[0] * z2; a0_3 += vq[0] * z3;
+                        a1_0 += vq[1] * z0; a1_1 += vq[1] * z1; a1_2 += vq[1] * z2; a1_3 += vq[1] * z3;
+                    }
+                    VSTORE(dup + (510 + 0) * 64 + 0, a0_0); VSTORE(dup + (510 + 0) * 64 + 16, a0_1); VSTORE(dup + (510 + 0) * 64 + 32, a0_2); VSTORE(dup + (510 + 0) * 64 + 48, a0_3);
+                    VSTORE(dup + (510 + 1) * 64 + 0, a1_0); VSTORE(dup + (510 + 1) * 64 + 16, a1_1); VSTORE(dup + (510 + 1) * 64 + 32, a1_2); VSTORE(dup + (510 + 1) * 64 + 48, a1_3);
+                }
+            }
+        }
+    }
+    /* dW = G^T dU G of each channel pair */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int ci = 0; ci < 512; ci++) {
+            for (int co = j * 64; co < oe; co++) {
+                const float *restrict u = dU + (size_t)(j * 512 + ci) * 64 + co - j * 64;
+                const float x0 = u[0], x1 = u[262160], x2 = u[524320], x3 = u[786480], x4 = u[1048640], x5 = u[1310800], x6 = u[1572960], x7 = u[1835120], x8 = u[2097280], x9 = u[2359440], x10 = u[2621600], x11 = u[2883760], x12 = u[3145920], x13 = u[3408080], x14 = u[3670240], x15 = u[3932400];
+                const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
+                const float t01 = x1 + 0.5f * (x5 + x9), t11 = 0.5f * (x5 - x9), t21 = 0.5f * (x5 + x9) + x13;
+                const float t02 = x2 + 0.5f * (x6 + x10), t12 = 0.5f * (x6 - x10), t22 = 0.5f * (x6 + x10) + x14;
+                const float t03 = x3 + 0.5f * (x7 + x11), t13 = 0.5f * (x7 - x11), t23 = 0.5f * (x7 + x11) + x15;
+                float *restrict gk = gw + ((size_t)co * 512 + ci) * 9;
+                gk[0] += t00 + 0.5f * (t01 + t02); gk[1] += 0.5f * (t01 - t02); gk[2] += 0.5f * (t01 + t02) + t03;
+                gk[3] += t10 + 0.5f * (t11 + t12); gk[4] += 0.5f * (t11 - t12); gk[5] += 0.5f * (t11 + t12) + t13;
+                gk[6] += t20 + 0.5f * (t21 + t22); gk[7] += 0.5f * (t21 - t22); gk[8] += 0.5f * (t21 + t22) + t23;
+            }
         }
     }
 }
@@ -6678,11 +4949,24 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
-    float *restrict wf = S + 2923008, *restrict dyp = S + 5282304, *restrict dxh = S + 5413376;
-    for (int i = 0; i < 2359296; i++) wf[i] = 0.0f;
-    for (int co = 0; co < 512; co++)
-        for (int ci = 0; ci < 512; ci++)
-            for (int k = 0; k < 9; k++) wf[(co * 9 + k) * 512 + ci] = w[(co * 512 + ci) * 9 + k];
+    float *restrict dyp = S + 5282304, *restrict dxh = S + 5413376, *restrict U = S + 5513728;
+    /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
+    CG_PARALLEL_FOR
+    for (int j = 0; j < 8; j++) {
+        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
+        for (int r = 0; r < 512; r++) {
+            for (int o = j * 64; o < oe; o++) {
+                const float g0 = w[(r * 512 + o) * 9 + 8], g1 = w[(r * 512 + o) * 9 + 7], g2 = w[(r * 512 + o) * 9 + 6], g3 = w[(r * 512 + o) * 9 + 5], g4 = w[(r * 512 + o) * 9 + 4], g5 = w[(r * 512 + o) * 9 + 3], g6 = w[(r * 512 + o) * 9 + 2], g7 = w[(r * 512 + o) * 9 + 1], g8 = w[(r * 512 + o) * 9 + 0];
+                const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+                const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+                const float t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+                U[0 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t00; U[262160 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 + t01 + t02); U[524320 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t00 - t01 + t02); U[786480 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t02;
+                U[1048640 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t10; U[1310800 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 + t11 + t12); U[1572960 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t10 - t11 + t12); U[1835120 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t12;
+                U[2097280 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t20; U[2359440 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 + t21 + t22); U[2621600 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t20 - t21 + t22); U[2883760 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t22;
+                U[3145920 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t30; U[3408080 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 + t31 + t32); U[3670240 + ((size_t)j * 512 + r) * 64 + o - j * 64] = 0.5f * (t30 - t31 + t32); U[3932400 + ((size_t)j * 512 + r) * 64 + o - j * 64] = t32;
+            }
+        }
+    }
     for (int n = 0; n < nb; n++) {
         const float *restrict dn = dy + (size_t)n * 100352;
         float *restrict dxn = dx + (size_t)n * 100352;
@@ -6690,163 +4974,85 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
         for (int co = 0; co < 512; co++)
             for (int oy = 0; oy < 14; oy++)
                 for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
-        CG_PARALLEL_FOR
-        for (int iy = 0; iy < 14; iy++) {
-            for (int v0 = 0; v0 < 32; v0 += 4) {
-                for (int x0 = 0; x0 < 12; x0 += 6) {
-                    cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
-                    cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
-                    cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
-                    cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
-                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
-                            a2_0 += dr[18432] * w0; a2_1 += dr[18432] * w1; a2_2 += dr[18432] * w2; a2_3 += dr[18432] * w3;
-                            a3_0 += dr[18944] * w0; a3_1 += dr[18944] * w1; a3_2 += dr[18944] * w2; a3_3 += dr[18944] * w3;
-                            a4_0 += dr[19456] * w0; a4_1 += dr[19456] * w1; a4_2 += dr[19456] * w2; a4_3 += dr[19456] * w3;
-                            a5_0 += dr[19968] * w0; a5_1 += dr[19968] * w1; a5_2 += dr[19968] * w2; a5_3 += dr[19968] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
-                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
-                            a2_0 += dr[17920] * w0; a2_1 += dr[17920] * w1; a2_2 += dr[17920] * w2; a2_3 += dr[17920] * w3;
-                            a3_0 += dr[18432] * w0; a3_1 += dr[18432] * w1; a3_2 += dr[18432] * w2; a3_3 += dr[18432] * w3;
-                            a4_0 += dr[18944] * w0; a4_1 += dr[18944] * w1; a4_2 += dr[18944] * w2; a4_3 += dr[18944] * w3;
-                            a5_0 += dr[19456] * w0; a5_1 += dr[19456] * w1; a5_2 += dr[19456] * w2; a5_3 += dr[19456] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                            a2_0 += dr[17408] * w0; a2_1 += dr[17408] * w1; a2_2 += dr[17408] * w2; a2_3 += dr[17408] * w3;
-                            a3_0 += dr[17920] * w0; a3_1 += dr[17920] * w1; a3_2 += dr[17920] * w2; a3_3 += dr[17920] * w3;
-                            a4_0 += dr[18432] * w0; a4_1 += dr[18432] * w1; a4_2 += dr[18432] * w2; a4_3 += dr[18432] * w3;
-                            a5_0 += dr[18944] * w0; a5_1 += dr[18944] * w1; a5_2 += dr[18944] * w2; a5_3 += dr[18944] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
-                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
-                            a2_0 += dr[10240] * w0; a2_1 += dr[10240] * w1; a2_2 += dr[10240] * w2; a2_3 += dr[10240] * w3;
-                            a3_0 += dr[10752] * w0; a3_1 += dr[10752] * w1; a3_2 += dr[10752] * w2; a3_3 += dr[10752] * w3;
-                            a4_0 += dr[11264] * w0; a4_1 += dr[11264] * w1; a4_2 += dr[11264] * w2; a4_3 += dr[11264] * w3;
-                            a5_0 += dr[11776] * w0; a5_1 += dr[11776] * w1; a5_2 += dr[11776] * w2; a5_3 += dr[11776] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
-                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
-                            a2_0 += dr[9728] * w0; a2_1 += dr[9728] * w1; a2_2 += dr[9728] * w2; a2_3 += dr[9728] * w3;
-                            a3_0 += dr[10240] * w0; a3_1 += dr[10240] * w1; a3_2 += dr[10240] * w2; a3_3 += dr[10240] * w3;
-                            a4_0 += dr[10752] * w0; a4_1 += dr[10752] * w1; a4_2 += dr[10752] * w2; a4_3 += dr[10752] * w3;
-                            a5_0 += dr[11264] * w0; a5_1 += dr[11264] * w1; a5_2 += dr[11264] * w2; a5_3 += dr[11264] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
-                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
-                            a2_0 += dr[9216] * w0; a2_1 += dr[9216] * w1; a2_2 += dr[9216] * w2; a2_3 += dr[9216] * w3;
-                            a3_0 += dr[9728] * w0; a3_1 += dr[9728] * w1; a3_2 += dr[9728] * w2; a3_3 += dr[9728] * w3;
-                            a4_0 += dr[10240] * w0; a4_1 += dr[10240] * w1; a4_2 += dr[10240] * w2; a4_3 += dr[10240] * w3;
-                            a5_0 += dr[10752] * w0; a5_1 += dr[10752] * w1; a5_2 += dr[10752] * w2; a5_3 += dr[10752] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                            a2_0 += dr[2048] * w0; a2_1 += dr[2048] * w1; a2_2 += dr[2048] * w2; a2_3 += dr[2048] * w3;
-                            a3_0 += dr[2560] * w0; a3_1 += dr[2560] * w1; a3_2 += dr[2560] * w2; a3_3 += dr[2560] * w3;
-                            a4_0 += dr[3072] * w0; a4_1 += dr[3072] * w1; a4_2 += dr[3072] * w2; a4_3 += dr[3072] * w3;
-                            a5_0 += dr[3584] * w0; a5_1 += dr[3584] * w1; a5_2 += dr[3584] * w2; a5_3 += dr[3584] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                            a2_0 += dr[1536] * w0; a2_1 += dr[1536] * w1; a2_2 += dr[1536] * w2; a2_3 += dr[1536] * w3;
-                            a3_0 += dr[2048] * w0; a3_1 += dr[2048] * w1; a3_2 += dr[2048] * w2; a3_3 += dr[2048] * w3;
-                            a4_0 += dr[2560] * w0; a4_1 += dr[2560] * w1; a4_2 += dr[2560] * w2; a4_3 += dr[2560] * w3;
-                            a5_0 += dr[3072] * w0; a5_1 += dr[3072] * w1; a5_2 += dr[3072] * w2; a5_3 += dr[3072] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                            a2_0 += dr[1024] * w0; a2_1 += dr[1024] * w1; a2_2 += dr[1024] * w2; a2_3 += dr[1024] * w3;
-                            a3_0 += dr[1536] * w0; a3_1 += dr[1536] * w1; a3_2 += dr[1536] * w2; a3_3 += dr[1536] * w3;
-                            a4_0 += dr[2048] * w0; a4_1 += dr[2048] * w1; a4_2 += dr[2048] * w2; a4_3 += dr[2048] * w3;
-                            a5_0 += dr[2560] * w0; a5_1 += dr[2560] * w1; a5_2 += dr[2560] * w2; a5_3 += dr[2560] * w3;
-                        }
+        /* blocked product: 7 rows of 7 patches a block */
+        float *restrict Vb = S + 9708288, *restrict Mb = S + 10122496;
+        for (int b = 0; b < 1; b++) {
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 7; r++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    const float *restrict d = dyp + ((size_t)(2 * (b * 7 + r)) * 16 + 2 * (0 + tx)) * 512;
+                    float *restrict vt = Vb + (r * 7 + tx) * 512;
+                    for (int c = 0; c < 512; c += 16) {
+                        const cg_v d00 = VLOAD(d + 0 + c), d01 = VLOAD(d + 512 + c), d02 = VLOAD(d + 1024 + c), d03 = VLOAD(d + 1536 + c), d10 = VLOAD(d + 8192 + c), d11 = VLOAD(d + 8704 + c), d12 = VLOAD(d + 9216 + c), d13 = VLOAD(d + 9728 + c), d20 = VLOAD(d + 16384 + c), d21 = VLOAD(d + 16896 + c), d22 = VLOAD(d + 17408 + c), d23 = VLOAD(d + 17920 + c), d30 = VLOAD(d + 24576 + c), d31 = VLOAD(d + 25088 + c), d32 = VLOAD(d + 25600 + c), d33 = VLOAD(d + 26112 + c);
+                        const cg_v e00 = d00 - d20, e10 = d10 + d20, e20 = d20 - d10, e30 = d10 - d30;
+                        const cg_v e01 = d01 - d21, e11 = d11 + d21, e21 = d21 - d11, e31 = d11 - d31;
+                        const cg_v e02 = d02 - d22, e12 = d12 + d22, e22 = d22 - d12, e32 = d12 - d32;
+                        const cg_v e03 = d03 - d23, e13 = d13 + d23, e23 = d23 - d13, e33 = d13 - d33;
+                        VSTORE(vt + 0 + c, e00 - e02); VSTORE(vt + 25104 + c, e01 + e02); VSTORE(vt + 50208 + c, e02 - e01); VSTORE(vt + 75312 + c, e01 - e03);
+                        VSTORE(vt + 100416 + c, e10 - e12); VSTORE(vt + 125520 + c, e11 + e12); VSTORE(vt + 150624 + c, e12 - e11); VSTORE(vt + 175728 + c, e11 - e13);
+                        VSTORE(vt + 200832 + c, e20 - e22); VSTORE(vt + 225936 + c, e21 + e22); VSTORE(vt + 251040 + c, e22 - e21); VSTORE(vt + 276144 + c, e21 - e23);
+                        VSTORE(vt + 301248 + c, e30 - e32); VSTORE(vt + 326352 + c, e31 + e32); VSTORE(vt + 351456 + c, e32 - e31); VSTORE(vt + 376560 + c, e31 - e33);
                     }
-                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 0) * 16, a2_0); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 1) * 16, a2_1); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 2) * 16, a2_2); VSTORE(dxh + (iy * 14 + x0 + 2) * 512 + (v0 + 3) * 16, a2_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 0) * 16, a3_0); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 1) * 16, a3_1); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 2) * 16, a3_2); VSTORE(dxh + (iy * 14 + x0 + 3) * 512 + (v0 + 3) * 16, a3_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 0) * 16, a4_0); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 1) * 16, a4_1); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 2) * 16, a4_2); VSTORE(dxh + (iy * 14 + x0 + 4) * 512 + (v0 + 3) * 16, a4_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 0) * 16, a5_0); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 1) * 16, a5_1); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 2) * 16, a5_2); VSTORE(dxh + (iy * 14 + x0 + 5) * 512 + (v0 + 3) * 16, a5_3);
+                }
+            }
+            CG_PARALLEL_FOR2
+            for (int p = 0; p < 16; p++)
+            for (int j = 0; j < 8; j++) {
+                const float *restrict up = U + (size_t)p * 262160 + j * 32768, *restrict vp = Vb + (size_t)p * 25104;
+                float *restrict mp = Mb + (size_t)p * 25104 + j * 64;
+                for (int q0 = 0; q0 < 48; q0 += 6) {
+                    {
+                        cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
+                        cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
+                        cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
+                        cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
+                        cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
+                        cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
+                        for (int c = 0; c < 512; c++) {
+                            const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                            a0_0 += vp[(q0 + 0) * 512 + c] * w0; a0_1 += vp[(q0 + 0) * 512 + c] * w1; a0_2 += vp[(q0 + 0) * 512 + c] * w2; a0_3 += vp[(q0 + 0) * 512 + c] * w3;
+                            a1_0 += vp[(q0 + 1) * 512 + c] * w0; a1_1 += vp[(q0 + 1) * 512 + c] * w1; a1_2 += vp[(q0 + 1) * 512 + c] * w2; a1_3 += vp[(q0 + 1) * 512 + c] * w3;
+                            a2_0 += vp[(q0 + 2) * 512 + c] * w0; a2_1 += vp[(q0 + 2) * 512 + c] * w1; a2_2 += vp[(q0 + 2) * 512 + c] * w2; a2_3 += vp[(q0 + 2) * 512 + c] * w3;
+                            a3_0 += vp[(q0 + 3) * 512 + c] * w0; a3_1 += vp[(q0 + 3) * 512 + c] * w1; a3_2 += vp[(q0 + 3) * 512 + c] * w2; a3_3 += vp[(q0 + 3) * 512 + c] * w3;
+                            a4_0 += vp[(q0 + 4) * 512 + c] * w0; a4_1 += vp[(q0 + 4) * 512 + c] * w1; a4_2 += vp[(q0 + 4) * 512 + c] * w2; a4_3 += vp[(q0 + 4) * 512 + c] * w3;
+                            a5_0 += vp[(q0 + 5) * 512 + c] * w0; a5_1 += vp[(q0 + 5) * 512 + c] * w1; a5_2 += vp[(q0 + 5) * 512 + c] * w2; a5_3 += vp[(q0 + 5) * 512 + c] * w3;
+                        }
+                        VSTORE(mp + (q0 + 0) * 512 + 0, a0_0); VSTORE(mp + (q0 + 0) * 512 + 16, a0_1); VSTORE(mp + (q0 + 0) * 512 + 32, a0_2); VSTORE(mp + (q0 + 0) * 512 + 48, a0_3);
+                        VSTORE(mp + (q0 + 1) * 512 + 0, a1_0); VSTORE(mp + (q0 + 1) * 512 + 16, a1_1); VSTORE(mp + (q0 + 1) * 512 + 32, a1_2); VSTORE(mp + (q0 + 1) * 512 + 48, a1_3);
+                        VSTORE(mp + (q0 + 2) * 512 + 0, a2_0); VSTORE(mp + (q0 + 2) * 512 + 16, a2_1); VSTORE(mp + (q0 + 2) * 512 + 32, a2_2); VSTORE(mp + (q0 + 2) * 512 + 48, a2_3);
+                        VSTORE(mp + (q0 + 3) * 512 + 0, a3_0); VSTORE(mp + (q0 + 3) * 512 + 16, a3_1); VSTORE(mp + (q0 + 3) * 512 + 32, a3_2); VSTORE(mp + (q0 + 3) * 512 + 48, a3_3);
+                        VSTORE(mp + (q0 + 4) * 512 + 0, a4_0); VSTORE(mp + (q0 + 4) * 512 + 16, a4_1); VSTORE(mp + (q0 + 4) * 512 + 32, a4_2); VSTORE(mp + (q0 + 4) * 512 + 48, a4_3);
+                        VSTORE(mp + (q0 + 5) * 512 + 0, a5_0); VSTORE(mp + (q0 + 5) * 512 + 16, a5_1); VSTORE(mp + (q0 + 5) * 512 + 32, a5_2); VSTORE(mp + (q0 + 5) * 512 + 48, a5_3);
+                    }
                 }
                 {
-                    const int x0 = 12;
                     cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-                    cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-                    for (int co = 0; co < 512; co++) {
-                        const float *restrict dr = dyp + (iy * 16 + x0) * 512 + co;
-                        const float *restrict wr = wf + co * 4608 + v0 * 16;
-                        {
-                            const cg_v w0 = VLOAD(wr + 0), w1 = VLOAD(wr + 16), w2 = VLOAD(wr + 32), w3 = VLOAD(wr + 48);
-                            a0_0 += dr[17408] * w0; a0_1 += dr[17408] * w1; a0_2 += dr[17408] * w2; a0_3 += dr[17408] * w3;
-                            a1_0 += dr[17920] * w0; a1_1 += dr[17920] * w1; a1_2 += dr[17920] * w2; a1_3 += dr[17920] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 512), w1 = VLOAD(wr + 528), w2 = VLOAD(wr + 544), w3 = VLOAD(wr + 560);
-                            a0_0 += dr[16896] * w0; a0_1 += dr[16896] * w1; a0_2 += dr[16896] * w2; a0_3 += dr[16896] * w3;
-                            a1_0 += dr[17408] * w0; a1_1 += dr[17408] * w1; a1_2 += dr[17408] * w2; a1_3 += dr[17408] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1024), w1 = VLOAD(wr + 1040), w2 = VLOAD(wr + 1056), w3 = VLOAD(wr + 1072);
-                            a0_0 += dr[16384] * w0; a0_1 += dr[16384] * w1; a0_2 += dr[16384] * w2; a0_3 += dr[16384] * w3;
-                            a1_0 += dr[16896] * w0; a1_1 += dr[16896] * w1; a1_2 += dr[16896] * w2; a1_3 += dr[16896] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 1536), w1 = VLOAD(wr + 1552), w2 = VLOAD(wr + 1568), w3 = VLOAD(wr + 1584);
-                            a0_0 += dr[9216] * w0; a0_1 += dr[9216] * w1; a0_2 += dr[9216] * w2; a0_3 += dr[9216] * w3;
-                            a1_0 += dr[9728] * w0; a1_1 += dr[9728] * w1; a1_2 += dr[9728] * w2; a1_3 += dr[9728] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2048), w1 = VLOAD(wr + 2064), w2 = VLOAD(wr + 2080), w3 = VLOAD(wr + 2096);
-                            a0_0 += dr[8704] * w0; a0_1 += dr[8704] * w1; a0_2 += dr[8704] * w2; a0_3 += dr[8704] * w3;
-                            a1_0 += dr[9216] * w0; a1_1 += dr[9216] * w1; a1_2 += dr[9216] * w2; a1_3 += dr[9216] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 2560), w1 = VLOAD(wr + 2576), w2 = VLOAD(wr + 2592), w3 = VLOAD(wr + 2608);
-                            a0_0 += dr[8192] * w0; a0_1 += dr[8192] * w1; a0_2 += dr[8192] * w2; a0_3 += dr[8192] * w3;
-                            a1_0 += dr[8704] * w0; a1_1 += dr[8704] * w1; a1_2 += dr[8704] * w2; a1_3 += dr[8704] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3072), w1 = VLOAD(wr + 3088), w2 = VLOAD(wr + 3104), w3 = VLOAD(wr + 3120);
-                            a0_0 += dr[1024] * w0; a0_1 += dr[1024] * w1; a0_2 += dr[1024] * w2; a0_3 += dr[1024] * w3;
-                            a1_0 += dr[1536] * w0; a1_1 += dr[1536] * w1; a1_2 += dr[1536] * w2; a1_3 += dr[1536] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 3584), w1 = VLOAD(wr + 3600), w2 = VLOAD(wr + 3616), w3 = VLOAD(wr + 3632);
-                            a0_0 += dr[512] * w0; a0_1 += dr[512] * w1; a0_2 += dr[512] * w2; a0_3 += dr[512] * w3;
-                            a1_0 += dr[1024] * w0; a1_1 += dr[1024] * w1; a1_2 += dr[1024] * w2; a1_3 += dr[1024] * w3;
-                        }
-                        {
-                            const cg_v w0 = VLOAD(wr + 4096), w1 = VLOAD(wr + 4112), w2 = VLOAD(wr + 4128), w3 = VLOAD(wr + 4144);
-                            a0_0 += dr[0] * w0; a0_1 += dr[0] * w1; a0_2 += dr[0] * w2; a0_3 += dr[0] * w3;
-                            a1_0 += dr[512] * w0; a1_1 += dr[512] * w1; a1_2 += dr[512] * w2; a1_3 += dr[512] * w3;
-                        }
+                    for (int c = 0; c < 512; c++) {
+                        const cg_v w0 = VLOAD(up + c * 64 + 0), w1 = VLOAD(up + c * 64 + 16), w2 = VLOAD(up + c * 64 + 32), w3 = VLOAD(up + c * 64 + 48);
+                        a0_0 += vp[(48 + 0) * 512 + c] * w0; a0_1 += vp[(48 + 0) * 512 + c] * w1; a0_2 += vp[(48 + 0) * 512 + c] * w2; a0_3 += vp[(48 + 0) * 512 + c] * w3;
                     }
-                    VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 0) * 16, a0_0); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 1) * 16, a0_1); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 2) * 16, a0_2); VSTORE(dxh + (iy * 14 + x0 + 0) * 512 + (v0 + 3) * 16, a0_3);
-                    VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 0) * 16, a1_0); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 1) * 16, a1_1); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 2) * 16, a1_2); VSTORE(dxh + (iy * 14 + x0 + 1) * 512 + (v0 + 3) * 16, a1_3);
+                    VSTORE(mp + (48 + 0) * 512 + 0, a0_0); VSTORE(mp + (48 + 0) * 512 + 16, a0_1); VSTORE(mp + (48 + 0) * 512 + 32, a0_2); VSTORE(mp + (48 + 0) * 512 + 48, a0_3);
+                }
+            }
+            CG_PARALLEL_FOR
+            for (int r = 0; r < 7; r++) {
+                for (int tx = 0; tx < 7; tx++) {
+                    for (int v = 0; v < 32; v++) {
+                        const float *restrict mt = Mb + (r * 7 + tx) * 512 + v * 16;
+                        const cg_v m0 = VLOAD(mt + 0), m1 = VLOAD(mt + 25104), m2 = VLOAD(mt + 50208), m3 = VLOAD(mt + 75312), m4 = VLOAD(mt + 100416), m5 = VLOAD(mt + 125520), m6 = VLOAD(mt + 150624), m7 = VLOAD(mt + 175728), m8 = VLOAD(mt + 200832), m9 = VLOAD(mt + 225936), m10 = VLOAD(mt + 251040), m11 = VLOAD(mt + 276144), m12 = VLOAD(mt + 301248), m13 = VLOAD(mt + 326352), m14 = VLOAD(mt + 351456), m15 = VLOAD(mt + 376560);
+                        const cg_v s00 = m0 + m4 + m8, s10 = m4 - m8 - m12;
+                        const cg_v s01 = m1 + m5 + m9, s11 = m5 - m9 - m13;
+                        const cg_v s02 = m2 + m6 + m10, s12 = m6 - m10 - m14;
+                        const cg_v s03 = m3 + m7 + m11, s13 = m7 - m11 - m15;
+                        const cg_v o00 = s00 + s01 + s02;
+                        VSTORE(dxh + ((size_t)(2 * (b * 7 + r) + 0) * 14 + 2 * (0 + tx) + 0) * 512 + v * 16, o00);
+                        const cg_v o01 = s01 - s02 - s03;
+                        VSTORE(dxh + ((size_t)(2 * (b * 7 + r) + 0) * 14 + 2 * (0 + tx) + 1) * 512 + v * 16, o01);
+                        const cg_v o10 = s10 + s11 + s12;
+                        VSTORE(dxh + ((size_t)(2 * (b * 7 + r) + 1) * 14 + 2 * (0 + tx) + 0) * 512 + v * 16, o10);
+                        const cg_v o11 = s11 - s12 - s13;
+                        VSTORE(dxh + ((size_t)(2 * (b * 7 + r) + 1) * 14 + 2 * (0 + tx) + 1) * 512 + v * 16, o11);
+                    }
                 }
             }
         }
@@ -6867,7 +5073,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 }
 
 /* layer 26: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:45:5)
- * schedule cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 /* l26_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l26_conv2d_backward: the code of l24_conv2d_backward */
@@ -6881,7 +5087,7 @@ static void l25_relu_backward(const float *restrict y, const float *restrict dy,
 /* l27_relu_backward: the code of l25_relu_backward */
 
 /* layer 28: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:47:5)
- * schedule cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded */
+ * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
 /* l28_conv2d_forward: the code of l24_conv2d_forward */
 
 /* l28_conv2d_backward: the code of l24_conv2d_backward */
@@ -7376,64 +5582,64 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define S02     37046032 /* scratch of layer 2 (conv2d) */
 #define A04     12845056 /* output of layer 4 (maxpool2d), [N][64x112x112] */
 #define A05     14450688 /* output of layer 5 (conv2d), [N][128x112x112] */
-#define S05     50121520 /* scratch of layer 5 (conv2d) */
+#define S05     64998736 /* scratch of layer 5 (conv2d) */
 #define A07     17661952 /* output of layer 7 (conv2d), [N][128x112x112] */
-#define S07     55112016 /* scratch of layer 7 (conv2d) */
+#define S07     79041744 /* scratch of layer 7 (conv2d) */
 #define A09     20873216 /* output of layer 9 (maxpool2d), [N][128x56x56] */
 #define A10     21676032 /* output of layer 10 (conv2d), [N][256x56x56] */
-#define S10     61766000 /* scratch of layer 10 (conv2d) */
+#define S10     95657552 /* scratch of layer 10 (conv2d) */
 #define A12     23281664 /* output of layer 12 (conv2d), [N][256x56x56] */
-#define S12     64349584 /* scratch of layer 12 (conv2d) */
+#define S12     105777744 /* scratch of layer 12 (conv2d) */
 #define A14     24887296 /* output of layer 14 (conv2d), [N][256x56x56] */
-#define S14     67794352 /* scratch of layer 14 (conv2d) */
+#define S14     118188624 /* scratch of layer 14 (conv2d) */
 #define A16     26492928 /* output of layer 16 (maxpool2d), [N][256x28x28] */
 #define A17     26894336 /* output of layer 17 (conv2d), [N][512x28x28] */
-#define S17     71239120 /* scratch of layer 17 (conv2d) */
+#define S17     130599504 /* scratch of layer 17 (conv2d) */
 #define A19     27697152 /* output of layer 19 (conv2d), [N][512x28x28] */
-#define S19     72621552 /* scratch of layer 19 (conv2d) */
+#define S19     139892560 /* scratch of layer 19 (conv2d) */
 #define A21     28499968 /* output of layer 21 (conv2d), [N][512x28x28] */
-#define S21     74464784 /* scratch of layer 21 (conv2d) */
+#define S21     155106384 /* scratch of layer 21 (conv2d) */
 #define A23     29302784 /* output of layer 23 (maxpool2d), [N][512x14x14] */
 #define A24     29503488 /* output of layer 24 (conv2d), [N][512x14x14] */
-#define S24     76308016 /* scratch of layer 24 (conv2d) */
+#define S24     170320208 /* scratch of layer 24 (conv2d) */
 #define A26     29704192 /* output of layer 26 (conv2d), [N][512x14x14] */
-#define S26     81821744 /* scratch of layer 26 (conv2d) */
+#define S26     180856912 /* scratch of layer 26 (conv2d) */
 #define A28     29904896 /* output of layer 28 (conv2d), [N][512x14x14] */
-#define S28     87335472 /* scratch of layer 28 (conv2d) */
+#define S28     191393616 /* scratch of layer 28 (conv2d) */
 #define A30     30105600 /* output of layer 30 (maxpool2d), [N][512x7x7] */
 #define A32     30155776 /* output of layer 32 (dense), [N][4096] */
 #define A34     30163968 /* output of layer 34 (dense), [N][4096] */
 #define A36     30172160 /* output of layer 36 (dense), [N][1000] */
-#define DOUT    92849200 /* dLoss/dOutput, [N][1000] */
-#define D35     92851200 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     92859392 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
-#define D31     93051904 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     92851200 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     93051904 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     92851200 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     93051904 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     92851200 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     93654016 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     92851200 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
-#define D20     93654016 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     92851200 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     93654016 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     92851200 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     94456832 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     92851200 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
-#define D13     94456832 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     92851200 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     94456832 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     92851200 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     96062464 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     92851200 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     96062464 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     92851200 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     99273728 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     92851200 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
-#define D01     99273728 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     92851200 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     99273728 /* gradient arena: dLoss/dInput */
+#define DOUT    201930320 /* dLoss/dOutput, [N][1000] */
+#define D35     201932320 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     201940512 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
+#define D31     202133024 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     201932320 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     202133024 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     201932320 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     202133024 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     201932320 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     202735136 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     201932320 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     202735136 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     201932320 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     202735136 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     201932320 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     203537952 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     201932320 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     203537952 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     201932320 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     203537952 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     201932320 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     205143584 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     201932320 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     205143584 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     201932320 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     208354848 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     201932320 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     208354848 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     201932320 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     208354848 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -7480,7 +5686,7 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (92849200); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (201930320); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
@@ -7628,7 +5834,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
      .in_size = 3211264, .out_size = 3211264, .act_offset = 6422528, .lanes = 0, .line = 17, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 2, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {64, 224, 224}, .ndim_out = 3, .out_shape = {64, 224, 224},
@@ -7642,7 +5848,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 802816, .out_size = 1605632, .act_offset = 14450688, .lanes = 0, .line = 21, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 5, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
@@ -7651,7 +5857,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
      .in_size = 1605632, .out_size = 1605632, .act_offset = 17661952, .lanes = 0, .line = 23, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 7, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {128, 112, 112}, .ndim_out = 3, .out_shape = {128, 112, 112},
@@ -7665,7 +5871,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {128, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 401408, .out_size = 802816, .act_offset = 21676032, .lanes = 0, .line = 27, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 10, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7674,7 +5880,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 23281664, .lanes = 0, .line = 29, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 12, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7683,7 +5889,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
      .in_size = 802816, .out_size = 802816, .act_offset = 24887296, .lanes = 0, .line = 31, .col = 5,
-     .schedule = "wv: fwd wv[TC=6,TX=4]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=6,TX=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 14, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {256, 56, 56}, .ndim_out = 3, .out_shape = {256, 56, 56},
@@ -7697,7 +5903,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {256, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 200704, .out_size = 401408, .act_offset = 26894336, .lanes = 0, .line = 35, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 17, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7706,7 +5912,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 27697152, .lanes = 0, .line = 37, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 19, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7715,7 +5921,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
      .in_size = 401408, .out_size = 401408, .act_offset = 28499968, .lanes = 0, .line = 39, .col = 5,
-     .schedule = "wv: fwd wv[TC=12,TX=2]+relu dw wv[RY=3,TCW=2,U=4] dx wv[TC=12,TX=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 21, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 28, 28}, .ndim_out = 3, .out_shape = {512, 28, 28},
@@ -7729,7 +5935,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29503488, .lanes = 0, .line = 43, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 24, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7738,7 +5944,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29704192, .lanes = 0, .line = 45, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 26, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
@@ -7747,7 +5953,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},
      .in_size = 100352, .out_size = 100352, .act_offset = 29904896, .lanes = 0, .line = 47, .col = 5,
-     .schedule = "cv: fwd cv[TP=6,TV=4]+relu dw cv[TPR=6,TV=4] dx cv[TP=6,TV=4] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL, .inplace = 0,
+     .schedule = "cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 28, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 3, .in_shape = {512, 14, 14}, .ndim_out = 3, .out_shape = {512, 14, 14},

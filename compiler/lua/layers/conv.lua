@@ -328,8 +328,8 @@ function M.candidates(L, T)
     if cvw and fill(L.geom.w.I, L.vec) > fill(L.cin, L.vec) then cv, cvw = cvw, cv end
     c[#c + 1] = cv
     c[#c + 1] = cvw
-    -- for the tuner: Winograd F(2x2, 3x3) for the forward and dx on the same copies
-    -- (conv_cvw.lua), dW as the cv form's
+    -- Winograd F(2x2, 3x3) for the forward and dx on the same copies (conv_cvw.lua),
+    -- dW as the cv form's, Winograd's (the heuristic's from 64 channels, below) or wv's
     if cvw_mod.ok(L) then
       local ft, xt = cvw_mod.tile(L, T, L.cin, L.cout), cvw_mod.tile(L, T, L.cout, L.cin)
       if ft and xt then
@@ -345,6 +345,18 @@ function M.candidates(L, T)
             dw = {form = "wv", tile = wv.dw_tile(L, T)}, dx = {form = "cvw", tile = xt, apart = true}, variants = false}
         end
       end
+    end
+  end
+  -- 64 or more channels in and out: Winograd on channels-last copies, dW too, first.
+  -- F(2x2, 3x3) takes 16 multiply-adds for 36, and its products run as GEMMs. VGG-16 at
+  -- 224, batch 2, 2 Zen 3 cores (bench/tune.py, each layer alone): its 8 signatures past
+  -- the first 1.29-2.47x the row-vector form, cv+wino+dw the fastest of 6 and within 1 %
+  -- and 11 % of wv+wino on the 2 others; the network with it on all of them 1.67x
+  -- the row-vector form's (bench/ab.py), the tuner's mix 1.63x. (conv64, 64 -> 64 on
+  -- 56x56 at batch 8: wv+wino 1.02x cv+wino+dw, both over the row-vector form.)
+  if L.cin >= 64 and L.cout >= 64 then
+    for i, s in ipairs(c) do
+      if s.name == "cv+wino+dw" then table.remove(c, i); table.insert(c, 1, s); break end
     end
   end
   -- the heuristic's order: straight-line for tiny layers, then row vectors, channel

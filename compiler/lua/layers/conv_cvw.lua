@@ -1,6 +1,8 @@
 -- conv2d, "cvw" form: Winograd F(2x2, 3x3) on the channels-last copies of conv.lua's
 -- channel-vector form ("cv"), for the batches too small for the batch-innermost layout
--- (a 3x3 conv 64 -> 64 on 56x56 at batch 8). Stride 1, dilation 1, no groups.
+-- (a 3x3 conv 64 -> 64 on 56x56 at batch 8, VGG-16 at 224 at batch 2). Stride 1,
+-- dilation 1, no groups. "cv+wino+dw" is the heuristic's schedule from 64 channels in and
+-- out (conv.lua's candidates); "cv+wino" and "wv+wino" are the tuner's.
 --
 -- Per sample, the padded input xp [Hp][Wp][Cin] (conv.lua's cv_scratch: kept for the cv
 -- form's dW) is cut into 4x4 patches that overlap by 2, one for every 2x2 outputs:
