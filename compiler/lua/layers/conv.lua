@@ -1332,14 +1332,7 @@ function M.backward_cv(L, C, ctx)
   if CP > Cout then C:line("for (int co = %d; co < %d; co++) dn[i * %d + co] = 0.0f;", Cout, CP, CP) end
   C:close()
   C:close()
-  if L.opt.bias then
-    C:open("for (int co = 0; co < %d; co++) {", Cout)
-    C:line("float s = 0.0f;")
-    C:line("for (int n = 0; n < nb; n++)")
-    C:line("    for (int i = 0; i < %d; i++) s += dy[(size_t)n * %d + co * %d + i];", d.OHW, d.OUT, d.OHW)
-    C:line("gb[co] += s;")
-    C:close()
-  end
+  cvw_mod.bias_grad(C, L, d)
   local function tile(p0expr, np)
     -- pair q = p0 + j: ci = q / KK, tap = q % KK, known at generation time only when p0 is;
     -- p0 is a runtime multiple of TPR, so compute offsets per pair at run time once.

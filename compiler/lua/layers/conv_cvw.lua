@@ -541,6 +541,18 @@ function M.forward(L, C, cv_scratch, d)
   return {"P", "S", "x", "y", "nb"}
 end
 
+-- gb += the sum of dy over the samples and positions of each output channel (the cv
+-- form's dW too)
+function M.bias_grad(C, L, d)
+  if not L.opt.bias then return end
+  C:open("for (int co = 0; co < %d; co++) {", L.cout)
+  C:line("float s = 0.0f;")
+  C:line("for (int n = 0; n < nb; n++)")
+  C:line("    for (int i = 0; i < %d; i++) s += dy[(size_t)n * %d + co * %d + i];", d.OHW, d.OUT, d.OHW)
+  C:line("gb[co] += s;")
+  C:close()
+end
+
 -- dW in Winograd's form ("cv+wino+dw"): with Z = A dy A^T of each patch's 2x2 outputs
 -- (4x4 a channel), dU[p][ci][co] = sum over the patches of every sample of V[p][ci] Z[p][co]
 -- (16 GEMMs over the patches, dU in panels as U), then dW = G^T dU G. The input is the
@@ -625,14 +637,7 @@ function M.backward_dw(L, C, cv_scratch, d)
   C:line("float *restrict dU = S + %d, *restrict dyc = S + %d, *restrict Vb = S + %d, *restrict Zb = S + %d;", sc.U, sc.YH,
     sc.VB, sc.MB)
   C:line("memset(dU, 0, sizeof(float) * %d);", 16 * US)
-  if L.opt.bias then
-    C:open("for (int co = 0; co < %d; co++) {", Cout)
-    C:line("float s = 0.0f;")
-    C:line("for (int n = 0; n < nb; n++)")
-    C:line("    for (int i = 0; i < %d; i++) s += dy[(size_t)n * %d + co * %d + i];", d.OHW, d.OUT, d.OHW)
-    C:line("gb[co] += s;")
-    C:close()
-  end
+  M.bias_grad(C, L, d)
   C:open("for (int n = 0; n < nb; n++) {")
   C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
   C:line("const float *restrict xc = S + %d + (size_t)n * %d;", sc.XP, sc.Hp * sc.Wp * Cin)
