@@ -800,7 +800,7 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    float *restrict yh = S + 6537728, *restrict bp = S + 9785856, *restrict U = S + 22725440;
+    float *restrict yh = S + 6537728, *restrict bp = S + 9748992, *restrict U = S + 16229184;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 64 */
     CG_PARALLEL_FOR
     for (int o = 0; o < 64; o++) {
@@ -960,7 +960,7 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 36864;
     /* blocked dW: 18 rows of 112 patches a block */
-    float *restrict dU = S + 22725440, *restrict dyc = S + 6537728, *restrict Vb = S + 22791232, *restrict Zb = S + 25371968;
+    float *restrict dU = S + 16229184, *restrict dyc = S + 6537728, *restrict Vb = S + 16294976, *restrict Zb = S + 18875712;
     memset(dU, 0, sizeof(float) * 65792);
     for (int co = 0; co < 64; co++) {
         float s = 0.0f;
@@ -1163,7 +1163,7 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    float *restrict dyp = S + 16245312, *restrict dxh = S + 19514176, *restrict U = S + 22725440;
+    float *restrict dyp = S + 9749056, *restrict dxh = S + 13017920, *restrict U = S + 16229184;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 64 */
     CG_PARALLEL_FOR
     for (int r = 0; r < 64; r++) {
@@ -1373,7 +1373,7 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict yh = S + 1663488, *restrict bp = S + 3342848, *restrict U = S + 9094272;
+    float *restrict yh = S + 1663488, *restrict bp = S + 3269120, *restrict U = S + 5735552;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 128 */
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
@@ -1527,7 +1527,7 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 73728;
     /* blocked dW: 24 rows of 56 patches a block */
-    float *restrict dU = S + 9094272, *restrict dyc = S + 1663488, *restrict Vb = S + 9225600, *restrict Zb = S + 10946176;
+    float *restrict dU = S + 5735552, *restrict dyc = S + 1663488, *restrict Vb = S + 5866880, *restrict Zb = S + 7587456;
     memset(dU, 0, sizeof(float) * 131328);
     for (int co = 0; co < 128; co++) {
         float s = 0.0f;
@@ -1731,7 +1731,7 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict dyp = S + 6627968, *restrict dxh = S + 8291456, *restrict U = S + 9094272;
+    float *restrict dyp = S + 3269248, *restrict dxh = S + 4932736, *restrict U = S + 5735552;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 64 */
     CG_PARALLEL_FOR
     for (int r = 0; r < 128; r++) {
@@ -1894,7 +1894,7 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict yh = S + 3326976, *restrict bp = S + 5080064, *restrict U = S + 11708032;
+    float *restrict yh = S + 3326976, *restrict bp = S + 4932608, *restrict U = S + 8201856;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 128 */
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
@@ -2048,7 +2048,7 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 147456;
     /* blocked dW: 18 rows of 56 patches a block */
-    float *restrict dU = S + 11708032, *restrict dyc = S + 3326976, *restrict Vb = S + 11970432, *restrict Zb = S + 14293120;
+    float *restrict dU = S + 8201856, *restrict dyc = S + 3326976, *restrict Vb = S + 8464256, *restrict Zb = S + 10786944;
     memset(dU, 0, sizeof(float) * 262400);
     for (int co = 0; co < 128; co++) {
         float s = 0.0f;
@@ -2240,7 +2240,7 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict dyp = S + 8438912, *restrict dxh = S + 10102400, *restrict U = S + 11708032;
+    float *restrict dyp = S + 4932736, *restrict dxh = S + 6596224, *restrict U = S + 8201856;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
     for (int r = 0; r < 128; r++) {
@@ -2444,7 +2444,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict yh = S + 861184, *restrict bp = S + 1958912, *restrict U = S + 5122304;
+    float *restrict yh = S + 861184, *restrict bp = S + 1664000, *restrict U = S + 2926848;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -2472,7 +2472,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 56; iy++)
                 for (int ix = 0; ix < 56; ix++) xc[((iy + 1) * 58 + ix + 1) * 128 + ci] = xn[ci * 3136 + iy * 56 + ix];
         /* blocked product: 6 rows of 28 patches a block */
-        float *restrict Vb = S + 5646848, *restrict Mb = S + 7195392;
+        float *restrict Vb = S + 3451392, *restrict Mb = S + 4999936;
         for (int b = 0; b < 4; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -2645,7 +2645,7 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 294912;
     /* blocked dW: 24 rows of 28 patches a block */
-    float *restrict dU = S + 5122304, *restrict dyc = S + 861184, *restrict Vb = S + 5646848, *restrict Zb = S + 7195392;
+    float *restrict dU = S + 2926848, *restrict dyc = S + 861184, *restrict Vb = S + 3451392, *restrict Zb = S + 4999936;
     memset(dU, 0, sizeof(float) * 524544);
     for (int co = 0; co < 256; co++) {
         float s = 0.0f;
@@ -2837,7 +2837,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict dyp = S + 3859712, *restrict dxh = S + 4720896, *restrict U = S + 5122304;
+    float *restrict dyp = S + 1664256, *restrict dxh = S + 2525440, *restrict U = S + 2926848;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 2; j++) {
@@ -2863,7 +2863,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 56; oy++)
                 for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
         /* blocked product: 6 rows of 28 patches a block */
-        float *restrict Vb = S + 5646848, *restrict Mb = S + 7195392;
+        float *restrict Vb = S + 3451392, *restrict Mb = S + 4999936;
         for (int b = 0; b < 4; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -3047,7 +3047,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict yh = S + 1722368, *restrict bp = S + 3115008, *restrict U = S + 6974720;
+    float *restrict yh = S + 1722368, *restrict bp = S + 2525184, *restrict U = S + 4189440;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -3075,7 +3075,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 56; iy++)
                 for (int ix = 0; ix < 56; ix++) xc[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
         /* blocked product: 4 rows of 28 patches a block */
-        float *restrict Vb = S + 8023552, *restrict Mb = S + 10217216;
+        float *restrict Vb = S + 5238272, *restrict Mb = S + 7431936;
         for (int b = 0; b < 7; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -3176,7 +3176,7 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 589824;
     /* blocked dW: 18 rows of 28 patches a block */
-    float *restrict dU = S + 6974720, *restrict dyc = S + 1722368, *restrict Vb = S + 8023552, *restrict Zb = S + 10217216;
+    float *restrict dU = S + 4189440, *restrict dyc = S + 1722368, *restrict Vb = S + 5238272, *restrict Zb = S + 7431936;
     memset(dU, 0, sizeof(float) * 1048832);
     for (int co = 0; co < 256; co++) {
         float s = 0.0f;
@@ -3380,7 +3380,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict dyp = S + 5310720, *restrict dxh = S + 6171904, *restrict U = S + 6974720;
+    float *restrict dyp = S + 2525440, *restrict dxh = S + 3386624, *restrict U = S + 4189440;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -3406,7 +3406,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 56; oy++)
                 for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
         /* blocked product: 4 rows of 28 patches a block */
-        float *restrict Vb = S + 8023552, *restrict Mb = S + 10217216;
+        float *restrict Vb = S + 5238272, *restrict Mb = S + 7431936;
         for (int b = 0; b < 7; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -3573,7 +3573,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict yh = S + 460800, *restrict bp = S + 2041856, *restrict U = S + 4686336;
+    float *restrict yh = S + 460800, *restrict bp = S + 862208, *restrict U = S + 1524224;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -3601,7 +3601,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 28; iy++)
                 for (int ix = 0; ix < 28; ix++) xc[((iy + 1) * 30 + ix + 1) * 256 + ci] = xn[ci * 784 + iy * 28 + ix];
         /* blocked product: 6 rows of 14 patches a block */
-        float *restrict Vb = S + 6783744, *restrict Mb = S + 7636992;
+        float *restrict Vb = S + 3621632, *restrict Mb = S + 4474880;
         for (int b = 0; b < 2; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -3774,7 +3774,7 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 1179648;
     /* blocked dW: 14 rows of 14 patches a block */
-    float *restrict dU = S + 4686336, *restrict dyc = S + 460800, *restrict Vb = S + 6783744, *restrict Zb = S + 7636992;
+    float *restrict dU = S + 1524224, *restrict dyc = S + 460800, *restrict Vb = S + 3621632, *restrict Zb = S + 4474880;
     memset(dU, 0, sizeof(float) * 2097408);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
@@ -3897,7 +3897,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict dyp = S + 4024832, *restrict dxh = S + 4485632, *restrict U = S + 4686336;
+    float *restrict dyp = S + 862720, *restrict dxh = S + 1323520, *restrict U = S + 1524224;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -3923,7 +3923,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 28; oy++)
                 for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
         /* blocked product: 6 rows of 14 patches a block */
-        float *restrict Vb = S + 6783744, *restrict Mb = S + 7636992;
+        float *restrict Vb = S + 3621632, *restrict Mb = S + 4474880;
         for (int b = 0; b < 2; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -4107,7 +4107,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict yh = S + 921600, *restrict bp = S + 3682304, *restrict U = S + 7707136;
+    float *restrict yh = S + 921600, *restrict bp = S + 1323008, *restrict U = S + 2185728;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4135,7 +4135,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 28; iy++)
                 for (int ix = 0; ix < 28; ix++) xc[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
         /* blocked product: 4 rows of 14 patches a block */
-        float *restrict Vb = S + 11901696, *restrict Mb = S + 13557760;
+        float *restrict Vb = S + 6380288, *restrict Mb = S + 8036352;
         for (int b = 0; b < 3; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -4319,7 +4319,7 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     /* blocked dW: 14 rows of 14 patches a block */
-    float *restrict dU = S + 7707136, *restrict dyc = S + 921600, *restrict Vb = S + 11901696, *restrict Zb = S + 13557760;
+    float *restrict dU = S + 2185728, *restrict dyc = S + 921600, *restrict Vb = S + 6380288, *restrict Zb = S + 8036352;
     memset(dU, 0, sizeof(float) * 4194560);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
@@ -4436,7 +4436,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict dyp = S + 6844928, *restrict dxh = S + 7305728, *restrict U = S + 7707136;
+    float *restrict dyp = S + 1323520, *restrict dxh = S + 1784320, *restrict U = S + 2185728;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4462,7 +4462,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 28; oy++)
                 for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
         /* blocked product: 4 rows of 14 patches a block */
-        float *restrict Vb = S + 11901696, *restrict Mb = S + 13557760;
+        float *restrict Vb = S + 6380288, *restrict Mb = S + 8036352;
         for (int b = 0; b < 3; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -4712,7 +4712,7 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
-    float *restrict yh = S + 262144, *restrict bp = S + 2721792, *restrict U = S + 5513728;
+    float *restrict yh = S + 262144, *restrict bp = S + 362496, *restrict U = S + 594432;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4740,7 +4740,7 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 14; iy++)
                 for (int ix = 0; ix < 14; ix++) xc[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
         /* blocked product: 7 rows of 7 patches a block */
-        float *restrict Vb = S + 9708288, *restrict Mb = S + 10122496;
+        float *restrict Vb = S + 4788992, *restrict Mb = S + 5203200;
         for (int b = 0; b < 1; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 7; r++) {
@@ -4832,7 +4832,7 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     /* blocked dW: 7 rows of 7 patches a block */
-    float *restrict dU = S + 5513728, *restrict dyc = S + 262144, *restrict Vb = S + 9708288, *restrict Zb = S + 10122496;
+    float *restrict dU = S + 594432, *restrict dyc = S + 262144, *restrict Vb = S + 4788992, *restrict Zb = S + 5203200;
     memset(dU, 0, sizeof(float) * 4194560);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
@@ -4949,7 +4949,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
-    float *restrict dyp = S + 5282304, *restrict dxh = S + 5413376, *restrict U = S + 5513728;
+    float *restrict dyp = S + 363008, *restrict dxh = S + 494080, *restrict U = S + 594432;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4975,7 +4975,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 14; oy++)
                 for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
         /* blocked product: 7 rows of 7 patches a block */
-        float *restrict Vb = S + 9708288, *restrict Mb = S + 10122496;
+        float *restrict Vb = S + 4788992, *restrict Mb = S + 5203200;
         for (int b = 0; b < 1; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 7; r++) {
@@ -5582,64 +5582,64 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define S02     37046032 /* scratch of layer 2 (conv2d) */
 #define A04     12845056 /* output of layer 4 (maxpool2d), [N][64x112x112] */
 #define A05     14450688 /* output of layer 5 (conv2d), [N][128x112x112] */
-#define S05     64998736 /* scratch of layer 5 (conv2d) */
+#define S05     58502480 /* scratch of layer 5 (conv2d) */
 #define A07     17661952 /* output of layer 7 (conv2d), [N][128x112x112] */
-#define S07     79041744 /* scratch of layer 7 (conv2d) */
+#define S07     69186768 /* scratch of layer 7 (conv2d) */
 #define A09     20873216 /* output of layer 9 (maxpool2d), [N][128x56x56] */
 #define A10     21676032 /* output of layer 10 (conv2d), [N][256x56x56] */
-#define S10     95657552 /* scratch of layer 10 (conv2d) */
+#define S10     82296400 /* scratch of layer 10 (conv2d) */
 #define A12     23281664 /* output of layer 12 (conv2d), [N][256x56x56] */
-#define S12     105777744 /* scratch of layer 12 (conv2d) */
+#define S12     90221136 /* scratch of layer 12 (conv2d) */
 #define A14     24887296 /* output of layer 14 (conv2d), [N][256x56x56] */
-#define S14     118188624 /* scratch of layer 14 (conv2d) */
+#define S14     99846736 /* scratch of layer 14 (conv2d) */
 #define A16     26492928 /* output of layer 16 (maxpool2d), [N][256x28x28] */
 #define A17     26894336 /* output of layer 17 (conv2d), [N][512x28x28] */
-#define S17     130599504 /* scratch of layer 17 (conv2d) */
+#define S17     109472336 /* scratch of layer 17 (conv2d) */
 #define A19     27697152 /* output of layer 19 (conv2d), [N][512x28x28] */
-#define S19     139892560 /* scratch of layer 19 (conv2d) */
+#define S19     115603280 /* scratch of layer 19 (conv2d) */
 #define A21     28499968 /* output of layer 21 (conv2d), [N][512x28x28] */
-#define S21     155106384 /* scratch of layer 21 (conv2d) */
+#define S21     125295696 /* scratch of layer 21 (conv2d) */
 #define A23     29302784 /* output of layer 23 (maxpool2d), [N][512x14x14] */
 #define A24     29503488 /* output of layer 24 (conv2d), [N][512x14x14] */
-#define S24     170320208 /* scratch of layer 24 (conv2d) */
+#define S24     134988112 /* scratch of layer 24 (conv2d) */
 #define A26     29704192 /* output of layer 26 (conv2d), [N][512x14x14] */
-#define S26     180856912 /* scratch of layer 26 (conv2d) */
+#define S26     140605520 /* scratch of layer 26 (conv2d) */
 #define A28     29904896 /* output of layer 28 (conv2d), [N][512x14x14] */
-#define S28     191393616 /* scratch of layer 28 (conv2d) */
+#define S28     146222928 /* scratch of layer 28 (conv2d) */
 #define A30     30105600 /* output of layer 30 (maxpool2d), [N][512x7x7] */
 #define A32     30155776 /* output of layer 32 (dense), [N][4096] */
 #define A34     30163968 /* output of layer 34 (dense), [N][4096] */
 #define A36     30172160 /* output of layer 36 (dense), [N][1000] */
-#define DOUT    201930320 /* dLoss/dOutput, [N][1000] */
-#define D35     201932320 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     201940512 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
-#define D31     202133024 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     201932320 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     202133024 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     201932320 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     202133024 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     201932320 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     202735136 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     201932320 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
-#define D20     202735136 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     201932320 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     202735136 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     201932320 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     203537952 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     201932320 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
-#define D13     203537952 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     201932320 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     203537952 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     201932320 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     205143584 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     201932320 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     205143584 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     201932320 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     208354848 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     201932320 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
-#define D01     208354848 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     201932320 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     208354848 /* gradient arena: dLoss/dInput */
+#define DOUT    151840336 /* dLoss/dOutput, [N][1000] */
+#define D35     151842336 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     151850528 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
+#define D31     152043040 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     151842336 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     152043040 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     151842336 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     152043040 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     151842336 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     152645152 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     151842336 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     152645152 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     151842336 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     152645152 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     151842336 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     153447968 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     151842336 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     153447968 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     151842336 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     153447968 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     151842336 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     155053600 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     151842336 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     155053600 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     151842336 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     158264864 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     151842336 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     158264864 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     151842336 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     158264864 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5686,7 +5686,7 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (201930320); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (151840336); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */

@@ -101,15 +101,20 @@ function M.layout(L, cv_scratch)
     Hp = g.h.I + g.h.lo + g.h.hi, Wp = g.w.I + g.w.lo + g.w.hi,
     Qh = 2 - g.h.lo, Qw = 2 - g.w.lo, Hq = g.h.I + 2, Wq = g.w.I + 2}
   local at
-  if keep == "cv" then
+  local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
+  if L.sched.dw.form == "cvw" then
+    -- the cv form's regions this form uses, without its dW's (dy of every sample, the
+    -- weights turned): every sample's channels-last copy, then one sample's buffers
+    at = 0
+    take("XP", L.batch * r.Hp * r.Wp * L.cin)
+  elseif keep == "cv" then
     local sc = cv_scratch(L)
     r.XP, r.YH, r.BP, r.DYP, r.DXH, at = sc.XP, sc.YH, sc.BP, sc.DYP, sc.DXH, sc.total
   else
     r.XP, at = wv.scratch(L).XP, wv.scratch(L).total
-  end
-  local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
-  if keep ~= "cv" then
     take("XC", r.Hp * r.Wp * L.cin)
+  end
+  if not r.YH then
     take("YH", g.h.O * g.w.O * CP)
     take("BP", CP)
     take("DYP", r.Hq * r.Wq * L.cout)
