@@ -186,7 +186,7 @@ sanitize-check: $(SAN_SPECS:%=$(B)/san/%) $(B)/san/t_cbi_ln $(B)/san/t_wino_g_ln
 	  $(B)/sanwork --batch 1 2 || exit 1; \
 	ASAN_OPTIONS=detect_leaks=1 $(PYTHON) tests/torch_ref.py check tests/nets/t_team_drop_ln.yaml $(B)/san/t_team_drop_ln \
 	  $(B)/sanwork --batch 2 3 17 --train-batch || exit 1; \
-	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's, t_wino_g_ln's, t_cvw_loop's and t_cvw_big's tuner-only schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
+	echo "sanitize-check: $(words $(SAN_SPECS)) trainers, t_cbi_ln's, t_wino_g_ln's, t_cvw_loop's and t_cvw_big's forced schedules and a team's trainer clean under ASan+UBSan and equal to PyTorch"
 
 # every legal schedule (form and register tile) of every layer of these specs, forced
 # one at a time through a wisdom file, against PyTorch (tests/schedules_check.py)
