@@ -1141,9 +1141,8 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
     /* dW = G^T dU G of each channel pair */
     for (int j = 0; j < 1; j++) {
-        const int oe = j * 64 + 64 < 64 ? j * 64 + 64 : 64;
         for (int ci = 0; ci < 64; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 64 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[4112], x2 = u[8224], x3 = u[12336], x4 = u[16448], x5 = u[20560], x6 = u[24672], x7 = u[28784], x8 = u[32896], x9 = u[37008], x10 = u[41120], x11 = u[45232], x12 = u[49344], x13 = u[53456], x14 = u[57568], x15 = u[61680];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -1709,9 +1708,8 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 2; j++) {
-        const int oe = j * 64 + 64 < 128 ? j * 64 + 64 : 128;
         for (int ci = 0; ci < 64; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 64 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[8208], x2 = u[16416], x3 = u[24624], x4 = u[32832], x5 = u[41040], x6 = u[49248], x7 = u[57456], x8 = u[65664], x9 = u[73872], x10 = u[82080], x11 = u[90288], x12 = u[98496], x13 = u[106704], x14 = u[114912], x15 = u[123120];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -2218,9 +2216,8 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 2; j++) {
-        const int oe = j * 64 + 64 < 128 ? j * 64 + 64 : 128;
         for (int ci = 0; ci < 128; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 128 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[16400], x2 = u[32800], x3 = u[49200], x4 = u[65600], x5 = u[82000], x6 = u[98400], x7 = u[114800], x8 = u[131200], x9 = u[147600], x10 = u[164000], x11 = u[180400], x12 = u[196800], x13 = u[213200], x14 = u[229600], x15 = u[246000];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -2448,9 +2445,8 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
-        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
         for (int r = 0; r < 128; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(o * 128 + r) * 9 + 0], g1 = w[(o * 128 + r) * 9 + 1], g2 = w[(o * 128 + r) * 9 + 2], g3 = w[(o * 128 + r) * 9 + 3], g4 = w[(o * 128 + r) * 9 + 4], g5 = w[(o * 128 + r) * 9 + 5], g6 = w[(o * 128 + r) * 9 + 6], g7 = w[(o * 128 + r) * 9 + 7], g8 = w[(o * 128 + r) * 9 + 8];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -2815,9 +2811,8 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
-        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
         for (int ci = 0; ci < 128; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 128 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[32784], x2 = u[65568], x3 = u[98352], x4 = u[131136], x5 = u[163920], x6 = u[196704], x7 = u[229488], x8 = u[262272], x9 = u[295056], x10 = u[327840], x11 = u[360624], x12 = u[393408], x13 = u[426192], x14 = u[458976], x15 = u[491760];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -2841,9 +2836,8 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 2; j++) {
-        const int oe = j * 64 + 64 < 128 ? j * 64 + 64 : 128;
         for (int r = 0; r < 256; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(r * 128 + o) * 9 + 8], g1 = w[(r * 128 + o) * 9 + 7], g2 = w[(r * 128 + o) * 9 + 6], g3 = w[(r * 128 + o) * 9 + 5], g4 = w[(r * 128 + o) * 9 + 4], g5 = w[(r * 128 + o) * 9 + 3], g6 = w[(r * 128 + o) * 9 + 2], g7 = w[(r * 128 + o) * 9 + 1], g8 = w[(r * 128 + o) * 9 + 0];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -3051,9 +3045,8 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
-        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
         for (int r = 0; r < 256; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(o * 256 + r) * 9 + 0], g1 = w[(o * 256 + r) * 9 + 1], g2 = w[(o * 256 + r) * 9 + 2], g3 = w[(o * 256 + r) * 9 + 3], g4 = w[(o * 256 + r) * 9 + 4], g5 = w[(o * 256 + r) * 9 + 5], g6 = w[(o * 256 + r) * 9 + 6], g7 = w[(o * 256 + r) * 9 + 7], g8 = w[(o * 256 + r) * 9 + 8];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -3358,9 +3351,8 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
-        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
         for (int ci = 0; ci < 256; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 256 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[65552], x2 = u[131104], x3 = u[196656], x4 = u[262208], x5 = u[327760], x6 = u[393312], x7 = u[458864], x8 = u[524416], x9 = u[589968], x10 = u[655520], x11 = u[721072], x12 = u[786624], x13 = u[852176], x14 = u[917728], x15 = u[983280];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -3384,9 +3376,8 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
-        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
         for (int r = 0; r < 256; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(r * 256 + o) * 9 + 8], g1 = w[(r * 256 + o) * 9 + 7], g2 = w[(r * 256 + o) * 9 + 6], g3 = w[(r * 256 + o) * 9 + 5], g4 = w[(r * 256 + o) * 9 + 4], g5 = w[(r * 256 + o) * 9 + 3], g6 = w[(r * 256 + o) * 9 + 2], g7 = w[(r * 256 + o) * 9 + 1], g8 = w[(r * 256 + o) * 9 + 0];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -3577,9 +3568,8 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int r = 0; r < 256; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(o * 256 + r) * 9 + 0], g1 = w[(o * 256 + r) * 9 + 1], g2 = w[(o * 256 + r) * 9 + 2], g3 = w[(o * 256 + r) * 9 + 3], g4 = w[(o * 256 + r) * 9 + 4], g5 = w[(o * 256 + r) * 9 + 5], g6 = w[(o * 256 + r) * 9 + 6], g7 = w[(o * 256 + r) * 9 + 7], g8 = w[(o * 256 + r) * 9 + 8];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -3875,9 +3865,8 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int ci = 0; ci < 256; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 256 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[131088], x2 = u[262176], x3 = u[393264], x4 = u[524352], x5 = u[655440], x6 = u[786528], x7 = u[917616], x8 = u[1048704], x9 = u[1179792], x10 = u[1310880], x11 = u[1441968], x12 = u[1573056], x13 = u[1704144], x14 = u[1835232], x15 = u[1966320];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -3901,9 +3890,8 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
-        const int oe = j * 64 + 64 < 256 ? j * 64 + 64 : 256;
         for (int r = 0; r < 512; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(r * 256 + o) * 9 + 8], g1 = w[(r * 256 + o) * 9 + 7], g2 = w[(r * 256 + o) * 9 + 6], g3 = w[(r * 256 + o) * 9 + 5], g4 = w[(r * 256 + o) * 9 + 4], g5 = w[(r * 256 + o) * 9 + 3], g6 = w[(r * 256 + o) * 9 + 2], g7 = w[(r * 256 + o) * 9 + 1], g8 = w[(r * 256 + o) * 9 + 0];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -4111,9 +4099,8 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int r = 0; r < 512; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(o * 512 + r) * 9 + 0], g1 = w[(o * 512 + r) * 9 + 1], g2 = w[(o * 512 + r) * 9 + 2], g3 = w[(o * 512 + r) * 9 + 3], g4 = w[(o * 512 + r) * 9 + 4], g5 = w[(o * 512 + r) * 9 + 5], g6 = w[(o * 512 + r) * 9 + 6], g7 = w[(o * 512 + r) * 9 + 7], g8 = w[(o * 512 + r) * 9 + 8];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -4414,9 +4401,8 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int ci = 0; ci < 512; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 512 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[262160], x2 = u[524320], x3 = u[786480], x4 = u[1048640], x5 = u[1310800], x6 = u[1572960], x7 = u[1835120], x8 = u[2097280], x9 = u[2359440], x10 = u[2621600], x11 = u[2883760], x12 = u[3145920], x13 = u[3408080], x14 = u[3670240], x15 = u[3932400];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -4440,9 +4426,8 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int r = 0; r < 512; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(r * 512 + o) * 9 + 8], g1 = w[(r * 512 + o) * 9 + 7], g2 = w[(r * 512 + o) * 9 + 6], g3 = w[(r * 512 + o) * 9 + 5], g4 = w[(r * 512 + o) * 9 + 4], g5 = w[(r * 512 + o) * 9 + 3], g6 = w[(r * 512 + o) * 9 + 2], g7 = w[(r * 512 + o) * 9 + 1], g8 = w[(r * 512 + o) * 9 + 0];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -4716,9 +4701,8 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int r = 0; r < 512; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(o * 512 + r) * 9 + 0], g1 = w[(o * 512 + r) * 9 + 1], g2 = w[(o * 512 + r) * 9 + 2], g3 = w[(o * 512 + r) * 9 + 3], g4 = w[(o * 512 + r) * 9 + 4], g5 = w[(o * 512 + r) * 9 + 5], g6 = w[(o * 512 + r) * 9 + 6], g7 = w[(o * 512 + r) * 9 + 7], g8 = w[(o * 512 + r) * 9 + 8];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
@@ -4927,9 +4911,8 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
     /* dW = G^T dU G of each channel pair */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int ci = 0; ci < 512; ci++) {
-            for (int co = j * 64; co < oe; co++) {
+            for (int co = j * 64; co < j * 64 + 64; co++) {
                 const float *restrict u = dU + (size_t)(j * 512 + ci) * 64 + co - j * 64;
                 const float x0 = u[0], x1 = u[262160], x2 = u[524320], x3 = u[786480], x4 = u[1048640], x5 = u[1310800], x6 = u[1572960], x7 = u[1835120], x8 = u[2097280], x9 = u[2359440], x10 = u[2621600], x11 = u[2883760], x12 = u[3145920], x13 = u[3408080], x14 = u[3670240], x15 = u[3932400];
                 const float t00 = x0 + 0.5f * (x4 + x8), t10 = 0.5f * (x4 - x8), t20 = 0.5f * (x4 + x8) + x12;
@@ -4953,9 +4936,8 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
-        const int oe = j * 64 + 64 < 512 ? j * 64 + 64 : 512;
         for (int r = 0; r < 512; r++) {
-            for (int o = j * 64; o < oe; o++) {
+            for (int o = j * 64; o < j * 64 + 64; o++) {
                 const float g0 = w[(r * 512 + o) * 9 + 8], g1 = w[(r * 512 + o) * 9 + 7], g2 = w[(r * 512 + o) * 9 + 6], g3 = w[(r * 512 + o) * 9 + 5], g4 = w[(r * 512 + o) * 9 + 4], g5 = w[(r * 512 + o) * 9 + 3], g6 = w[(r * 512 + o) * 9 + 2], g7 = w[(r * 512 + o) * 9 + 1], g8 = w[(r * 512 + o) * 9 + 0];
                 const float t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
                 const float t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;

@@ -74,7 +74,7 @@ function M.blocking(Oh, Ow, Cr, Op, slice)
   local R = math.max(1, math.min(PR, (slice or SLICE_FLOATS) // (NPW * (Cr + Op))))
   -- a point's slices VPS, MPS floats apart: a cache line more than the slices, so that
   -- the 16 points' streams of the transforms do not fall into one cache set
-  return {NPW = NPW, PR = PR, R = R, PB = R * NPW, VPS = R * NPW * Cr + 16, MPS = R * NPW * Op + 16}
+  return {NPW = NPW, R = R, PB = R * NPW, VPS = R * NPW * Cr + 16, MPS = R * NPW * Op + 16}
 end
 
 -- dW's rows of Vb and Zb (one patch's channels): walked across the patches, a cache
@@ -139,53 +139,75 @@ function M.layout(L, cv_scratch)
   return r
 end
 
+-- The panels of W of O channels, each a loop over mid = {var, count} around a loop over
+-- its channels `ch`; body() emits the innermost body (j: the panel). Only the last panel
+-- can be partial (W divides O rounded up to vectors): its bounds are generation-time
+-- constants too. par: the whole panels on all threads.
+local function panel_loops(C, O, W, par, mid, ch, body)
+  local NF, rest = O // W, O % W
+  local function one(n)
+    C:open("for (int %s = 0; %s < %d; %s++) {", mid[1], mid[1], mid[2], mid[1])
+    C:open("for (int %s = j * %d; %s < j * %d + %d; %s++) {", ch, W, ch, W, n, ch)
+    body()
+    C:close()
+    C:close()
+  end
+  if NF > 0 then
+    if par and NF > 1 then C:line("CG_PARALLEL_FOR") end
+    C:open("for (int j = 0; j < %d; j++) {", NF)
+    one(W)
+    C:close()
+  end
+  if rest > 0 then
+    C:open("{")
+    C:line("const int j = %d;", NF)
+    one(rest)
+    C:close()
+  end
+end
+
 -- U[p][r][o] = (G g G^T)[p] of the 3x3 kernel wexpr(r, o, k), o padded to Op (zeros)
 local function weights(C, U, R, O, Op, wexpr, W, par, o_outer)
   if Op > O then C:line("for (int i = 0; i < %d; i++) %s[i] = 0.0f;", 16 * R * Op, U) end
-  -- the loop over the kernel's slower index outermost: each channel pair's 9 taps are
-  -- contiguous in w, consecutive pairs too (the other order strides by 9 x channels)
-  -- (the panels: panel, r, o within it, so that each point's W stores are one line)
-  if W then
-    if par and O > W then C:line("CG_PARALLEL_FOR") end
-    C:open("for (int j = 0; j < %d; j++) {", Op // W)
-    C:line("const int oe = j * %d + %d < %d ? j * %d + %d : %d;", W, W, O, W, W, O)
-    C:open("for (int r = 0; r < %d; r++) {", R)
-    C:open("for (int o = j * %d; o < oe; o++) {", W)
-  else
-    local outer, inner = {"r", R}, {"o", O}
-    if o_outer then outer, inner = inner, outer end
-    if par and outer[2] >= 16 then C:line("CG_PARALLEL_FOR") end
-    C:open("for (int %s = 0; %s < %d; %s++) {", outer[1], outer[1], outer[2], outer[1])
-    C:open("for (int %s = 0; %s < %d; %s++) {", inner[1], inner[1], inner[2], inner[1])
-  end
-  local g = {}
-  for k = 0, 8 do g[#g + 1] = string.format("g%d = %s", k, wexpr("r", "o", k)) end
-  C:line("const float %s;", table.concat(g, ", "))
-  -- t = G g (4x3): rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 of the kernel's rows
-  for c = 0, 2 do
-    C:line("const float t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
-      c, c, c, c, 3 + c, 6 + c, c, c, 3 + c, 6 + c, c, 6 + c)
-  end
-  for a = 0, 3 do
-    local u = {
-      string.format("t%d0", a),
-      string.format("0.5f * (t%d0 + t%d1 + t%d2)", a, a, a),
-      string.format("0.5f * (t%d0 - t%d1 + t%d2)", a, a, a),
-      string.format("t%d2", a)}
-    local st = {}
-    for b = 0, 3 do
-      if W then -- panels [16][Op / W][R][W]
-        st[#st + 1] = string.format("%s[%d + ((size_t)j * %d + r) * %d + o - j * %d] = %s;", U, (a * 4 + b) * M.u_stride(R, Op),
-          R, W, W, u[b + 1])
-      else
-        st[#st + 1] = string.format("%s[(%d * %d + r) * %d + o] = %s;", U, a * 4 + b, R, Op, u[b + 1])
-      end
+  local function body()
+    local g = {}
+    for k = 0, 8 do g[#g + 1] = string.format("g%d = %s", k, wexpr("r", "o", k)) end
+    C:line("const float %s;", table.concat(g, ", "))
+    -- t = G g (4x3): rows g0, (g0+g1+g2)/2, (g0-g1+g2)/2, g2 of the kernel's rows
+    for c = 0, 2 do
+      C:line("const float t0%d = g%d, t1%d = 0.5f * (g%d + g%d + g%d), t2%d = 0.5f * (g%d - g%d + g%d), t3%d = g%d;",
+        c, c, c, c, 3 + c, 6 + c, c, c, 3 + c, 6 + c, c, 6 + c)
     end
-    C:line(table.concat(st, " "))
+    for a = 0, 3 do
+      local u = {
+        string.format("t%d0", a),
+        string.format("0.5f * (t%d0 + t%d1 + t%d2)", a, a, a),
+        string.format("0.5f * (t%d0 - t%d1 + t%d2)", a, a, a),
+        string.format("t%d2", a)}
+      local st = {}
+      for b = 0, 3 do
+        if W then -- panels [16][Op / W][R][W]
+          st[#st + 1] = string.format("%s[%d + ((size_t)j * %d + r) * %d + o - j * %d] = %s;", U,
+            (a * 4 + b) * M.u_stride(R, Op), R, W, W, u[b + 1])
+        else
+          st[#st + 1] = string.format("%s[(%d * %d + r) * %d + o] = %s;", U, a * 4 + b, R, Op, u[b + 1])
+        end
+      end
+      C:line(table.concat(st, " "))
+    end
   end
+  -- the panels: panel, r, o within it, so that each point's W stores are one line;
+  -- else the loop over the kernel's slower index outermost: each channel pair's 9 taps
+  -- are contiguous in w, consecutive pairs too (the other order strides by 9 x channels)
+  if W then return panel_loops(C, O, W, par, {"r", R}, "o", body) end
+  local outer, inner = {"r", R}, {"o", O}
+  if o_outer then outer, inner = inner, outer end
+  if par and outer[2] >= 16 then C:line("CG_PARALLEL_FOR") end
+  C:open("for (int %s = 0; %s < %d; %s++) {", outer[1], outer[1], outer[2], outer[1])
+  C:open("for (int %s = 0; %s < %d; %s++) {", inner[1], inner[1], inner[2], inner[1])
+  body()
   C:close()
   C:close()
-  if W then C:close() end
 end
 
 -- Input transform of patch t (a C expression: a constant, or the loop's `t`) of the
@@ -634,7 +656,7 @@ function M.backward_dw(L, C, cv_scratch, d)
   local US = M.u_stride(Cin, CP)
   local Oh, Ow = g.h.O, g.w.O
   local bk = M.dw_blocking(Oh, Ow, Cin, CP)
-  local a = {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, Cin = Cin, CP = CP, Ow = Ow, VPS = bk.VPS, ZPS = bk.MPS,
+  local a = {src = "xc", Ws = sc.Wp, Cs = Cin, Cr = Cin, CP = CP, Ow = Ow, VPS = bk.VPS, ZPS = bk.MPS,
     VRS = bk.VRS, ZRS = bk.ZRS, TV = t.TV, W = W}
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
@@ -676,28 +698,22 @@ function M.backward_dw(L, C, cv_scratch, d)
   C:close()
   C:line("/* dW = G^T dU G of each channel pair */")
   -- a panel's W output channels innermost: each point's W values of a pair are one line
-  if L.parallel and NJ > 1 then C:line("CG_PARALLEL_FOR") end
-  C:open("for (int j = 0; j < %d; j++) {", NJ)
-  C:line("const int oe = j * %d + %d < %d ? j * %d + %d : %d;", W, W, Cout, W, W, Cout)
-  C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
-  C:open("for (int co = j * %d; co < oe; co++) {", W)
-  C:line("const float *restrict u = dU + (size_t)(j * %d + ci) * %d + co - j * %d;", Cin, W, W)
-  local x = {}
-  for p = 0, 15 do x[#x + 1] = string.format("x%d = u[%d]", p, p * US) end
-  C:line("const float %s;", table.concat(x, ", "))
-  -- t = G^T X (3x4): rows X0 + (X1 + X2)/2, (X1 - X2)/2, (X1 + X2)/2 + X3 over the columns j
-  for j = 0, 3 do
-    C:line("const float t0%d = x%d + 0.5f * (x%d + x%d), t1%d = 0.5f * (x%d - x%d), t2%d = 0.5f * (x%d + x%d) + x%d;",
-      j, j, 4 + j, 8 + j, j, 4 + j, 8 + j, j, 4 + j, 8 + j, 12 + j)
-  end
-  C:line("float *restrict gk = gw + ((size_t)co * %d + ci) * 9;", Cin)
-  for r = 0, 2 do
-    C:line("gk[%d] += t%d0 + 0.5f * (t%d1 + t%d2); gk[%d] += 0.5f * (t%d1 - t%d2); gk[%d] += 0.5f * (t%d1 + t%d2) + t%d3;",
-      r * 3, r, r, r, r * 3 + 1, r, r, r * 3 + 2, r, r, r)
-  end
-  C:close()
-  C:close()
-  C:close()
+  panel_loops(C, Cout, W, L.parallel, {"ci", Cin}, "co", function()
+    C:line("const float *restrict u = dU + (size_t)(j * %d + ci) * %d + co - j * %d;", Cin, W, W)
+    local x = {}
+    for p = 0, 15 do x[#x + 1] = string.format("x%d = u[%d]", p, p * US) end
+    C:line("const float %s;", table.concat(x, ", "))
+    -- t = G^T X (3x4): rows X0 + (X1 + X2)/2, (X1 - X2)/2, (X1 + X2)/2 + X3 over the columns j
+    for j = 0, 3 do
+      C:line("const float t0%d = x%d + 0.5f * (x%d + x%d), t1%d = 0.5f * (x%d - x%d), t2%d = 0.5f * (x%d + x%d) + x%d;",
+        j, j, 4 + j, 8 + j, j, 4 + j, 8 + j, j, 4 + j, 8 + j, 12 + j)
+    end
+    C:line("float *restrict gk = gw + ((size_t)co * %d + ci) * 9;", Cin)
+    for r = 0, 2 do
+      C:line("gk[%d] += t%d0 + 0.5f * (t%d1 + t%d2); gk[%d] += 0.5f * (t%d1 - t%d2); gk[%d] += 0.5f * (t%d1 + t%d2) + t%d3;",
+        r * 3, r, r, r, r * 3 + 1, r, r, r * 3 + 2, r, r, r)
+    end
+  end)
   return {"G", "S", "dy", "nb"}
 end
 
