@@ -1917,10 +1917,10 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 4: conv2d 64x14x14 -> 128x14x14 (specs/bnnet.yaml:17:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
-static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l04_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
-    float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -3704,10 +3704,10 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
-    float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -5573,15 +5573,15 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l09_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [6272][lanes], y [128][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 802816;
-    /* x transposed to S [nb][6288] */
+    /* x transposed to T [nb][6288] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 6272; i++) S[(size_t)b * 6288 + i] = x[(size_t)i * 64 + b];
+        for (int i = 0; i < 6272; i++) T[(size_t)b * 6288 + i] = x[(size_t)i * 64 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
@@ -5601,7 +5601,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 6288 + i0;
+                const float *restrict sb = T + (size_t)b * 6288 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -5623,7 +5623,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 6288 + i0;
+                const float *restrict sb = T + (size_t)b * 6288 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(126 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(126 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -5836,14 +5836,14 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l12_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [128][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 1280;
-    /* x transposed to S [nb][144] */
+    /* x transposed to T [nb][144] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 128; i++) S[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
+        for (int i = 0; i < 128; i++) T[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -5861,7 +5861,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 144 + i0;
+                const float *restrict sb = T + (size_t)b * 144 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -5885,7 +5885,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 144 + i0;
+                const float *restrict sb = T + (size_t)b * 144 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -5935,28 +5935,26 @@ static void l12_dense_backward_dx(const float *restrict P, const float *restrict
 #define S01     10905216 /* scratch of layer 1 (batchnorm) */
 #define A03     6472704 /* output of layer 3 (maxpool2d), [64x14x14][lanes] */
 #define A04     7275520 /* output of layer 4 (conv2d), [128x14x14][lanes] */
-#define S04     10905344 /* scratch of layer 4 (conv2d) */
 #define A05     8881152 /* output of layer 5 (batchnorm), [128x14x14][lanes] */
-#define S05     11036416 /* scratch of layer 5 (batchnorm) */
+#define S05     10905344 /* scratch of layer 5 (batchnorm) */
 #define A07     10486784 /* output of layer 7 (maxpool2d), [128x7x7][lanes] */
 #define A09     10888192 /* output of layer 9 (dense), [128][lanes] */
-#define S09     11036672 /* scratch of layer 9 (dense) */
 #define A10     10896384 /* output of layer 10 (batchnorm), [128][lanes] */
-#define S10     11439104 /* scratch of layer 10 (batchnorm) */
+#define S10     10905600 /* scratch of layer 10 (batchnorm) */
 #define A12     10904576 /* output of layer 12 (dense), [10][lanes] */
-#define S12     11439360 /* scratch of layer 12 (dense) */
-#define OUT     11448576 /* the output, [N][10] */
-#define DOUT    11449216 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  11449856 /* dLoss/dOutput, [10][lanes] */
-#define D11     11450496 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
-#define D09     11458688 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     13056128 /* gradient arena: dLoss/d(layer 8 output) */
-#define D06     11450496 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     13056128 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     14661760 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     11450496 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     14661760 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     11450496 /* gradient arena: dLoss/dInput */
+#define TMP     10905856 /* the layers' temporary region, 402432 floats (the largest a pass uses) */
+#define OUT     11308288 /* the output, [N][10] */
+#define DOUT    11308928 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  11309568 /* dLoss/dOutput, [10][lanes] */
+#define D11     11310208 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     11318400 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     12915840 /* gradient arena: dLoss/d(layer 8 output) */
+#define D06     11310208 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     12915840 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     14521472 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     11310208 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     14521472 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     11310208 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void bnnet_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5967,7 +5965,7 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     l01_batchnorm_forward(params + 576, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
     l03_maxpool2d_forward(ws + A01, ws + A03);
-    l04_conv2d_forward(params + 704, ws + S04, ws + A03, ws + A04);
+    l04_conv2d_forward(params + 704, ws + TMP, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 74432, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
     /* layer 6: relu fused into layer 5's stores */
     l07_maxpool2d_forward(ws + A05, ws + A07);
@@ -5979,24 +5977,24 @@ void bnnet_forward(const float *params, float *buffers, const float *x, float *w
     cg_from_lanes(ws + A12, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11449216); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (11308928); grads accumulate. */
 void bnnet_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    l12_dense_backward(grads + 877888, ws + S12, ws + A10, ws + DOUT_L, nb);
+    l12_dense_backward(grads + 877888, ws + TMP, ws + A10, ws + DOUT_L, nb);
     l12_dense_backward_dx(params + 877888, ws + A10, ws + DOUT_L, ws + D11);
     /* layer 11: relu's backward is in layer 12's dx stores */
     l10_batchnorm_backward(params + 877632, grads + 877632, ws + S10, ws + A09, ws + D11, ws + D09, nb);
-    l09_dense_backward(grads + 74688, ws + S09, ws + A07, ws + D09, nb);
+    l09_dense_backward(grads + 74688, ws + TMP, ws + A07, ws + D09, nb);
     l09_dense_backward_dx(params + 74688, ws + D09, ws + D08);
     /* layer 8: flatten passes the gradient through */
     l07_maxpool2d_backward(ws + A05, ws + D08, ws + D06);
     /* layer 6: relu's backward is in layer 7's dx stores */
     l05_batchnorm_backward(params + 74432, grads + 74432, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 704, ws + A03, ws + D04);
-    l04_conv2d_backward_dx(params + 704, ws + S04, ws + D04, ws + D03);
+    l04_conv2d_backward_dx(params + 704, ws + TMP, ws + D04, ws + D03);
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
     /* layer 2: relu's backward is in layer 3's dx stores */
     l01_batchnorm_backward(params + 576, grads + 576, ws + S01, ws + A00, ws + D02, ws + D00, nb);
@@ -6140,6 +6138,7 @@ const cg_net bnnet_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = bnnet_forward, .backward = bnnet_backward, .parallel_for = bnnet_parallel_for,
     .threads = bnnet_threads,
+    .temp_offset = TMP, .temp_size = 402432,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -14,9 +14,9 @@
 #define BNNET_N_PARAMS_ALLOC ((size_t)879178) /* N_PARAMS, at least 1 */
 #define BNNET_N_BUFFERS ((size_t)643) /* batch-norm running statistics and counters */
 #define BNNET_N_BUFFERS_ALLOC ((size_t)643) /* N_BUFFERS, at least 1 */
-#define BNNET_WORKSPACE ((size_t)17873024) /* floats: activations, gradients, scratch */
-#define BNNET_OUT_OFFSET ((size_t)11448576) /* network output in the workspace */
-#define BNNET_DOUT_OFFSET ((size_t)11449216) /* dLoss/dOutput goes here before backward */
+#define BNNET_WORKSPACE ((size_t)17732736) /* floats: activations, gradients, scratch */
+#define BNNET_OUT_OFFSET ((size_t)11308288) /* network output in the workspace */
+#define BNNET_DOUT_OFFSET ((size_t)11308928) /* dLoss/dOutput goes here before backward */
 
 /* bnnet.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -480,10 +480,10 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l00_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [1x28x28][lanes], y [6x28x28][lanes] */
-    float *restrict dyp = S + 65536;
+    float *restrict dyp = T + 0;
     /* dy -> zero-padded planes 32x32 (lanes) */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < 6; pl++) {
@@ -1471,10 +1471,10 @@ static void l03_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l03_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [6x14x14][lanes], y [16x10x10][lanes] */
-    float *restrict dyp = S + 0;
+    float *restrict dyp = T + 0;
     /* dy -> zero-padded planes 10x18 (lanes) */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < 16; pl++) {
@@ -2907,15 +2907,15 @@ static void l07_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l07_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l07_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [400][lanes], y [120][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 48000;
-    /* x transposed to S [nb][400] */
+    /* x transposed to T [nb][400] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 400; i++) S[(size_t)b * 400 + i] = x[(size_t)i * 64 + b];
+        for (int i = 0; i < 400; i++) T[(size_t)b * 400 + i] = x[(size_t)i * 64 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 120; o++) {
@@ -2935,7 +2935,7 @@ static void l07_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 400 + i0;
+                const float *restrict sb = T + (size_t)b * 400 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -2961,7 +2961,7 @@ static void l07_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 400 + 384;
+                const float *restrict sb = T + (size_t)b * 400 + 384;
                 cg_v s0 = VLOAD(sb + 0); VKEEP(s0);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0;
@@ -3087,15 +3087,15 @@ static void l09_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l09_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l09_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [120][lanes], y [84][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 10080;
-    /* x transposed to S [nb][144] (columns 120 .. 127 zero) */
+    /* x transposed to T [nb][144] (columns 120 .. 127 zero) */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 120; i++) S[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
-        for (int i = 120; i < 128; i++) S[(size_t)b * 144 + i] = 0.0f;
+        for (int i = 0; i < 120; i++) T[(size_t)b * 144 + i] = x[(size_t)i * 64 + b];
+        for (int i = 120; i < 128; i++) T[(size_t)b * 144 + i] = 0.0f;
     }
     for (int o = 0; o < 84; o++) {
         cg_v s = vsplat(0.0f);
@@ -3114,7 +3114,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int b = 0; b < nb; b++) {
-                    const float *restrict sb = S + (size_t)b * 144 + i0;
+                    const float *restrict sb = T + (size_t)b * 144 + i0;
                     cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                     const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -3139,7 +3139,7 @@ static void l09_dense_backward(float *restrict G, float *restrict S, const float
                 cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
                 cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
                 for (int b = 0; b < nb; b++) {
-                    const float *restrict sb = S + (size_t)b * 144 + i0;
+                    const float *restrict sb = T + (size_t)b * 144 + i0;
                     cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                     const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                     const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -3279,15 +3279,15 @@ static void l11_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l11_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l11_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [84][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 840;
-    /* x transposed to S [nb][96] (columns 84 .. 95 zero) */
+    /* x transposed to T [nb][96] (columns 84 .. 95 zero) */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 84; i++) S[(size_t)b * 96 + i] = x[(size_t)i * 64 + b];
-        for (int i = 84; i < 96; i++) S[(size_t)b * 96 + i] = 0.0f;
+        for (int i = 0; i < 84; i++) T[(size_t)b * 96 + i] = x[(size_t)i * 64 + b];
+        for (int i = 84; i < 96; i++) T[(size_t)b * 96 + i] = 0.0f;
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -3305,7 +3305,7 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 96 + i0;
+                const float *restrict sb = T + (size_t)b * 96 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -3329,7 +3329,7 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 96 + i0;
+                const float *restrict sb = T + (size_t)b * 96 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -3351,7 +3351,7 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 96 + 64;
+                const float *restrict sb = T + (size_t)b * 96 + 64;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16); VKEEP(s0); VKEEP(s1);
                 const float d0 = dy[(size_t)(o0 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1;
                 const float d1 = dy[(size_t)(o0 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1;
@@ -3374,7 +3374,7 @@ static void l11_dense_backward(float *restrict G, float *restrict S, const float
         cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f);
         cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f);
         for (int b = 0; b < nb; b++) {
-            const float *restrict sb = S + (size_t)b * 96 + 64;
+            const float *restrict sb = T + (size_t)b * 96 + 64;
             cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16); VKEEP(s0); VKEEP(s1);
             const float d0 = dy[(size_t)(6 + 0) * 64 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1;
             const float d1 = dy[(size_t)(6 + 1) * 64 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1;
@@ -3422,24 +3422,21 @@ static void l11_dense_backward_dx(const float *restrict P, const float *restrict
 #define S00     568192 /* scratch of layer 0 (conv2d) */
 #define A02     351232 /* output of layer 2 (maxpool2d), [6x14x14][lanes] */
 #define A03     426496 /* output of layer 3 (conv2d), [16x10x10][lanes] */
-#define S03     1026944 /* scratch of layer 3 (conv2d) */
 #define A05     528896 /* output of layer 5 (maxpool2d), [16x5x5][lanes] */
 #define A07     554496 /* output of layer 7 (dense), [120][lanes] */
-#define S07     1211264 /* scratch of layer 7 (dense) */
 #define A09     562176 /* output of layer 9 (dense), [84][lanes] */
-#define S09     1236864 /* scratch of layer 9 (dense) */
 #define A11     567552 /* output of layer 11 (dense), [10][lanes] */
-#define S11     1246080 /* scratch of layer 11 (dense) */
-#define OUT     1252224 /* the output, [N][10] */
-#define DOUT    1252864 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  1253504 /* dLoss/dOutput, [10][lanes] */
-#define D10     1261824 /* gradient arena: dLoss/d(layer 10 output), then layer 11's dx masks it to dLoss/d(its input) */
-#define D08     1254144 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     1356544 /* gradient arena: dLoss/d(layer 6 output) */
-#define D04     1254144 /* gradient arena: dLoss/d(layer 4 output), then layer 5's dx masks it to dLoss/d(its input) */
-#define D02     1555200 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     1254144 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
-#define DIN     1555200 /* gradient arena: dLoss/dInput */
+#define TMP     633728 /* the layers' temporary region, 393216 floats (the largest a pass uses) */
+#define OUT     1026944 /* the output, [N][10] */
+#define DOUT    1027584 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  1028224 /* dLoss/dOutput, [10][lanes] */
+#define D10     1036544 /* gradient arena: dLoss/d(layer 10 output), then layer 11's dx masks it to dLoss/d(its input) */
+#define D08     1028864 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     1131264 /* gradient arena: dLoss/d(layer 6 output) */
+#define D04     1028864 /* gradient arena: dLoss/d(layer 4 output), then layer 5's dx masks it to dLoss/d(its input) */
+#define D02     1329920 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     1028864 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
+#define DIN     1329920 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 64 samples; activations stay in ws for backward. */
 void lenet5_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -3463,29 +3460,29 @@ void lenet5_forward(const float *params, float *buffers, const float *x, float *
     cg_from_lanes(ws + A11, ws + OUT, nb, 10, 64);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1252864); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (1027584); grads accumulate. */
 void lenet5_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 64);
     (void)x;
-    l11_dense_backward(grads + 60856, ws + S11, ws + A09, ws + DOUT_L, nb);
+    l11_dense_backward(grads + 60856, ws + TMP, ws + A09, ws + DOUT_L, nb);
     l11_dense_backward_dx(params + 60856, ws + A09, ws + DOUT_L, ws + D10);
     /* layer 10: relu's backward is in layer 11's dx stores */
-    l09_dense_backward(grads + 50692, ws + S09, ws + A07, ws + D10, nb);
+    l09_dense_backward(grads + 50692, ws + TMP, ws + A07, ws + D10, nb);
     l09_dense_backward_dx(params + 50692, ws + A07, ws + D10, ws + D08);
     /* layer 8: relu's backward is in layer 9's dx stores */
-    l07_dense_backward(grads + 2572, ws + S07, ws + A05, ws + D08, nb);
+    l07_dense_backward(grads + 2572, ws + TMP, ws + A05, ws + D08, nb);
     l07_dense_backward_dx(params + 2572, ws + D08, ws + D06);
     /* layer 6: flatten passes the gradient through */
     l05_maxpool2d_backward(ws + A03, ws + D06, ws + D04);
     /* layer 4: relu's backward is in layer 5's dx stores */
     l03_conv2d_backward(grads + 156, ws + A02, ws + D04);
-    l03_conv2d_backward_dx(params + 156, ws + S03, ws + D04, ws + D02);
+    l03_conv2d_backward_dx(params + 156, ws + TMP, ws + D04, ws + D02);
     l02_maxpool2d_backward(ws + A00, ws + D02, ws + D01);
     /* layer 1: relu's backward is in layer 2's dx stores */
     l00_conv2d_backward(grads, ws + S00, ws + D01);
-    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D01, ws + DIN);
+    if (dx) l00_conv2d_backward_dx(params, ws + TMP, ws + D01, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 784, 64);
 }
 
@@ -3608,6 +3605,7 @@ const cg_net lenet5_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = lenet5_forward, .backward = lenet5_backward, .parallel_for = lenet5_parallel_for,
     .threads = lenet5_threads,
+    .temp_offset = TMP, .temp_size = 393216,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

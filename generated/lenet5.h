@@ -14,9 +14,9 @@
 #define LENET5_N_PARAMS_ALLOC ((size_t)61706) /* N_PARAMS, at least 1 */
 #define LENET5_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define LENET5_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define LENET5_WORKSPACE ((size_t)1630464) /* floats: activations, gradients, scratch */
-#define LENET5_OUT_OFFSET ((size_t)1252224) /* network output in the workspace */
-#define LENET5_DOUT_OFFSET ((size_t)1252864) /* dLoss/dOutput goes here before backward */
+#define LENET5_WORKSPACE ((size_t)1405184) /* floats: activations, gradients, scratch */
+#define LENET5_OUT_OFFSET ((size_t)1026944) /* network output in the workspace */
+#define LENET5_DOUT_OFFSET ((size_t)1027584) /* dLoss/dOutput goes here before backward */
 
 /* lenet5.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -677,10 +677,10 @@ static void l03_conv1d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l03_conv1d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l03_conv1d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [8x32][lanes], y [8x32][lanes] */
-    float *restrict dyp = S + 4608;
+    float *restrict dyp = T + 0;
     /* dy -> zero-padded planes 1x36 (lanes) */
     for (int pl = 0; pl < 8; pl++) {
         const float *restrict s = dy + (size_t)pl * 512;
@@ -1918,15 +1918,15 @@ static void l12_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l12_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l12_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [36][lanes], y [16][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 576;
-    /* x transposed to S [nb][48] (columns 36 .. 47 zero) */
+    /* x transposed to T [nb][48] (columns 36 .. 47 zero) */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 36; i++) S[(size_t)b * 48 + i] = x[(size_t)i * 16 + b];
-        for (int i = 36; i < 48; i++) S[(size_t)b * 48 + i] = 0.0f;
+        for (int i = 0; i < 36; i++) T[(size_t)b * 48 + i] = x[(size_t)i * 16 + b];
+        for (int i = 36; i < 48; i++) T[(size_t)b * 48 + i] = 0.0f;
     }
     for (int o = 0; o < 16; o++) {
         cg_v s = vsplat(0.0f);
@@ -1947,7 +1947,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
                 cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
                 cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
                 for (int b = 0; b < nb; b++) {
-                    const float *restrict sb = S + (size_t)b * 48 + i0;
+                    const float *restrict sb = T + (size_t)b * 48 + i0;
                     cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32); VKEEP(s0); VKEEP(s1); VKEEP(s2);
                     const float d0 = dy[(size_t)(o0 + 0) * 16 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2;
                     const float d1 = dy[(size_t)(o0 + 1) * 16 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2;
@@ -1978,7 +1978,7 @@ static void l12_dense_backward(float *restrict G, float *restrict S, const float
                 cg_v a6_0 = vsplat(0.0f), a6_1 = vsplat(0.0f), a6_2 = vsplat(0.0f);
                 cg_v a7_0 = vsplat(0.0f), a7_1 = vsplat(0.0f), a7_2 = vsplat(0.0f);
                 for (int b = 0; b < nb; b++) {
-                    const float *restrict sb = S + (size_t)b * 48 + i0;
+                    const float *restrict sb = T + (size_t)b * 48 + i0;
                     cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32); VKEEP(s0); VKEEP(s1); VKEEP(s2);
                     const float d0 = dy[(size_t)(o0 + 0) * 16 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2;
                     const float d1 = dy[(size_t)(o0 + 1) * 16 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2;
@@ -2124,14 +2124,14 @@ static void l14_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l14_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l14_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [16][lanes], y [5][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 80;
-    /* x transposed to S [nb][16] */
+    /* x transposed to T [nb][16] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 16; i++) S[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
+        for (int i = 0; i < 16; i++) T[(size_t)b * 16 + i] = x[(size_t)i * 16 + b];
     }
     for (int o = 0; o < 5; o++) {
         cg_v s = vsplat(0.0f);
@@ -2148,7 +2148,7 @@ static void l14_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a3_0 = vsplat(0.0f);
             cg_v a4_0 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 16 + i0;
+                const float *restrict sb = T + (size_t)b * 16 + i0;
                 cg_v s0 = VLOAD(sb + 0); VKEEP(s0);
                 const float d0 = dy[(size_t)(o0 + 0) * 16 + b]; a0_0 += d0 * s0;
                 const float d1 = dy[(size_t)(o0 + 1) * 16 + b]; a1_0 += d1 * s0;
@@ -2241,28 +2241,27 @@ static void l14_dense_backward_dx(const float *restrict P, const float *restrict
 #define A06     22528 /* output of layer 6 (conv1d), [12x16][lanes] */
 #define A08     25600 /* output of layer 8 (conv1d), [6x12][lanes] */
 #define A09     26752 /* output of layer 9 (batchnorm), [6x12][lanes] */
-#define S09     38048 /* scratch of layer 9 (batchnorm) */
+#define S09     33440 /* scratch of layer 9 (batchnorm) */
 #define A10     27904 /* output of layer 10 (avgpool1d), [6x6][lanes] */
 #define A12     28480 /* output of layer 12 (dense), [16][lanes] */
-#define S12     38064 /* scratch of layer 12 (dense) */
 #define A14     28736 /* output of layer 14 (dense), [5][lanes] */
-#define S14     38832 /* scratch of layer 14 (dense) */
-#define OUT     39088 /* the output, [N][5] */
-#define DOUT    39168 /* dLoss/dOutput, [N][5] */
-#define DOUT_L  39248 /* dLoss/dOutput, [5][lanes] */
-#define D13     39328 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     40480 /* gradient arena: dLoss/d(layer 11 output) */
-#define D09     39328 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     42400 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     39328 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     42400 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     45472 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     39328 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     43424 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     39328 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     43424 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     39328 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     43424 /* gradient arena: dLoss/dInput */
+#define TMP     33456 /* the layers' temporary region, 4608 floats (the largest a pass uses) */
+#define OUT     38064 /* the output, [N][5] */
+#define DOUT    38144 /* dLoss/dOutput, [N][5] */
+#define DOUT_L  38224 /* dLoss/dOutput, [5][lanes] */
+#define D13     38304 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     39456 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     38304 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     41376 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     38304 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     41376 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     44448 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     38304 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     42400 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     38304 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     42400 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     38304 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     42400 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 16 samples; activations stay in ws for backward. */
 void mixed1d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -2289,16 +2288,16 @@ void mixed1d_forward(const float *params, float *buffers, const float *x, float 
     cg_from_lanes(ws + A14, ws + OUT, nb, 5, 16);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (39168); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (38144); grads accumulate. */
 void mixed1d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 5, 16);
     (void)x;
-    l14_dense_backward(grads + 1316, ws + S14, ws + A12, ws + DOUT_L, nb);
+    l14_dense_backward(grads + 1316, ws + TMP, ws + A12, ws + DOUT_L, nb);
     l14_dense_backward_dx(params + 1316, ws + A12, ws + DOUT_L, ws + D13);
     /* layer 13: relu's backward is in layer 14's dx stores */
-    l12_dense_backward(grads + 724, ws + S12, ws + A10, ws + D13, nb);
+    l12_dense_backward(grads + 724, ws + TMP, ws + A10, ws + D13, nb);
     l12_dense_backward_dx(params + 724, ws + D13, ws + D11);
     /* layer 11: flatten passes the gradient through */
     l10_avgpool1d_backward(ws + D11, ws + D09);
@@ -2311,7 +2310,7 @@ void mixed1d_backward(const float *params, float *grads, const float *x, float *
     l05_maxpool1d_backward(ws + A03, ws + D05, ws + D04);
     l04_tanh_backward(ws + A03, ws + D04, ws + D03);
     l03_conv1d_backward(grads + 184, ws + S03, ws + D03);
-    l03_conv1d_backward_dx(params + 184, ws + S03, ws + D03, ws + D02);
+    l03_conv1d_backward_dx(params + 184, ws + TMP, ws + D03, ws + D02);
     l02_leaky_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 168, grads + 168, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv1d_backward(grads, ws + XIN, ws + D00);
@@ -2465,6 +2464,7 @@ const cg_net mixed1d_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = mixed1d_forward, .backward = mixed1d_backward, .parallel_for = mixed1d_parallel_for,
     .threads = mixed1d_threads,
+    .temp_offset = TMP, .temp_size = 4608,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -14,9 +14,9 @@
 #define MIXED1D_N_PARAMS_ALLOC ((size_t)1401) /* N_PARAMS, at least 1 */
 #define MIXED1D_N_BUFFERS ((size_t)30) /* batch-norm running statistics and counters */
 #define MIXED1D_N_BUFFERS_ALLOC ((size_t)30) /* N_BUFFERS, at least 1 */
-#define MIXED1D_WORKSPACE ((size_t)47520) /* floats: activations, gradients, scratch */
-#define MIXED1D_OUT_OFFSET ((size_t)39088) /* network output in the workspace */
-#define MIXED1D_DOUT_OFFSET ((size_t)39168) /* dLoss/dOutput goes here before backward */
+#define MIXED1D_WORKSPACE ((size_t)46496) /* floats: activations, gradients, scratch */
+#define MIXED1D_OUT_OFFSET ((size_t)38064) /* network output in the workspace */
+#define MIXED1D_DOUT_OFFSET ((size_t)38144) /* dLoss/dOutput goes here before backward */
 
 /* mixed1d.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -907,11 +907,11 @@ static void l06_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l06_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][6x10x16], y [N][4x12x18] */
     const float *restrict w = P;
-    float *restrict dyp = S + 13456;
+    float *restrict dyp = T + 0;
     /* dy -> zero-padded rows [n][12][4][18] */
     for (int pl = 0; pl < nb * 4; pl++) {
         const int n = pl / 4, c = pl % 4;
@@ -2451,6 +2451,7 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
 #define A09     39360 /* output of layer 9 (leaky_relu), [N][4x6x9] */
 #define A10     41088 /* output of layer 10 (maxpool2d), [N][4x3x3] */
 #define A12     41376 /* output of layer 12 (dense), [N][10] */
+#define TMP     54928 /* the layers' temporary region, 6928 floats (the largest a pass uses) */
 #define DOUT    61856 /* dLoss/dOutput, [N][10] */
 #define D11     63664 /* gradient arena: dLoss/d(layer 11 output) */
 #define D09     61936 /* gradient arena: dLoss/d(layer 9 output) */
@@ -2497,7 +2498,7 @@ void mixed2d_backward(const float *params, float *grads, const float *x, float *
     l08_avgpool2d_backward(ws + D08, ws + D07, nb);
     l07_relu_backward(ws + A06, ws + D07, ws + D06, nb);
     l06_conv2d_backward(grads + 276, ws + S06, ws + D06, nb);
-    l06_conv2d_backward_dx(params + 276, ws + S06, ws + D06, ws + D05, nb);
+    l06_conv2d_backward_dx(params + 276, ws + TMP, ws + D06, ws + D05, nb);
     l05_maxpool2d_backward(ws + A03, ws + D05, ws + D04, nb);
     l04_sigmoid_backward(ws + A03, ws + D04, ws + D03, nb);
     l03_conv2d_backward(params + 126, grads + 126, ws + A01, ws + D03, ws + D02, nb);
@@ -2634,6 +2635,7 @@ const cg_net mixed2d_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = mixed2d_forward, .backward = mixed2d_backward, .parallel_for = mixed2d_parallel_for,
     .threads = mixed2d_threads,
+    .temp_offset = TMP, .temp_size = 6928,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

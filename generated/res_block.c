@@ -81,11 +81,11 @@ static inline __attribute__((unused)) float cg_drelu(float y, float g) { return 
 
 /* layer 0: conv2d 3x12x12 -> 8x12x12 (specs/res_block.yaml:6:5)
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=3,TX=1] */
-static void l00_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l00_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][3x12x12], y [N][8x12x12] */
     const float *restrict w = P;
-    float *restrict yh = S + 4704, *restrict wt = S + 7008, *restrict bp = S + 7440;
+    float *restrict yh = T + 0, *restrict wt = T + 2304, *restrict bp = T + 2736;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
     for (int i = 0; i < 432; i++) wt[i] = 0.0f;
     for (int co = 0; co < 8; co++)
@@ -273,11 +273,11 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l00_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][3x12x12], y [N][8x12x12] */
     float *restrict gw = G;
-    float *restrict dyh = S + 7456;
+    float *restrict dyh = T + 2752;
     /* dy of every sample -> channels-last, padded channels zero */
     for (int n = 0; n < nb; n++) {
         float *restrict dn = dyh + (size_t)n * 2304;
@@ -409,11 +409,11 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l00_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][3x12x12], y [N][8x12x12] */
     const float *restrict w = P;
-    float *restrict dyp = S + 30912;
+    float *restrict dyp = T + 26208;
     /* dy -> zero-padded rows [n][14][8][14] */
     for (int pl = 0; pl < nb * 8; pl++) {
         const int n = pl / 8, c = pl % 8;
@@ -595,11 +595,11 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 3: conv2d 8x12x12 -> 8x12x12 (specs/res_block.yaml:9:5)
  * schedule cv+dx:wv: fwd cv[TP=12,TV=1] dw cv[TPR=24,TV=1] dx wv[TC=8,TX=1] */
-static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l03_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict w = P;
-    float *restrict yh = S + 12544, *restrict wt = S + 14848, *restrict bp = S + 16000;
+    float *restrict yh = T + 0, *restrict wt = T + 2304, *restrict bp = T + 3456;
     /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
     for (int i = 0; i < 1152; i++) wt[i] = 0.0f;
     for (int co = 0; co < 8; co++)
@@ -787,11 +787,11 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l03_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l03_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     float *restrict gw = G;
-    float *restrict dyh = S + 16016;
+    float *restrict dyh = T + 3472;
     /* dy of every sample -> channels-last, padded channels zero */
     for (int n = 0; n < nb; n++) {
         float *restrict dn = dyh + (size_t)n * 2304;
@@ -894,11 +894,11 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l03_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][8x12x12], y [N][8x12x12] */
     const float *restrict w = P;
-    float *restrict dyp = S + 39472;
+    float *restrict dyp = T + 26928;
     /* dy -> zero-padded rows [n][14][8][14] */
     for (int pl = 0; pl < nb * 8; pl++) {
         const int n = pl / 8, c = pl % 8;
@@ -1508,50 +1508,51 @@ static void l15_dense_backward(const float *restrict P, float *restrict G, const
 #define A00     0 /* output of layer 0 (conv2d), [N][8x12x12] */
 #define S00     74000 /* scratch of layer 0 (conv2d) */
 #define A01     9216 /* output of layer 1 (batchnorm), [N][8x12x12] */
-#define S01     117472 /* scratch of layer 1 (batchnorm) */
+#define S01     78704 /* scratch of layer 1 (batchnorm) */
 #define A03     18432 /* output of layer 3 (conv2d), [N][8x12x12] */
-#define S03     117488 /* scratch of layer 3 (conv2d) */
+#define S03     78720 /* scratch of layer 3 (conv2d) */
 #define A04     27648 /* output of layer 4 (batchnorm), [N][8x12x12] */
-#define S04     169520 /* scratch of layer 4 (batchnorm) */
+#define S04     91264 /* scratch of layer 4 (batchnorm) */
 #define A06     36864 /* output of layer 6 (conv2d), [N][8x12x12] */
-#define S06     169536 /* scratch of layer 6 (conv2d) */
+#define S06     91280 /* scratch of layer 6 (conv2d) */
 #define A07     46080 /* output of layer 7 (batchnorm), [N][8x12x12] */
-#define S07     221568 /* scratch of layer 7 (batchnorm) */
+#define S07     103824 /* scratch of layer 7 (batchnorm) */
 #define A10     55296 /* output of layer 10 (conv2d), [N][4x12x12] */
 #define A11     59904 /* output of layer 11 (concat), [N][12x12x12] */
 #define A12     73728 /* output of layer 12 (global_avgpool), [N][12x1x1] */
 #define A14     73824 /* output of layer 14 (dropout), [N][12] */
-#define S14     221584 /* scratch of layer 14 (dropout) */
+#define S14     103840 /* scratch of layer 14 (dropout) */
 #define A15     73920 /* output of layer 15 (dense), [N][10] */
-#define DOUT    221680 /* dLoss/dOutput, [N][10] */
-#define D14     221760 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     235584 /* gradient arena: dLoss/d(layer 13 output) */
-#define D11     221760 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     244800 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     235584 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it */
-#define D02     221760 /* gradient arena: dLoss/d(layer 2 output) */
-#define T08_1   244800 /* gradient arena: a gradient summed into its tensor's */
-#define D07     254016 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     230976 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     240192 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     230976 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     240192 /* gradient arena: dLoss/d(layer 3 output) */
-#define T03_1   230976 /* gradient arena: a gradient summed into its tensor's */
-#define D01     230976 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     221760 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     230976 /* gradient arena: dLoss/dInput */
+#define TMP     103936 /* the layers' temporary region, 39488 floats (the largest a pass uses) */
+#define DOUT    143424 /* dLoss/dOutput, [N][10] */
+#define D14     143504 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     157328 /* gradient arena: dLoss/d(layer 13 output) */
+#define D11     143504 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     166544 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     157328 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it */
+#define D02     143504 /* gradient arena: dLoss/d(layer 2 output) */
+#define T08_1   166544 /* gradient arena: a gradient summed into its tensor's */
+#define D07     175760 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     152720 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     161936 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     152720 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     161936 /* gradient arena: dLoss/d(layer 3 output) */
+#define T03_1   152720 /* gradient arena: a gradient summed into its tensor's */
+#define D01     152720 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     143504 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     152720 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void res_block_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     if (nb <= 0) return;
-    l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
+    l00_conv2d_forward(params, ws + S00, ws + TMP, x, ws + A00, nb);
     l01_batchnorm_forward(params + 216, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
-    l03_conv2d_forward(params + 232, ws + S03, ws + A01, ws + A03, nb);
+    l03_conv2d_forward(params + 232, ws + S03, ws + TMP, ws + A01, ws + A03, nb);
     l01_batchnorm_forward(params + 808, buffers + 17, ws + S04, ws + A03, ws + A04, nb, training);
     /* layer 5: relu fused into layer 4's stores */
-    l03_conv2d_forward(params + 824, ws + S06, ws + A04, ws + A06, nb);
+    l03_conv2d_forward(params + 824, ws + S06, ws + TMP, ws + A04, ws + A06, nb);
     l07_batchnorm_forward(params + 1400, buffers + 34, ws + S07, ws + A06, ws + A07, ws + A01, nb, training);
     /* layer 8: add fused into layer 7's stores */
     /* layer 9: relu fused into layer 8's stores */
@@ -1563,7 +1564,7 @@ void res_block_forward(const float *params, float *buffers, const float *x, floa
     l15_dense_forward(params + 1452, ws + A14, ws + A15, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (221680); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (143424); grads accumulate. */
 void res_block_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
@@ -1578,17 +1579,17 @@ void res_block_backward(const float *params, float *grads, const float *x, float
     l08_add_backward(ws + A07, ws + D09, ws + T08_1, ws + D07, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T08_1)[i]; /* a tensor read again: gradients add */
     l01_batchnorm_backward(params + 1400, grads + 1400, ws + S07, ws + A06, ws + D07, ws + D06, nb);
-    l03_conv2d_backward(grads + 824, ws + S06, ws + D06, nb);
-    l03_conv2d_backward_dx(params + 824, ws + S06, ws + D06, ws + D05, nb);
+    l03_conv2d_backward(grads + 824, ws + S06, ws + TMP, ws + D06, nb);
+    l03_conv2d_backward_dx(params + 824, ws + TMP, ws + D06, ws + D05, nb);
     l02_relu_backward(ws + A04, ws + D05, ws + D04, nb);
     l01_batchnorm_backward(params + 808, grads + 808, ws + S04, ws + A03, ws + D04, ws + D03, nb);
-    l03_conv2d_backward(grads + 232, ws + S03, ws + D03, nb);
-    l03_conv2d_backward_dx(params + 232, ws + S03, ws + D03, ws + T03_1, nb);
+    l03_conv2d_backward(grads + 232, ws + S03, ws + TMP, ws + D03, nb);
+    l03_conv2d_backward_dx(params + 232, ws + TMP, ws + D03, ws + T03_1, nb);
     for (size_t i = 0; i < (size_t)nb * 1152; i++) (ws + D02)[i] += (ws + T03_1)[i]; /* a tensor read again: gradients add */
     l02_relu_backward(ws + A01, ws + D02, ws + D01, nb);
     l01_batchnorm_backward(params + 216, grads + 216, ws + S01, ws + A00, ws + D01, ws + D00, nb);
-    l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + TMP, ws + D00, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + TMP, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor res_block_tensors[] = {
@@ -1742,6 +1743,7 @@ const cg_net res_block_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = res_block_forward, .backward = res_block_backward, .parallel_for = res_block_parallel_for,
     .threads = res_block_threads,
+    .temp_offset = TMP, .temp_size = 39488,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -14,9 +14,9 @@
 #define RES_BLOCK_N_PARAMS_ALLOC ((size_t)1582) /* N_PARAMS, at least 1 */
 #define RES_BLOCK_N_BUFFERS ((size_t)51) /* batch-norm running statistics and counters */
 #define RES_BLOCK_N_BUFFERS_ALLOC ((size_t)51) /* N_BUFFERS, at least 1 */
-#define RES_BLOCK_WORKSPACE ((size_t)263232) /* floats: activations, gradients, scratch */
+#define RES_BLOCK_WORKSPACE ((size_t)184976) /* floats: activations, gradients, scratch */
 #define RES_BLOCK_OUT_OFFSET ((size_t)73920) /* network output in the workspace */
-#define RES_BLOCK_DOUT_OFFSET ((size_t)221680) /* dLoss/dOutput goes here before backward */
+#define RES_BLOCK_DOUT_OFFSET ((size_t)143424) /* dLoss/dOutput goes here before backward */
 
 /* res_block.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

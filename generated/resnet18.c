@@ -1303,10 +1303,10 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l00_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [3x224x224][lanes], y [64x112x112][lanes] */
-    float *restrict dyp = S + 5078400;
+    float *restrict dyp = T + 0;
     /* dy -> zero-padded planes 116x116 (lanes) */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < 64; pl++) {
@@ -1932,10 +1932,10 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 4: conv2d 64x56x56 -> 64x56x56 (specs/resnet18.yaml:12:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
-static void l04_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l04_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -3719,10 +3719,10 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l04_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -5496,10 +5496,10 @@ static void l05_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* l07_conv2d_backward: the code of l04_conv2d_backward */
 
-static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l07_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x56x56][lanes], y [64x56x56][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -8795,10 +8795,10 @@ static void l19_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 21: conv2d 128x28x28 -> 128x28x28 (specs/resnet18.yaml:29:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
-static void l21_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l21_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -10582,10 +10582,10 @@ static void l21_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l21_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l21_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -12670,10 +12670,10 @@ static void l25_add_backward(const float *restrict y, const float *restrict dy, 
 
 /* l27_conv2d_backward: the code of l21_conv2d_backward */
 
-static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l27_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [128x28x28][lanes], y [128x28x28][lanes] */
-    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -26578,15 +26578,15 @@ static void l68_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l68_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l68_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [512][lanes], y [1000][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 512000;
-    /* x transposed to S [nb][528] */
+    /* x transposed to T [nb][528] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
+        for (int i = 0; i < 512; i++) T[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 1000; o++) {
@@ -26606,7 +26606,7 @@ static void l68_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 528 + i0;
+                const float *restrict sb = T + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -26630,7 +26630,7 @@ static void l68_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 528 + i0;
+                const float *restrict sb = T + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(996 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(996 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -26715,121 +26715,114 @@ static void l68_dense_backward_dx(const float *restrict P, const float *restrict
 #define A00     4816896 /* output of layer 0 (conv2d), [64x112x112][lanes] */
 #define S00     170245376 /* scratch of layer 0 (conv2d) */
 #define A01     30507008 /* output of layer 1 (batchnorm), [64x112x112][lanes] */
-#define S01     202881664 /* scratch of layer 1 (batchnorm) */
+#define S01     175323776 /* scratch of layer 1 (batchnorm) */
 #define A03     56197120 /* output of layer 3 (maxpool2d), [64x56x56][lanes] */
 #define A04     62619648 /* output of layer 4 (conv2d), [64x56x56][lanes] */
-#define S04     202881792 /* scratch of layer 4 (conv2d) */
 #define A05     69042176 /* output of layer 5 (batchnorm), [64x56x56][lanes] */
-#define S05     202947328 /* scratch of layer 5 (batchnorm) */
+#define S05     175323904 /* scratch of layer 5 (batchnorm) */
 #define A07     75464704 /* output of layer 7 (conv2d), [64x56x56][lanes] */
-#define S07     202947456 /* scratch of layer 7 (conv2d) */
 #define A08     81887232 /* output of layer 8 (batchnorm), [64x56x56][lanes] */
-#define S08     203012992 /* scratch of layer 8 (batchnorm) */
+#define S08     175324032 /* scratch of layer 8 (batchnorm) */
 #define A11     88309760 /* output of layer 11 (conv2d), [64x56x56][lanes] */
-#define S11     203013120 /* scratch of layer 11 (conv2d) */
 #define A12     94732288 /* output of layer 12 (batchnorm), [64x56x56][lanes] */
-#define S12     203078656 /* scratch of layer 12 (batchnorm) */
+#define S12     175324160 /* scratch of layer 12 (batchnorm) */
 #define A14     101154816 /* output of layer 14 (conv2d), [64x56x56][lanes] */
-#define S14     203078784 /* scratch of layer 14 (conv2d) */
 #define A15     107577344 /* output of layer 15 (batchnorm), [64x56x56][lanes] */
-#define S15     203144320 /* scratch of layer 15 (batchnorm) */
+#define S15     175324288 /* scratch of layer 15 (batchnorm) */
 #define A18     113999872 /* output of layer 18 (conv2d), [128x28x28][lanes] */
 #define A19     117211136 /* output of layer 19 (batchnorm), [128x28x28][lanes] */
-#define S19     203144448 /* scratch of layer 19 (batchnorm) */
+#define S19     175324416 /* scratch of layer 19 (batchnorm) */
 #define A21     120422400 /* output of layer 21 (conv2d), [128x28x28][lanes] */
-#define S21     203144704 /* scratch of layer 21 (conv2d) */
 #define A22     123633664 /* output of layer 22 (batchnorm), [128x28x28][lanes] */
-#define S22     203406848 /* scratch of layer 22 (batchnorm) */
+#define S22     175324672 /* scratch of layer 22 (batchnorm) */
 #define A23     126844928 /* output of layer 23 (conv2d), [128x28x28][lanes] */
 #define A24     130056192 /* output of layer 24 (batchnorm), [128x28x28][lanes] */
-#define S24     203407104 /* scratch of layer 24 (batchnorm) */
+#define S24     175324928 /* scratch of layer 24 (batchnorm) */
 #define A27     133267456 /* output of layer 27 (conv2d), [128x28x28][lanes] */
-#define S27     203407360 /* scratch of layer 27 (conv2d) */
 #define A28     136478720 /* output of layer 28 (batchnorm), [128x28x28][lanes] */
-#define S28     203669504 /* scratch of layer 28 (batchnorm) */
+#define S28     175325184 /* scratch of layer 28 (batchnorm) */
 #define A30     139689984 /* output of layer 30 (conv2d), [128x28x28][lanes] */
-#define S30     203669760 /* scratch of layer 30 (conv2d) */
 #define A31     142901248 /* output of layer 31 (batchnorm), [128x28x28][lanes] */
-#define S31     203931904 /* scratch of layer 31 (batchnorm) */
+#define S31     175325440 /* scratch of layer 31 (batchnorm) */
 #define A34     146112512 /* output of layer 34 (conv2d), [256x14x14][lanes] */
 #define A35     147718144 /* output of layer 35 (batchnorm), [256x14x14][lanes] */
-#define S35     203932160 /* scratch of layer 35 (batchnorm) */
+#define S35     175325696 /* scratch of layer 35 (batchnorm) */
 #define A37     149323776 /* output of layer 37 (conv2d), [256x14x14][lanes] */
 #define A38     150929408 /* output of layer 38 (batchnorm), [256x14x14][lanes] */
-#define S38     203932672 /* scratch of layer 38 (batchnorm) */
+#define S38     175326208 /* scratch of layer 38 (batchnorm) */
 #define A39     152535040 /* output of layer 39 (conv2d), [256x14x14][lanes] */
 #define A40     154140672 /* output of layer 40 (batchnorm), [256x14x14][lanes] */
-#define S40     203933184 /* scratch of layer 40 (batchnorm) */
+#define S40     175326720 /* scratch of layer 40 (batchnorm) */
 #define A43     155746304 /* output of layer 43 (conv2d), [256x14x14][lanes] */
 #define A44     157351936 /* output of layer 44 (batchnorm), [256x14x14][lanes] */
-#define S44     203933696 /* scratch of layer 44 (batchnorm) */
+#define S44     175327232 /* scratch of layer 44 (batchnorm) */
 #define A46     158957568 /* output of layer 46 (conv2d), [256x14x14][lanes] */
 #define A47     160563200 /* output of layer 47 (batchnorm), [256x14x14][lanes] */
-#define S47     203934208 /* scratch of layer 47 (batchnorm) */
+#define S47     175327744 /* scratch of layer 47 (batchnorm) */
 #define A50     162168832 /* output of layer 50 (conv2d), [512x7x7][lanes] */
 #define A51     162971648 /* output of layer 51 (batchnorm), [512x7x7][lanes] */
-#define S51     203934720 /* scratch of layer 51 (batchnorm) */
+#define S51     175328256 /* scratch of layer 51 (batchnorm) */
 #define A53     163774464 /* output of layer 53 (conv2d), [512x7x7][lanes] */
 #define A54     164577280 /* output of layer 54 (batchnorm), [512x7x7][lanes] */
-#define S54     203935744 /* scratch of layer 54 (batchnorm) */
+#define S54     175329280 /* scratch of layer 54 (batchnorm) */
 #define A55     165380096 /* output of layer 55 (conv2d), [512x7x7][lanes] */
 #define A56     166182912 /* output of layer 56 (batchnorm), [512x7x7][lanes] */
-#define S56     203936768 /* scratch of layer 56 (batchnorm) */
+#define S56     175330304 /* scratch of layer 56 (batchnorm) */
 #define A59     166985728 /* output of layer 59 (conv2d), [512x7x7][lanes] */
 #define A60     167788544 /* output of layer 60 (batchnorm), [512x7x7][lanes] */
-#define S60     203937792 /* scratch of layer 60 (batchnorm) */
+#define S60     175331328 /* scratch of layer 60 (batchnorm) */
 #define A62     168591360 /* output of layer 62 (conv2d), [512x7x7][lanes] */
 #define A63     169394176 /* output of layer 63 (batchnorm), [512x7x7][lanes] */
-#define S63     203938816 /* scratch of layer 63 (batchnorm) */
+#define S63     175332352 /* scratch of layer 63 (batchnorm) */
 #define A66     170196992 /* output of layer 66 (global_avgpool), [512x1x1][lanes] */
 #define A68     170213376 /* output of layer 68 (dense), [1000][lanes] */
-#define S68     203939840 /* scratch of layer 68 (dense) */
-#define OUT     203956736 /* the output, [N][1000] */
-#define DOUT    203988736 /* dLoss/dOutput, [N][1000] */
-#define DOUT_L  204020736 /* dLoss/dOutput, [1000][lanes] */
-#define D67     204855552 /* gradient arena: dLoss/d(layer 67 output) */
-#define D65     204052736 /* gradient arena: dLoss/d(layer 65 output), which layer 64's backward masks as it reads it */
-#define D58     204855552 /* gradient arena: dLoss/d(layer 58 output), which layer 57's backward masks as it reads it, and layer 63's: layer 64's add gives both one gradient */
-#define D62     204052736 /* gradient arena: dLoss/d(layer 62 output) */
-#define D61     205658368 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
-#define D59     204052736 /* gradient arena: dLoss/d(layer 59 output) */
-#define D54     205658368 /* gradient arena: dLoss/d(layer 54 output), and layer 56's: layer 57's add gives both one gradient */
-#define D55     206461184 /* gradient arena: dLoss/d(layer 55 output) */
-#define D49     204052736 /* gradient arena: dLoss/d(layer 49 output), which layer 48's backward masks as it reads it */
-#define D53     206461184 /* gradient arena: dLoss/d(layer 53 output) */
-#define D52     205658368 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
-#define D50     206461184 /* gradient arena: dLoss/d(layer 50 output) */
-#define D42     205658368 /* gradient arena: dLoss/d(layer 42 output), which layer 41's backward masks as it reads it, and layer 47's: layer 48's add gives both one gradient */
-#define D46     204052736 /* gradient arena: dLoss/d(layer 46 output) */
-#define D45     207264000 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
-#define D43     204052736 /* gradient arena: dLoss/d(layer 43 output) */
-#define D38     207264000 /* gradient arena: dLoss/d(layer 38 output), and layer 40's: layer 41's add gives both one gradient */
-#define D39     208869632 /* gradient arena: dLoss/d(layer 39 output) */
-#define D33     204052736 /* gradient arena: dLoss/d(layer 33 output), which layer 32's backward masks as it reads it */
-#define D37     208869632 /* gradient arena: dLoss/d(layer 37 output) */
-#define D36     207264000 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
-#define D34     208869632 /* gradient arena: dLoss/d(layer 34 output) */
-#define D26     207264000 /* gradient arena: dLoss/d(layer 26 output), which layer 25's backward masks as it reads it, and layer 31's: layer 32's add gives both one gradient */
-#define D30     204052736 /* gradient arena: dLoss/d(layer 30 output) */
-#define D29     210475264 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     204052736 /* gradient arena: dLoss/d(layer 27 output) */
-#define D22     210475264 /* gradient arena: dLoss/d(layer 22 output), and layer 24's: layer 25's add gives both one gradient */
-#define D23     213686528 /* gradient arena: dLoss/d(layer 23 output) */
-#define D17     204052736 /* gradient arena: dLoss/d(layer 17 output), which layer 16's backward masks as it reads it */
-#define D21     213686528 /* gradient arena: dLoss/d(layer 21 output) */
-#define D20     210475264 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     213686528 /* gradient arena: dLoss/d(layer 18 output) */
-#define D10     210475264 /* gradient arena: dLoss/d(layer 10 output), which layer 9's backward masks as it reads it, and layer 15's: layer 16's add gives both one gradient */
-#define D14     204052736 /* gradient arena: dLoss/d(layer 14 output) */
-#define D13     216897792 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     204052736 /* gradient arena: dLoss/d(layer 11 output) */
-#define D03     229742848 /* gradient arena: dLoss/d(layer 3 output), and layer 8's: layer 9's add gives both one gradient */
-#define D07     204052736 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     210475264 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     204052736 /* gradient arena: dLoss/d(layer 4 output) */
-#define D02     204052736 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
-#define D00     229742848 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     204052736 /* gradient arena: dLoss/dInput */
+#define TMP     175333376 /* the layers' temporary region, 27557888 floats (the largest a pass uses) */
+#define OUT     202891264 /* the output, [N][1000] */
+#define DOUT    202923264 /* dLoss/dOutput, [N][1000] */
+#define DOUT_L  202955264 /* dLoss/dOutput, [1000][lanes] */
+#define D67     203790080 /* gradient arena: dLoss/d(layer 67 output) */
+#define D65     202987264 /* gradient arena: dLoss/d(layer 65 output), which layer 64's backward masks as it reads it */
+#define D58     203790080 /* gradient arena: dLoss/d(layer 58 output), which layer 57's backward masks as it reads it, and layer 63's: layer 64's add gives both one gradient */
+#define D62     202987264 /* gradient arena: dLoss/d(layer 62 output) */
+#define D61     204592896 /* gradient arena: dLoss/d(layer 61 output), then layer 62's dx masks it to dLoss/d(its input) */
+#define D59     202987264 /* gradient arena: dLoss/d(layer 59 output) */
+#define D54     204592896 /* gradient arena: dLoss/d(layer 54 output), and layer 56's: layer 57's add gives both one gradient */
+#define D55     205395712 /* gradient arena: dLoss/d(layer 55 output) */
+#define D49     202987264 /* gradient arena: dLoss/d(layer 49 output), which layer 48's backward masks as it reads it */
+#define D53     205395712 /* gradient arena: dLoss/d(layer 53 output) */
+#define D52     204592896 /* gradient arena: dLoss/d(layer 52 output), then layer 53's dx masks it to dLoss/d(its input) */
+#define D50     205395712 /* gradient arena: dLoss/d(layer 50 output) */
+#define D42     204592896 /* gradient arena: dLoss/d(layer 42 output), which layer 41's backward masks as it reads it, and layer 47's: layer 48's add gives both one gradient */
+#define D46     202987264 /* gradient arena: dLoss/d(layer 46 output) */
+#define D45     206198528 /* gradient arena: dLoss/d(layer 45 output), then layer 46's dx masks it to dLoss/d(its input) */
+#define D43     202987264 /* gradient arena: dLoss/d(layer 43 output) */
+#define D38     206198528 /* gradient arena: dLoss/d(layer 38 output), and layer 40's: layer 41's add gives both one gradient */
+#define D39     207804160 /* gradient arena: dLoss/d(layer 39 output) */
+#define D33     202987264 /* gradient arena: dLoss/d(layer 33 output), which layer 32's backward masks as it reads it */
+#define D37     207804160 /* gradient arena: dLoss/d(layer 37 output) */
+#define D36     206198528 /* gradient arena: dLoss/d(layer 36 output), then layer 37's dx masks it to dLoss/d(its input) */
+#define D34     207804160 /* gradient arena: dLoss/d(layer 34 output) */
+#define D26     206198528 /* gradient arena: dLoss/d(layer 26 output), which layer 25's backward masks as it reads it, and layer 31's: layer 32's add gives both one gradient */
+#define D30     202987264 /* gradient arena: dLoss/d(layer 30 output) */
+#define D29     209409792 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     202987264 /* gradient arena: dLoss/d(layer 27 output) */
+#define D22     209409792 /* gradient arena: dLoss/d(layer 22 output), and layer 24's: layer 25's add gives both one gradient */
+#define D23     212621056 /* gradient arena: dLoss/d(layer 23 output) */
+#define D17     202987264 /* gradient arena: dLoss/d(layer 17 output), which layer 16's backward masks as it reads it */
+#define D21     212621056 /* gradient arena: dLoss/d(layer 21 output) */
+#define D20     209409792 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     212621056 /* gradient arena: dLoss/d(layer 18 output) */
+#define D10     209409792 /* gradient arena: dLoss/d(layer 10 output), which layer 9's backward masks as it reads it, and layer 15's: layer 16's add gives both one gradient */
+#define D14     202987264 /* gradient arena: dLoss/d(layer 14 output) */
+#define D13     215832320 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     202987264 /* gradient arena: dLoss/d(layer 11 output) */
+#define D03     228677376 /* gradient arena: dLoss/d(layer 3 output), and layer 8's: layer 9's add gives both one gradient */
+#define D07     202987264 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     209409792 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     202987264 /* gradient arena: dLoss/d(layer 4 output) */
+#define D02     202987264 /* gradient arena: dLoss/d(layer 2 output), then layer 3's dx masks it to dLoss/d(its input) */
+#define D00     228677376 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     202987264 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void resnet18_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -26840,34 +26833,34 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     l01_batchnorm_forward(params + 9408, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
     l03_maxpool2d_forward(ws + A01, ws + A03);
-    l04_conv2d_forward(params + 9536, ws + S04, ws + A03, ws + A04);
+    l04_conv2d_forward(params + 9536, ws + TMP, ws + A03, ws + A04);
     l05_batchnorm_forward(params + 46400, buffers + 129, ws + S05, ws + A04, ws + A05, nb, training);
     /* layer 6: relu fused into layer 5's stores */
-    l04_conv2d_forward(params + 46528, ws + S07, ws + A05, ws + A07);
+    l04_conv2d_forward(params + 46528, ws + TMP, ws + A05, ws + A07);
     l08_batchnorm_forward(params + 83392, buffers + 258, ws + S08, ws + A07, ws + A08, ws + A03, nb, training);
     /* layer 9: add fused into layer 8's stores */
     /* layer 10: relu fused into layer 9's stores */
-    l04_conv2d_forward(params + 83520, ws + S11, ws + A08, ws + A11);
+    l04_conv2d_forward(params + 83520, ws + TMP, ws + A08, ws + A11);
     l05_batchnorm_forward(params + 120384, buffers + 387, ws + S12, ws + A11, ws + A12, nb, training);
     /* layer 13: relu fused into layer 12's stores */
-    l04_conv2d_forward(params + 120512, ws + S14, ws + A12, ws + A14);
+    l04_conv2d_forward(params + 120512, ws + TMP, ws + A12, ws + A14);
     l08_batchnorm_forward(params + 157376, buffers + 516, ws + S15, ws + A14, ws + A15, ws + A08, nb, training);
     /* layer 16: add fused into layer 15's stores */
     /* layer 17: relu fused into layer 16's stores */
     l18_conv2d_forward(params + 157504, ws + A15, ws + A18);
     l19_batchnorm_forward(params + 231232, buffers + 645, ws + S19, ws + A18, ws + A19, nb, training);
     /* layer 20: relu fused into layer 19's stores */
-    l21_conv2d_forward(params + 231488, ws + S21, ws + A19, ws + A21);
+    l21_conv2d_forward(params + 231488, ws + TMP, ws + A19, ws + A21);
     l22_batchnorm_forward(params + 378944, buffers + 902, ws + S22, ws + A21, ws + A22, nb, training);
     l23_conv2d_forward(params + 379200, ws + A15, ws + A23);
     l22_batchnorm_forward(params + 387392, buffers + 1159, ws + S24, ws + A23, ws + A24, nb, training);
     /* (in place: layer 25's add writes over its input 1) */
     l25_add_forward(ws + A24, ws + A22);
     /* layer 26: relu fused into layer 25's stores */
-    l21_conv2d_forward(params + 387648, ws + S27, ws + A22, ws + A27);
+    l21_conv2d_forward(params + 387648, ws + TMP, ws + A22, ws + A27);
     l19_batchnorm_forward(params + 535104, buffers + 1416, ws + S28, ws + A27, ws + A28, nb, training);
     /* layer 29: relu fused into layer 28's stores */
-    l21_conv2d_forward(params + 535360, ws + S30, ws + A28, ws + A30);
+    l21_conv2d_forward(params + 535360, ws + TMP, ws + A28, ws + A30);
     l31_batchnorm_forward(params + 682816, buffers + 1673, ws + S31, ws + A30, ws + A31, ws + A22, nb, training);
     /* layer 32: add fused into layer 31's stores */
     /* layer 33: relu fused into layer 32's stores */
@@ -26911,13 +26904,13 @@ void resnet18_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A68, ws + OUT, nb, 1000, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (203988736); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (202923264); grads accumulate. */
 void resnet18_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 1000, 32);
     (void)x;
-    l68_dense_backward(grads + 11176512, ws + S68, ws + A66, ws + DOUT_L, nb);
+    l68_dense_backward(grads + 11176512, ws + TMP, ws + A66, ws + DOUT_L, nb);
     l68_dense_backward_dx(params + 11176512, ws + DOUT_L, ws + D67);
     /* layer 67: flatten passes the gradient through */
     l66_global_avgpool_backward(ws + D67, ws + D65);
@@ -26971,12 +26964,12 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l32_add_backward(ws + A31, ws + D33, ws + D26);
     l19_batchnorm_backward(params + 682816, grads + 682816, ws + S31, ws + A30, ws + D26, ws + D30, nb);
     l21_conv2d_backward(grads + 535360, ws + A28, ws + D30);
-    l21_conv2d_backward_dx(params + 535360, ws + S30, ws + A28, ws + D30, ws + D29);
+    l21_conv2d_backward_dx(params + 535360, ws + TMP, ws + A28, ws + D30, ws + D29);
     /* layer 29: relu's backward is in layer 30's dx stores */
     l19_batchnorm_backward(params + 535104, grads + 535104, ws + S28, ws + A27, ws + D29, ws + D27, nb);
     l21_conv2d_backward(grads + 387648, ws + A22, ws + D27);
     /* a tensor read again: layer 27's dx stores add to its gradient */
-    l27_conv2d_backward_dx(params + 387648, ws + S27, ws + D27, ws + D26);
+    l27_conv2d_backward_dx(params + 387648, ws + TMP, ws + D27, ws + D26);
     /* layer 26: relu's backward is in layer 25's reads of dy */
     l25_add_backward(ws + A22, ws + D26, ws + D22);
     l19_batchnorm_backward(params + 387392, grads + 387392, ws + S24, ws + A23, ws + D22, ws + D23, nb);
@@ -26984,7 +26977,7 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l23_conv2d_backward_dx(params + 379200, ws + D23, ws + D17);
     l19_batchnorm_backward(params + 378944, grads + 378944, ws + S22, ws + A21, ws + D22, ws + D21, nb);
     l21_conv2d_backward(grads + 231488, ws + A19, ws + D21);
-    l21_conv2d_backward_dx(params + 231488, ws + S21, ws + A19, ws + D21, ws + D20);
+    l21_conv2d_backward_dx(params + 231488, ws + TMP, ws + A19, ws + D21, ws + D20);
     /* layer 20: relu's backward is in layer 21's dx stores */
     l19_batchnorm_backward(params + 231232, grads + 231232, ws + S19, ws + A18, ws + D20, ws + D18, nb);
     l18_conv2d_backward(grads + 157504, ws + A15, ws + D18);
@@ -26994,27 +26987,27 @@ void resnet18_backward(const float *params, float *grads, const float *x, float 
     l09_add_backward(ws + A15, ws + D17, ws + D10);
     l05_batchnorm_backward(params + 157376, grads + 157376, ws + S15, ws + A14, ws + D10, ws + D14, nb);
     l04_conv2d_backward(grads + 120512, ws + A12, ws + D14);
-    l07_conv2d_backward_dx(params + 120512, ws + S14, ws + A12, ws + D14, ws + D13);
+    l07_conv2d_backward_dx(params + 120512, ws + TMP, ws + A12, ws + D14, ws + D13);
     /* layer 13: relu's backward is in layer 14's dx stores */
     l05_batchnorm_backward(params + 120384, grads + 120384, ws + S12, ws + A11, ws + D13, ws + D11, nb);
     l04_conv2d_backward(grads + 83520, ws + A08, ws + D11);
     /* a tensor read again: layer 11's dx stores add to its gradient */
-    l04_conv2d_backward_dx(params + 83520, ws + S11, ws + D11, ws + D10);
+    l04_conv2d_backward_dx(params + 83520, ws + TMP, ws + D11, ws + D10);
     /* layer 10: relu's backward is in layer 9's reads of dy */
     l09_add_backward(ws + A08, ws + D10, ws + D03);
     l05_batchnorm_backward(params + 83392, grads + 83392, ws + S08, ws + A07, ws + D03, ws + D07, nb);
     l04_conv2d_backward(grads + 46528, ws + A05, ws + D07);
-    l07_conv2d_backward_dx(params + 46528, ws + S07, ws + A05, ws + D07, ws + D06);
+    l07_conv2d_backward_dx(params + 46528, ws + TMP, ws + A05, ws + D07, ws + D06);
     /* layer 6: relu's backward is in layer 7's dx stores */
     l05_batchnorm_backward(params + 46400, grads + 46400, ws + S05, ws + A04, ws + D06, ws + D04, nb);
     l04_conv2d_backward(grads + 9536, ws + A03, ws + D04);
     /* a tensor read again: layer 4's dx stores add to its gradient */
-    l04_conv2d_backward_dx(params + 9536, ws + S04, ws + D04, ws + D03);
+    l04_conv2d_backward_dx(params + 9536, ws + TMP, ws + D04, ws + D03);
     l03_maxpool2d_backward(ws + A01, ws + D03, ws + D02);
     /* layer 2: relu's backward is in layer 3's dx stores */
     l01_batchnorm_backward(params + 9408, grads + 9408, ws + S01, ws + A00, ws + D02, ws + D00, nb);
     l00_conv2d_backward(grads, ws + S00, ws + D00);
-    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, ws + DIN);
+    if (dx) l00_conv2d_backward_dx(params, ws + TMP, ws + D00, ws + DIN);
     if (dx) cg_from_lanes(ws + DIN, dx, nb, 150528, 32);
 }
 
@@ -27551,6 +27544,7 @@ const cg_net resnet18_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = resnet18_forward, .backward = resnet18_backward, .parallel_for = resnet18_parallel_for,
     .threads = resnet18_threads,
+    .temp_offset = TMP, .temp_size = 27557888,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

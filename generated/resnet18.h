@@ -14,9 +14,9 @@
 #define RESNET18_N_PARAMS_ALLOC ((size_t)11689512) /* N_PARAMS, at least 1 */
 #define RESNET18_N_BUFFERS ((size_t)9620) /* batch-norm running statistics and counters */
 #define RESNET18_N_BUFFERS_ALLOC ((size_t)9620) /* N_BUFFERS, at least 1 */
-#define RESNET18_WORKSPACE ((size_t)255432960) /* floats: activations, gradients, scratch */
-#define RESNET18_OUT_OFFSET ((size_t)203956736) /* network output in the workspace */
-#define RESNET18_DOUT_OFFSET ((size_t)203988736) /* dLoss/dOutput goes here before backward */
+#define RESNET18_WORKSPACE ((size_t)254367488) /* floats: activations, gradients, scratch */
+#define RESNET18_OUT_OFFSET ((size_t)202891264) /* network output in the workspace */
+#define RESNET18_DOUT_OFFSET ((size_t)202923264) /* dLoss/dOutput goes here before backward */
 
 /* resnet18.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -1937,10 +1937,10 @@ static void l02_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 3: conv2d 16x28x28 -> 16x28x28 (specs/resnet20.yaml:12:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=2,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16] threaded */
-static void l03_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l03_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][16][16]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 16; co += 16) {
         for (int ci = 0; ci < 16; ci++) {
@@ -2828,11 +2828,11 @@ static void l03_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l03_conv2d_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy)
+static void l03_conv2d_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
     float *restrict gw = G;
-    cg_v *restrict Mw = (cg_v *)S; /* [16][16][16]: sum over tiles and samples of Z (.) V, per lane */
+    cg_v *restrict Mw = (cg_v *)T; /* [16][16][16]: sum over tiles and samples of Z (.) V, per lane */
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
@@ -3386,10 +3386,10 @@ static void l03_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l03_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][16][16]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 16; co += 16) {
         for (int ci = 0; ci < 16; ci++) {
@@ -4295,10 +4295,10 @@ static void l03_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* l06_conv2d_backward: the code of l03_conv2d_backward */
 
-static void l06_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l06_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [16x28x28][lanes], y [16x28x28][lanes] */
-    float *restrict U = S; /* [16][16][16]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][16][16]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 16; co += 16) {
         for (int ci = 0; ci < 16; ci++) {
@@ -6855,10 +6855,10 @@ static void l25_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 27: conv2d 32x14x14 -> 32x14x14 (specs/resnet20.yaml:36:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
-static void l27_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l27_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][32][32]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 32; co += 16) {
         for (int ci = 0; ci < 32; ci++) {
@@ -7746,11 +7746,11 @@ static void l27_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l27_conv2d_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy)
+static void l27_conv2d_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
     float *restrict gw = G;
-    cg_v *restrict Mw = (cg_v *)S; /* [16][32][32]: sum over tiles and samples of Z (.) V, per lane */
+    cg_v *restrict Mw = (cg_v *)T; /* [16][32][32]: sum over tiles and samples of Z (.) V, per lane */
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
@@ -8654,10 +8654,10 @@ static void l27_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l27_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l27_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][32][32]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 32; co += 16) {
         for (int ci = 0; ci < 32; ci++) {
@@ -9957,10 +9957,10 @@ static void l31_add_backward(const float *restrict y, const float *restrict dy, 
 
 /* l33_conv2d_backward: the code of l27_conv2d_backward */
 
-static void l33_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l33_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [32x14x14][lanes], y [32x14x14][lanes] */
-    float *restrict U = S; /* [16][32][32]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][32][32]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 32; co += 16) {
         for (int ci = 0; ci < 32; ci++) {
@@ -12493,10 +12493,10 @@ static void l48_batchnorm_backward(const float *restrict P, float *restrict G, f
 
 /* layer 50: conv2d 64x7x7 -> 64x7x7 (specs/resnet20.yaml:59:5)
  * schedule lanes+wino+tcd: fwd wino[TB=1,TC=16] dw wino[RS=1,TB=1,TCI=4,TCO=4,VA=1] dx wino[TB=1,TC=16]+relu' threaded */
-static void l50_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l50_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -13362,11 +13362,11 @@ static void l50_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l50_conv2d_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy)
+static void l50_conv2d_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
     float *restrict gw = G;
-    cg_v *restrict Mw = (cg_v *)S; /* [16][64][64]: sum over tiles and samples of Z (.) V, per lane */
+    cg_v *restrict Mw = (cg_v *)T; /* [16][64][64]: sum over tiles and samples of Z (.) V, per lane */
     CG_PARALLEL_SECTIONS
     {
         CG_SECTION
@@ -14266,10 +14266,10 @@ static void l50_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l50_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l50_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -15549,10 +15549,10 @@ static void l54_add_backward(const float *restrict y, const float *restrict dy, 
 
 /* l56_conv2d_backward: the code of l50_conv2d_backward */
 
-static void l56_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l56_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [64x7x7][lanes], y [64x7x7][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -16647,14 +16647,14 @@ static void l72_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l72_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l72_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [64][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 640;
-    /* x transposed to S [nb][80] */
+    /* x transposed to T [nb][80] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 64; i++) S[(size_t)b * 80 + i] = x[(size_t)i * 128 + b];
+        for (int i = 0; i < 64; i++) T[(size_t)b * 80 + i] = x[(size_t)i * 128 + b];
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -16672,7 +16672,7 @@ static void l72_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 80 + i0;
+                const float *restrict sb = T + (size_t)b * 80 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 128 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 128 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -16696,7 +16696,7 @@ static void l72_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 80 + i0;
+                const float *restrict sb = T + (size_t)b * 80 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 128 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 128 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -16745,132 +16745,116 @@ static void l72_dense_backward_dx(const float *restrict P, const float *restrict
 #define A01     1705984 /* output of layer 1 (batchnorm), [16x28x28][lanes] */
 #define S01     39447808 /* scratch of layer 1 (batchnorm) */
 #define A03     3311616 /* output of layer 3 (conv2d), [16x28x28][lanes] */
-#define S03     39447840 /* scratch of layer 3 (conv2d) */
 #define A04     4917248 /* output of layer 4 (batchnorm), [16x28x28][lanes] */
-#define S04     39513376 /* scratch of layer 4 (batchnorm) */
+#define S04     39447840 /* scratch of layer 4 (batchnorm) */
 #define A06     6522880 /* output of layer 6 (conv2d), [16x28x28][lanes] */
-#define S06     39513408 /* scratch of layer 6 (conv2d) */
 #define A07     8128512 /* output of layer 7 (batchnorm), [16x28x28][lanes] */
-#define S07     39578944 /* scratch of layer 7 (batchnorm) */
+#define S07     39447872 /* scratch of layer 7 (batchnorm) */
 #define A10     9734144 /* output of layer 10 (conv2d), [16x28x28][lanes] */
-#define S10     39578976 /* scratch of layer 10 (conv2d) */
 #define A11     11339776 /* output of layer 11 (batchnorm), [16x28x28][lanes] */
-#define S11     39644512 /* scratch of layer 11 (batchnorm) */
+#define S11     39447904 /* scratch of layer 11 (batchnorm) */
 #define A13     12945408 /* output of layer 13 (conv2d), [16x28x28][lanes] */
-#define S13     39644544 /* scratch of layer 13 (conv2d) */
 #define A14     14551040 /* output of layer 14 (batchnorm), [16x28x28][lanes] */
-#define S14     39710080 /* scratch of layer 14 (batchnorm) */
+#define S14     39447936 /* scratch of layer 14 (batchnorm) */
 #define A17     16156672 /* output of layer 17 (conv2d), [16x28x28][lanes] */
-#define S17     39710112 /* scratch of layer 17 (conv2d) */
 #define A18     17762304 /* output of layer 18 (batchnorm), [16x28x28][lanes] */
-#define S18     39775648 /* scratch of layer 18 (batchnorm) */
+#define S18     39447968 /* scratch of layer 18 (batchnorm) */
 #define A20     19367936 /* output of layer 20 (conv2d), [16x28x28][lanes] */
-#define S20     39775680 /* scratch of layer 20 (conv2d) */
 #define A21     20973568 /* output of layer 21 (batchnorm), [16x28x28][lanes] */
-#define S21     39841216 /* scratch of layer 21 (batchnorm) */
+#define S21     39448000 /* scratch of layer 21 (batchnorm) */
 #define A24     22579200 /* output of layer 24 (conv2d), [32x14x14][lanes] */
 #define A25     23382016 /* output of layer 25 (batchnorm), [32x14x14][lanes] */
-#define S25     39841248 /* scratch of layer 25 (batchnorm) */
+#define S25     39448032 /* scratch of layer 25 (batchnorm) */
 #define A27     24184832 /* output of layer 27 (conv2d), [32x14x14][lanes] */
-#define S27     39841312 /* scratch of layer 27 (conv2d) */
 #define A28     24987648 /* output of layer 28 (batchnorm), [32x14x14][lanes] */
-#define S28     40103456 /* scratch of layer 28 (batchnorm) */
+#define S28     39448096 /* scratch of layer 28 (batchnorm) */
 #define A29     25790464 /* output of layer 29 (conv2d), [32x14x14][lanes] */
 #define A30     26593280 /* output of layer 30 (batchnorm), [32x14x14][lanes] */
-#define S30     40103520 /* scratch of layer 30 (batchnorm) */
+#define S30     39448160 /* scratch of layer 30 (batchnorm) */
 #define A33     27396096 /* output of layer 33 (conv2d), [32x14x14][lanes] */
-#define S33     40103584 /* scratch of layer 33 (conv2d) */
 #define A34     28198912 /* output of layer 34 (batchnorm), [32x14x14][lanes] */
-#define S34     40365728 /* scratch of layer 34 (batchnorm) */
+#define S34     39448224 /* scratch of layer 34 (batchnorm) */
 #define A36     29001728 /* output of layer 36 (conv2d), [32x14x14][lanes] */
-#define S36     40365792 /* scratch of layer 36 (conv2d) */
 #define A37     29804544 /* output of layer 37 (batchnorm), [32x14x14][lanes] */
-#define S37     40627936 /* scratch of layer 37 (batchnorm) */
+#define S37     39448288 /* scratch of layer 37 (batchnorm) */
 #define A40     30607360 /* output of layer 40 (conv2d), [32x14x14][lanes] */
-#define S40     40628000 /* scratch of layer 40 (conv2d) */
 #define A41     31410176 /* output of layer 41 (batchnorm), [32x14x14][lanes] */
-#define S41     40890144 /* scratch of layer 41 (batchnorm) */
+#define S41     39448352 /* scratch of layer 41 (batchnorm) */
 #define A43     32212992 /* output of layer 43 (conv2d), [32x14x14][lanes] */
-#define S43     40890208 /* scratch of layer 43 (conv2d) */
 #define A44     33015808 /* output of layer 44 (batchnorm), [32x14x14][lanes] */
-#define S44     41152352 /* scratch of layer 44 (batchnorm) */
+#define S44     39448416 /* scratch of layer 44 (batchnorm) */
 #define A47     33818624 /* output of layer 47 (conv2d), [64x7x7][lanes] */
 #define A48     34220032 /* output of layer 48 (batchnorm), [64x7x7][lanes] */
-#define S48     41152416 /* scratch of layer 48 (batchnorm) */
+#define S48     39448480 /* scratch of layer 48 (batchnorm) */
 #define A50     34621440 /* output of layer 50 (conv2d), [64x7x7][lanes] */
-#define S50     41152544 /* scratch of layer 50 (conv2d) */
 #define A51     35022848 /* output of layer 51 (batchnorm), [64x7x7][lanes] */
-#define S51     42201120 /* scratch of layer 51 (batchnorm) */
+#define S51     39448608 /* scratch of layer 51 (batchnorm) */
 #define A52     35424256 /* output of layer 52 (conv2d), [64x7x7][lanes] */
 #define A53     35825664 /* output of layer 53 (batchnorm), [64x7x7][lanes] */
-#define S53     42201248 /* scratch of layer 53 (batchnorm) */
+#define S53     39448736 /* scratch of layer 53 (batchnorm) */
 #define A56     36227072 /* output of layer 56 (conv2d), [64x7x7][lanes] */
-#define S56     42201376 /* scratch of layer 56 (conv2d) */
 #define A57     36628480 /* output of layer 57 (batchnorm), [64x7x7][lanes] */
-#define S57     43249952 /* scratch of layer 57 (batchnorm) */
+#define S57     39448864 /* scratch of layer 57 (batchnorm) */
 #define A59     37029888 /* output of layer 59 (conv2d), [64x7x7][lanes] */
-#define S59     43250080 /* scratch of layer 59 (conv2d) */
 #define A60     37431296 /* output of layer 60 (batchnorm), [64x7x7][lanes] */
-#define S60     44298656 /* scratch of layer 60 (batchnorm) */
+#define S60     39448992 /* scratch of layer 60 (batchnorm) */
 #define A63     37832704 /* output of layer 63 (conv2d), [64x7x7][lanes] */
-#define S63     44298784 /* scratch of layer 63 (conv2d) */
 #define A64     38234112 /* output of layer 64 (batchnorm), [64x7x7][lanes] */
-#define S64     45347360 /* scratch of layer 64 (batchnorm) */
+#define S64     39449120 /* scratch of layer 64 (batchnorm) */
 #define A66     38635520 /* output of layer 66 (conv2d), [64x7x7][lanes] */
-#define S66     45347488 /* scratch of layer 66 (conv2d) */
 #define A67     39036928 /* output of layer 67 (batchnorm), [64x7x7][lanes] */
-#define S67     46396064 /* scratch of layer 67 (batchnorm) */
+#define S67     39449248 /* scratch of layer 67 (batchnorm) */
 #define A70     39438336 /* output of layer 70 (global_avgpool), [64x1x1][lanes] */
 #define A72     39446528 /* output of layer 72 (dense), [10][lanes] */
-#define S72     46396192 /* scratch of layer 72 (dense) */
-#define OUT     46406432 /* the output, [N][10] */
-#define DOUT    46407712 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  46408992 /* dLoss/dOutput, [10][lanes] */
-#define D71     46811680 /* gradient arena: dLoss/d(layer 71 output) */
-#define D69     46410272 /* gradient arena: dLoss/d(layer 69 output), which layer 68's backward masks as it reads it */
-#define D62     46811680 /* gradient arena: dLoss/d(layer 62 output), which layer 61's backward masks as it reads it, and layer 67's: layer 68's add gives both one gradient */
-#define D66     46410272 /* gradient arena: dLoss/d(layer 66 output) */
-#define D65     47213088 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
-#define D63     46410272 /* gradient arena: dLoss/d(layer 63 output) */
-#define D55     46410272 /* gradient arena: dLoss/d(layer 55 output), which layer 54's backward masks as it reads it, and layer 60's: layer 61's add gives both one gradient */
-#define D59     46811680 /* gradient arena: dLoss/d(layer 59 output) */
-#define D58     47213088 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
-#define D56     46811680 /* gradient arena: dLoss/d(layer 56 output) */
-#define D51     47213088 /* gradient arena: dLoss/d(layer 51 output), and layer 53's: layer 54's add gives both one gradient */
-#define D52     47614496 /* gradient arena: dLoss/d(layer 52 output) */
-#define D46     46410272 /* gradient arena: dLoss/d(layer 46 output), which layer 45's backward masks as it reads it */
-#define D50     47614496 /* gradient arena: dLoss/d(layer 50 output) */
-#define D49     47213088 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
-#define D47     47614496 /* gradient arena: dLoss/d(layer 47 output) */
-#define D39     47213088 /* gradient arena: dLoss/d(layer 39 output), which layer 38's backward masks as it reads it, and layer 44's: layer 45's add gives both one gradient */
-#define D43     46410272 /* gradient arena: dLoss/d(layer 43 output) */
-#define D42     48015904 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
-#define D40     46410272 /* gradient arena: dLoss/d(layer 40 output) */
-#define D32     46410272 /* gradient arena: dLoss/d(layer 32 output), which layer 31's backward masks as it reads it, and layer 37's: layer 38's add gives both one gradient */
-#define D36     47213088 /* gradient arena: dLoss/d(layer 36 output) */
-#define D35     48015904 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     47213088 /* gradient arena: dLoss/d(layer 33 output) */
-#define D28     48015904 /* gradient arena: dLoss/d(layer 28 output), and layer 30's: layer 31's add gives both one gradient */
-#define D29     48818720 /* gradient arena: dLoss/d(layer 29 output) */
-#define D23     46410272 /* gradient arena: dLoss/d(layer 23 output), which layer 22's backward masks as it reads it */
-#define D27     48818720 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     48015904 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
-#define D24     48818720 /* gradient arena: dLoss/d(layer 24 output) */
-#define D16     48015904 /* gradient arena: dLoss/d(layer 16 output), which layer 15's backward masks as it reads it, and layer 21's: layer 22's add gives both one gradient */
-#define D20     46410272 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     49621536 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
-#define D17     46410272 /* gradient arena: dLoss/d(layer 17 output) */
-#define D09     46410272 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it, and layer 14's: layer 15's add gives both one gradient */
-#define D13     48015904 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     49621536 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
-#define D10     48015904 /* gradient arena: dLoss/d(layer 10 output) */
-#define D02     48015904 /* gradient arena: dLoss/d(layer 2 output), and layer 7's: layer 8's add gives both one gradient */
-#define D06     46410272 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     49621536 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
-#define D03     46410272 /* gradient arena: dLoss/d(layer 3 output) */
-#define D01     46410272 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     48015904 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     46410272 /* gradient arena: dLoss/dInput */
+#define TMP     39449376 /* the layers' temporary region, 1048576 floats (the largest a pass uses) */
+#define OUT     40497952 /* the output, [N][10] */
+#define DOUT    40499232 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  40500512 /* dLoss/dOutput, [10][lanes] */
+#define D71     40903200 /* gradient arena: dLoss/d(layer 71 output) */
+#define D69     40501792 /* gradient arena: dLoss/d(layer 69 output), which layer 68's backward masks as it reads it */
+#define D62     40903200 /* gradient arena: dLoss/d(layer 62 output), which layer 61's backward masks as it reads it, and layer 67's: layer 68's add gives both one gradient */
+#define D66     40501792 /* gradient arena: dLoss/d(layer 66 output) */
+#define D65     41304608 /* gradient arena: dLoss/d(layer 65 output), then layer 66's dx masks it to dLoss/d(its input) */
+#define D63     40501792 /* gradient arena: dLoss/d(layer 63 output) */
+#define D55     40501792 /* gradient arena: dLoss/d(layer 55 output), which layer 54's backward masks as it reads it, and layer 60's: layer 61's add gives both one gradient */
+#define D59     40903200 /* gradient arena: dLoss/d(layer 59 output) */
+#define D58     41304608 /* gradient arena: dLoss/d(layer 58 output), then layer 59's dx masks it to dLoss/d(its input) */
+#define D56     40903200 /* gradient arena: dLoss/d(layer 56 output) */
+#define D51     41304608 /* gradient arena: dLoss/d(layer 51 output), and layer 53's: layer 54's add gives both one gradient */
+#define D52     41706016 /* gradient arena: dLoss/d(layer 52 output) */
+#define D46     40501792 /* gradient arena: dLoss/d(layer 46 output), which layer 45's backward masks as it reads it */
+#define D50     41706016 /* gradient arena: dLoss/d(layer 50 output) */
+#define D49     41304608 /* gradient arena: dLoss/d(layer 49 output), then layer 50's dx masks it to dLoss/d(its input) */
+#define D47     41706016 /* gradient arena: dLoss/d(layer 47 output) */
+#define D39     41304608 /* gradient arena: dLoss/d(layer 39 output), which layer 38's backward masks as it reads it, and layer 44's: layer 45's add gives both one gradient */
+#define D43     40501792 /* gradient arena: dLoss/d(layer 43 output) */
+#define D42     42107424 /* gradient arena: dLoss/d(layer 42 output), then layer 43's dx masks it to dLoss/d(its input) */
+#define D40     40501792 /* gradient arena: dLoss/d(layer 40 output) */
+#define D32     40501792 /* gradient arena: dLoss/d(layer 32 output), which layer 31's backward masks as it reads it, and layer 37's: layer 38's add gives both one gradient */
+#define D36     41304608 /* gradient arena: dLoss/d(layer 36 output) */
+#define D35     42107424 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     41304608 /* gradient arena: dLoss/d(layer 33 output) */
+#define D28     42107424 /* gradient arena: dLoss/d(layer 28 output), and layer 30's: layer 31's add gives both one gradient */
+#define D29     42910240 /* gradient arena: dLoss/d(layer 29 output) */
+#define D23     40501792 /* gradient arena: dLoss/d(layer 23 output), which layer 22's backward masks as it reads it */
+#define D27     42910240 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     42107424 /* gradient arena: dLoss/d(layer 26 output), then layer 27's dx masks it to dLoss/d(its input) */
+#define D24     42910240 /* gradient arena: dLoss/d(layer 24 output) */
+#define D16     42107424 /* gradient arena: dLoss/d(layer 16 output), which layer 15's backward masks as it reads it, and layer 21's: layer 22's add gives both one gradient */
+#define D20     40501792 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     43713056 /* gradient arena: dLoss/d(layer 19 output), then layer 20's dx masks it to dLoss/d(its input) */
+#define D17     40501792 /* gradient arena: dLoss/d(layer 17 output) */
+#define D09     40501792 /* gradient arena: dLoss/d(layer 9 output), which layer 8's backward masks as it reads it, and layer 14's: layer 15's add gives both one gradient */
+#define D13     42107424 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     43713056 /* gradient arena: dLoss/d(layer 12 output), then layer 13's dx masks it to dLoss/d(its input) */
+#define D10     42107424 /* gradient arena: dLoss/d(layer 10 output) */
+#define D02     42107424 /* gradient arena: dLoss/d(layer 2 output), and layer 7's: layer 8's add gives both one gradient */
+#define D06     40501792 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     43713056 /* gradient arena: dLoss/d(layer 5 output), then layer 6's dx masks it to dLoss/d(its input) */
+#define D03     40501792 /* gradient arena: dLoss/d(layer 3 output) */
+#define D01     40501792 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     42107424 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     40501792 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 128 samples; activations stay in ws for backward. */
 void resnet20_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -16880,72 +16864,72 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     l01_batchnorm_forward(params + 144, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* layer 2: relu fused into layer 1's stores */
-    l03_conv2d_forward(params + 176, ws + S03, ws + A01, ws + A03);
+    l03_conv2d_forward(params + 176, ws + TMP, ws + A01, ws + A03);
     l01_batchnorm_forward(params + 2480, buffers + 33, ws + S04, ws + A03, ws + A04, nb, training);
     /* layer 5: relu fused into layer 4's stores */
-    l03_conv2d_forward(params + 2512, ws + S06, ws + A04, ws + A06);
+    l03_conv2d_forward(params + 2512, ws + TMP, ws + A04, ws + A06);
     l07_batchnorm_forward(params + 4816, buffers + 66, ws + S07, ws + A06, ws + A07, ws + A01, nb, training);
     /* layer 8: add fused into layer 7's stores */
     /* layer 9: relu fused into layer 8's stores */
-    l03_conv2d_forward(params + 4848, ws + S10, ws + A07, ws + A10);
+    l03_conv2d_forward(params + 4848, ws + TMP, ws + A07, ws + A10);
     l01_batchnorm_forward(params + 7152, buffers + 99, ws + S11, ws + A10, ws + A11, nb, training);
     /* layer 12: relu fused into layer 11's stores */
-    l03_conv2d_forward(params + 7184, ws + S13, ws + A11, ws + A13);
+    l03_conv2d_forward(params + 7184, ws + TMP, ws + A11, ws + A13);
     l07_batchnorm_forward(params + 9488, buffers + 132, ws + S14, ws + A13, ws + A14, ws + A07, nb, training);
     /* layer 15: add fused into layer 14's stores */
     /* layer 16: relu fused into layer 15's stores */
-    l03_conv2d_forward(params + 9520, ws + S17, ws + A14, ws + A17);
+    l03_conv2d_forward(params + 9520, ws + TMP, ws + A14, ws + A17);
     l01_batchnorm_forward(params + 11824, buffers + 165, ws + S18, ws + A17, ws + A18, nb, training);
     /* layer 19: relu fused into layer 18's stores */
-    l03_conv2d_forward(params + 11856, ws + S20, ws + A18, ws + A20);
+    l03_conv2d_forward(params + 11856, ws + TMP, ws + A18, ws + A20);
     l07_batchnorm_forward(params + 14160, buffers + 198, ws + S21, ws + A20, ws + A21, ws + A14, nb, training);
     /* layer 22: add fused into layer 21's stores */
     /* layer 23: relu fused into layer 22's stores */
     l24_conv2d_forward(params + 14192, ws + A21, ws + A24);
     l25_batchnorm_forward(params + 18800, buffers + 231, ws + S25, ws + A24, ws + A25, nb, training);
     /* layer 26: relu fused into layer 25's stores */
-    l27_conv2d_forward(params + 18864, ws + S27, ws + A25, ws + A27);
+    l27_conv2d_forward(params + 18864, ws + TMP, ws + A25, ws + A27);
     l28_batchnorm_forward(params + 28080, buffers + 296, ws + S28, ws + A27, ws + A28, nb, training);
     l29_conv2d_forward(params + 28144, ws + A21, ws + A29);
     l28_batchnorm_forward(params + 28656, buffers + 361, ws + S30, ws + A29, ws + A30, nb, training);
     /* (in place: layer 31's add writes over its input 1) */
     l31_add_forward(ws + A30, ws + A28);
     /* layer 32: relu fused into layer 31's stores */
-    l27_conv2d_forward(params + 28720, ws + S33, ws + A28, ws + A33);
+    l27_conv2d_forward(params + 28720, ws + TMP, ws + A28, ws + A33);
     l25_batchnorm_forward(params + 37936, buffers + 426, ws + S34, ws + A33, ws + A34, nb, training);
     /* layer 35: relu fused into layer 34's stores */
-    l27_conv2d_forward(params + 38000, ws + S36, ws + A34, ws + A36);
+    l27_conv2d_forward(params + 38000, ws + TMP, ws + A34, ws + A36);
     l37_batchnorm_forward(params + 47216, buffers + 491, ws + S37, ws + A36, ws + A37, ws + A28, nb, training);
     /* layer 38: add fused into layer 37's stores */
     /* layer 39: relu fused into layer 38's stores */
-    l27_conv2d_forward(params + 47280, ws + S40, ws + A37, ws + A40);
+    l27_conv2d_forward(params + 47280, ws + TMP, ws + A37, ws + A40);
     l25_batchnorm_forward(params + 56496, buffers + 556, ws + S41, ws + A40, ws + A41, nb, training);
     /* layer 42: relu fused into layer 41's stores */
-    l27_conv2d_forward(params + 56560, ws + S43, ws + A41, ws + A43);
+    l27_conv2d_forward(params + 56560, ws + TMP, ws + A41, ws + A43);
     l37_batchnorm_forward(params + 65776, buffers + 621, ws + S44, ws + A43, ws + A44, ws + A37, nb, training);
     /* layer 45: add fused into layer 44's stores */
     /* layer 46: relu fused into layer 45's stores */
     l47_conv2d_forward(params + 65840, ws + A44, ws + A47);
     l48_batchnorm_forward(params + 84272, buffers + 686, ws + S48, ws + A47, ws + A48, nb, training);
     /* layer 49: relu fused into layer 48's stores */
-    l50_conv2d_forward(params + 84400, ws + S50, ws + A48, ws + A50);
+    l50_conv2d_forward(params + 84400, ws + TMP, ws + A48, ws + A50);
     l51_batchnorm_forward(params + 121264, buffers + 815, ws + S51, ws + A50, ws + A51, nb, training);
     l52_conv2d_forward(params + 121392, ws + A44, ws + A52);
     l51_batchnorm_forward(params + 123440, buffers + 944, ws + S53, ws + A52, ws + A53, nb, training);
     /* (in place: layer 54's add writes over its input 1) */
     l54_add_forward(ws + A53, ws + A51);
     /* layer 55: relu fused into layer 54's stores */
-    l50_conv2d_forward(params + 123568, ws + S56, ws + A51, ws + A56);
+    l50_conv2d_forward(params + 123568, ws + TMP, ws + A51, ws + A56);
     l48_batchnorm_forward(params + 160432, buffers + 1073, ws + S57, ws + A56, ws + A57, nb, training);
     /* layer 58: relu fused into layer 57's stores */
-    l50_conv2d_forward(params + 160560, ws + S59, ws + A57, ws + A59);
+    l50_conv2d_forward(params + 160560, ws + TMP, ws + A57, ws + A59);
     l60_batchnorm_forward(params + 197424, buffers + 1202, ws + S60, ws + A59, ws + A60, ws + A51, nb, training);
     /* layer 61: add fused into layer 60's stores */
     /* layer 62: relu fused into layer 61's stores */
-    l50_conv2d_forward(params + 197552, ws + S63, ws + A60, ws + A63);
+    l50_conv2d_forward(params + 197552, ws + TMP, ws + A60, ws + A63);
     l48_batchnorm_forward(params + 234416, buffers + 1331, ws + S64, ws + A63, ws + A64, nb, training);
     /* layer 65: relu fused into layer 64's stores */
-    l50_conv2d_forward(params + 234544, ws + S66, ws + A64, ws + A66);
+    l50_conv2d_forward(params + 234544, ws + TMP, ws + A64, ws + A66);
     l60_batchnorm_forward(params + 271408, buffers + 1460, ws + S67, ws + A66, ws + A67, ws + A60, nb, training);
     /* layer 68: add fused into layer 67's stores */
     /* layer 69: relu fused into layer 68's stores */
@@ -16955,44 +16939,44 @@ void resnet20_forward(const float *params, float *buffers, const float *x, float
     cg_from_lanes(ws + A72, ws + OUT, nb, 10, 128);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (46407712); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (40499232); grads accumulate. */
 void resnet20_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 128);
     (void)x;
-    l72_dense_backward(grads + 271536, ws + S72, ws + A70, ws + DOUT_L, nb);
+    l72_dense_backward(grads + 271536, ws + TMP, ws + A70, ws + DOUT_L, nb);
     l72_dense_backward_dx(params + 271536, ws + DOUT_L, ws + D71);
     /* layer 71: flatten passes the gradient through */
     l70_global_avgpool_backward(ws + D71, ws + D69);
     /* layer 69: relu's backward is in layer 68's reads of dy */
     l61_add_backward(ws + A67, ws + D69, ws + D62);
     l48_batchnorm_backward(params + 271408, grads + 271408, ws + S67, ws + A66, ws + D62, ws + D66, nb);
-    l50_conv2d_backward(grads + 234544, ws + S66, ws + A64, ws + D66);
-    l50_conv2d_backward_dx(params + 234544, ws + S66, ws + A64, ws + D66, ws + D65);
+    l50_conv2d_backward(grads + 234544, ws + TMP, ws + A64, ws + D66);
+    l50_conv2d_backward_dx(params + 234544, ws + TMP, ws + A64, ws + D66, ws + D65);
     /* layer 65: relu's backward is in layer 66's dx stores */
     l48_batchnorm_backward(params + 234416, grads + 234416, ws + S64, ws + A63, ws + D65, ws + D63, nb);
-    l50_conv2d_backward(grads + 197552, ws + S63, ws + A60, ws + D63);
+    l50_conv2d_backward(grads + 197552, ws + TMP, ws + A60, ws + D63);
     /* a tensor read again: layer 63's dx stores add to its gradient */
-    l56_conv2d_backward_dx(params + 197552, ws + S63, ws + D63, ws + D62);
+    l56_conv2d_backward_dx(params + 197552, ws + TMP, ws + D63, ws + D62);
     /* layer 62: relu's backward is in layer 61's reads of dy */
     l61_add_backward(ws + A60, ws + D62, ws + D55);
     l48_batchnorm_backward(params + 197424, grads + 197424, ws + S60, ws + A59, ws + D55, ws + D59, nb);
-    l50_conv2d_backward(grads + 160560, ws + S59, ws + A57, ws + D59);
-    l50_conv2d_backward_dx(params + 160560, ws + S59, ws + A57, ws + D59, ws + D58);
+    l50_conv2d_backward(grads + 160560, ws + TMP, ws + A57, ws + D59);
+    l50_conv2d_backward_dx(params + 160560, ws + TMP, ws + A57, ws + D59, ws + D58);
     /* layer 58: relu's backward is in layer 59's dx stores */
     l48_batchnorm_backward(params + 160432, grads + 160432, ws + S57, ws + A56, ws + D58, ws + D56, nb);
-    l50_conv2d_backward(grads + 123568, ws + S56, ws + A51, ws + D56);
+    l50_conv2d_backward(grads + 123568, ws + TMP, ws + A51, ws + D56);
     /* a tensor read again: layer 56's dx stores add to its gradient */
-    l56_conv2d_backward_dx(params + 123568, ws + S56, ws + D56, ws + D55);
+    l56_conv2d_backward_dx(params + 123568, ws + TMP, ws + D56, ws + D55);
     /* layer 55: relu's backward is in layer 54's reads of dy */
     l54_add_backward(ws + A51, ws + D55, ws + D51);
     l48_batchnorm_backward(params + 123440, grads + 123440, ws + S53, ws + A52, ws + D51, ws + D52, nb);
     l52_conv2d_backward(grads + 121392, ws + A44, ws + D52);
     l52_conv2d_backward_dx(params + 121392, ws + D52, ws + D46);
     l48_batchnorm_backward(params + 121264, grads + 121264, ws + S51, ws + A50, ws + D51, ws + D50, nb);
-    l50_conv2d_backward(grads + 84400, ws + S50, ws + A48, ws + D50);
-    l50_conv2d_backward_dx(params + 84400, ws + S50, ws + A48, ws + D50, ws + D49);
+    l50_conv2d_backward(grads + 84400, ws + TMP, ws + A48, ws + D50);
+    l50_conv2d_backward_dx(params + 84400, ws + TMP, ws + A48, ws + D50, ws + D49);
     /* layer 49: relu's backward is in layer 50's dx stores */
     l48_batchnorm_backward(params + 84272, grads + 84272, ws + S48, ws + A47, ws + D49, ws + D47, nb);
     l47_conv2d_backward(grads + 65840, ws + A44, ws + D47);
@@ -17001,31 +16985,31 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 46: relu's backward is in layer 45's reads of dy */
     l38_add_backward(ws + A44, ws + D46, ws + D39);
     l25_batchnorm_backward(params + 65776, grads + 65776, ws + S44, ws + A43, ws + D39, ws + D43, nb);
-    l27_conv2d_backward(grads + 56560, ws + S43, ws + A41, ws + D43);
-    l27_conv2d_backward_dx(params + 56560, ws + S43, ws + A41, ws + D43, ws + D42);
+    l27_conv2d_backward(grads + 56560, ws + TMP, ws + A41, ws + D43);
+    l27_conv2d_backward_dx(params + 56560, ws + TMP, ws + A41, ws + D43, ws + D42);
     /* layer 42: relu's backward is in layer 43's dx stores */
     l25_batchnorm_backward(params + 56496, grads + 56496, ws + S41, ws + A40, ws + D42, ws + D40, nb);
-    l27_conv2d_backward(grads + 47280, ws + S40, ws + A37, ws + D40);
+    l27_conv2d_backward(grads + 47280, ws + TMP, ws + A37, ws + D40);
     /* a tensor read again: layer 40's dx stores add to its gradient */
-    l33_conv2d_backward_dx(params + 47280, ws + S40, ws + D40, ws + D39);
+    l33_conv2d_backward_dx(params + 47280, ws + TMP, ws + D40, ws + D39);
     /* layer 39: relu's backward is in layer 38's reads of dy */
     l38_add_backward(ws + A37, ws + D39, ws + D32);
     l25_batchnorm_backward(params + 47216, grads + 47216, ws + S37, ws + A36, ws + D32, ws + D36, nb);
-    l27_conv2d_backward(grads + 38000, ws + S36, ws + A34, ws + D36);
-    l27_conv2d_backward_dx(params + 38000, ws + S36, ws + A34, ws + D36, ws + D35);
+    l27_conv2d_backward(grads + 38000, ws + TMP, ws + A34, ws + D36);
+    l27_conv2d_backward_dx(params + 38000, ws + TMP, ws + A34, ws + D36, ws + D35);
     /* layer 35: relu's backward is in layer 36's dx stores */
     l25_batchnorm_backward(params + 37936, grads + 37936, ws + S34, ws + A33, ws + D35, ws + D33, nb);
-    l27_conv2d_backward(grads + 28720, ws + S33, ws + A28, ws + D33);
+    l27_conv2d_backward(grads + 28720, ws + TMP, ws + A28, ws + D33);
     /* a tensor read again: layer 33's dx stores add to its gradient */
-    l33_conv2d_backward_dx(params + 28720, ws + S33, ws + D33, ws + D32);
+    l33_conv2d_backward_dx(params + 28720, ws + TMP, ws + D33, ws + D32);
     /* layer 32: relu's backward is in layer 31's reads of dy */
     l31_add_backward(ws + A28, ws + D32, ws + D28);
     l25_batchnorm_backward(params + 28656, grads + 28656, ws + S30, ws + A29, ws + D28, ws + D29, nb);
     l29_conv2d_backward(grads + 28144, ws + A21, ws + D29);
     l29_conv2d_backward_dx(params + 28144, ws + D29, ws + D23);
     l25_batchnorm_backward(params + 28080, grads + 28080, ws + S28, ws + A27, ws + D28, ws + D27, nb);
-    l27_conv2d_backward(grads + 18864, ws + S27, ws + A25, ws + D27);
-    l27_conv2d_backward_dx(params + 18864, ws + S27, ws + A25, ws + D27, ws + D26);
+    l27_conv2d_backward(grads + 18864, ws + TMP, ws + A25, ws + D27);
+    l27_conv2d_backward_dx(params + 18864, ws + TMP, ws + A25, ws + D27, ws + D26);
     /* layer 26: relu's backward is in layer 27's dx stores */
     l25_batchnorm_backward(params + 18800, grads + 18800, ws + S25, ws + A24, ws + D26, ws + D24, nb);
     l24_conv2d_backward(grads + 14192, ws + A21, ws + D24);
@@ -17034,33 +17018,33 @@ void resnet20_backward(const float *params, float *grads, const float *x, float 
     /* layer 23: relu's backward is in layer 22's reads of dy */
     l08_add_backward(ws + A21, ws + D23, ws + D16);
     l01_batchnorm_backward(params + 14160, grads + 14160, ws + S21, ws + A20, ws + D16, ws + D20, nb);
-    l03_conv2d_backward(grads + 11856, ws + S20, ws + A18, ws + D20);
-    l06_conv2d_backward_dx(params + 11856, ws + S20, ws + A18, ws + D20, ws + D19);
+    l03_conv2d_backward(grads + 11856, ws + TMP, ws + A18, ws + D20);
+    l06_conv2d_backward_dx(params + 11856, ws + TMP, ws + A18, ws + D20, ws + D19);
     /* layer 19: relu's backward is in layer 20's dx stores */
     l01_batchnorm_backward(params + 11824, grads + 11824, ws + S18, ws + A17, ws + D19, ws + D17, nb);
-    l03_conv2d_backward(grads + 9520, ws + S17, ws + A14, ws + D17);
+    l03_conv2d_backward(grads + 9520, ws + TMP, ws + A14, ws + D17);
     /* a tensor read again: layer 17's dx stores add to its gradient */
-    l03_conv2d_backward_dx(params + 9520, ws + S17, ws + D17, ws + D16);
+    l03_conv2d_backward_dx(params + 9520, ws + TMP, ws + D17, ws + D16);
     /* layer 16: relu's backward is in layer 15's reads of dy */
     l08_add_backward(ws + A14, ws + D16, ws + D09);
     l01_batchnorm_backward(params + 9488, grads + 9488, ws + S14, ws + A13, ws + D09, ws + D13, nb);
-    l03_conv2d_backward(grads + 7184, ws + S13, ws + A11, ws + D13);
-    l06_conv2d_backward_dx(params + 7184, ws + S13, ws + A11, ws + D13, ws + D12);
+    l03_conv2d_backward(grads + 7184, ws + TMP, ws + A11, ws + D13);
+    l06_conv2d_backward_dx(params + 7184, ws + TMP, ws + A11, ws + D13, ws + D12);
     /* layer 12: relu's backward is in layer 13's dx stores */
     l01_batchnorm_backward(params + 7152, grads + 7152, ws + S11, ws + A10, ws + D12, ws + D10, nb);
-    l03_conv2d_backward(grads + 4848, ws + S10, ws + A07, ws + D10);
+    l03_conv2d_backward(grads + 4848, ws + TMP, ws + A07, ws + D10);
     /* a tensor read again: layer 10's dx stores add to its gradient */
-    l03_conv2d_backward_dx(params + 4848, ws + S10, ws + D10, ws + D09);
+    l03_conv2d_backward_dx(params + 4848, ws + TMP, ws + D10, ws + D09);
     /* layer 9: relu's backward is in layer 8's reads of dy */
     l08_add_backward(ws + A07, ws + D09, ws + D02);
     l01_batchnorm_backward(params + 4816, grads + 4816, ws + S07, ws + A06, ws + D02, ws + D06, nb);
-    l03_conv2d_backward(grads + 2512, ws + S06, ws + A04, ws + D06);
-    l06_conv2d_backward_dx(params + 2512, ws + S06, ws + A04, ws + D06, ws + D05);
+    l03_conv2d_backward(grads + 2512, ws + TMP, ws + A04, ws + D06);
+    l06_conv2d_backward_dx(params + 2512, ws + TMP, ws + A04, ws + D06, ws + D05);
     /* layer 5: relu's backward is in layer 6's dx stores */
     l01_batchnorm_backward(params + 2480, grads + 2480, ws + S04, ws + A03, ws + D05, ws + D03, nb);
-    l03_conv2d_backward(grads + 176, ws + S03, ws + A01, ws + D03);
+    l03_conv2d_backward(grads + 176, ws + TMP, ws + A01, ws + D03);
     /* a tensor read again: layer 3's dx stores add to its gradient */
-    l03_conv2d_backward_dx(params + 176, ws + S03, ws + D03, ws + D02);
+    l03_conv2d_backward_dx(params + 176, ws + TMP, ws + D03, ws + D02);
     l02_relu_backward(ws + A01, ws + D02, ws + D01);
     l01_batchnorm_backward(params + 144, grads + 144, ws + S01, ws + A00, ws + D01, ws + D00, nb);
     l00_conv2d_backward(grads, ws + XIN, ws + D00);
@@ -17627,6 +17611,7 @@ const cg_net resnet20_net = {
               .aug_crop = 2, .aug_flip = 1},
     .forward = resnet20_forward, .backward = resnet20_backward, .parallel_for = resnet20_parallel_for,
     .threads = resnet20_threads,
+    .temp_offset = TMP, .temp_size = 1048576,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

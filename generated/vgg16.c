@@ -491,7 +491,7 @@ static void l00_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l00_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l00_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][3x224x224], y [N][64x224x224] */
     float *restrict gw = G;
@@ -507,7 +507,7 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
         gb[co] += vsum(s);
     }
     /* tiles of 2 output channels x 9 taps (3 kernel rows) of one input channel */
-    float *restrict gacc = S + 6844224; /* the tiles' accumulators between bands */
+    float *restrict gacc = T + 6537744; /* the tiles' accumulators between bands */
     memset(gacc, 0, sizeof(float) * 27648);
     /* bands of 4 output rows: every tile reads the band's dy while it is in cache */
     for (int n = 0; n < nb; n++) {
@@ -612,11 +612,11 @@ static void l00_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l00_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l00_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][3x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    float *restrict dyp = S + 306480;
+    float *restrict dyp = T + 0;
     /* dy -> zero-padded rows [n][226][64][226] */
     CG_PARALLEL_FOR
     for (int pl = 0; pl < nb * 64; pl++) {
@@ -796,11 +796,11 @@ static void l01_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 2: conv2d 64x224x224 -> 64x224x224 (specs/vgg16.yaml:17:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded */
-static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l02_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    float *restrict yh = S + 6537728, *restrict bp = S + 9748992, *restrict U = S + 16229184;
+    float *restrict yh = T + 0, *restrict bp = T + 3211264, *restrict U = T + 9691456;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 64 */
     CG_PARALLEL_FOR
     for (int o = 0; o < 64; o++) {
@@ -954,13 +954,13 @@ static void l02_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l02_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l02_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     float *restrict gw = G;
     float *restrict gb = G + 36864;
     /* blocked dW: 18 rows of 112 patches a block */
-    float *restrict dU = S + 16229184, *restrict dyc = S + 6537728, *restrict Vb = S + 16294976, *restrict Zb = S + 18875712;
+    float *restrict dU = T + 9691456, *restrict dyc = T + 0, *restrict Vb = T + 9757248, *restrict Zb = T + 12337984;
     memset(dU, 0, sizeof(float) * 65792);
     for (int co = 0; co < 64; co++) {
         float s = 0.0f;
@@ -1158,11 +1158,11 @@ static void l02_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l02_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][64x224x224], y [N][64x224x224] */
     const float *restrict w = P;
-    float *restrict dyp = S + 9749056, *restrict dxh = S + 13017920, *restrict U = S + 16229184;
+    float *restrict dyp = T + 3211328, *restrict dxh = T + 6480192, *restrict U = T + 9691456;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 64 */
     CG_PARALLEL_FOR
     for (int r = 0; r < 64; r++) {
@@ -1368,11 +1368,11 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 5: conv2d 64x112x112 -> 128x112x112 (specs/vgg16.yaml:21:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded */
-static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l05_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict yh = S + 1663488, *restrict bp = S + 3269120, *restrict U = S + 5735552;
+    float *restrict yh = T + 0, *restrict bp = T + 1605632, *restrict U = T + 4072064;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 128 */
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
@@ -1520,13 +1520,13 @@ static void l05_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l05_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l05_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     float *restrict gw = G;
     float *restrict gb = G + 73728;
     /* blocked dW: 24 rows of 56 patches a block */
-    float *restrict dU = S + 5735552, *restrict dyc = S + 1663488, *restrict Vb = S + 5866880, *restrict Zb = S + 7587456;
+    float *restrict dU = T + 4072064, *restrict dyc = T + 0, *restrict Vb = T + 4203392, *restrict Zb = T + 5923968;
     memset(dU, 0, sizeof(float) * 131328);
     for (int co = 0; co < 128; co++) {
         float s = 0.0f;
@@ -1725,11 +1725,11 @@ static void l05_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l05_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][64x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict dyp = S + 3269248, *restrict dxh = S + 4932736, *restrict U = S + 5735552;
+    float *restrict dyp = T + 1605760, *restrict dxh = T + 3269248, *restrict U = T + 4072064;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 64 */
     CG_PARALLEL_FOR
     for (int r = 0; r < 128; r++) {
@@ -1888,11 +1888,11 @@ static void l06_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 7: conv2d 128x112x112 -> 128x112x112 (specs/vgg16.yaml:23:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4] threaded */
-static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l07_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict yh = S + 3326976, *restrict bp = S + 4932608, *restrict U = S + 8201856;
+    float *restrict yh = T + 0, *restrict bp = T + 1605632, *restrict U = T + 4874880;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 128 */
     CG_PARALLEL_FOR
     for (int o = 0; o < 128; o++) {
@@ -2040,13 +2040,13 @@ static void l07_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l07_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l07_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     float *restrict gw = G;
     float *restrict gb = G + 147456;
     /* blocked dW: 18 rows of 56 patches a block */
-    float *restrict dU = S + 8201856, *restrict dyc = S + 3326976, *restrict Vb = S + 8464256, *restrict Zb = S + 10786944;
+    float *restrict dU = T + 4874880, *restrict dyc = T + 0, *restrict Vb = T + 5137280, *restrict Zb = T + 7459968;
     memset(dU, 0, sizeof(float) * 262400);
     for (int co = 0; co < 128; co++) {
         float s = 0.0f;
@@ -2233,11 +2233,11 @@ static void l07_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l07_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][128x112x112], y [N][128x112x112] */
     const float *restrict w = P;
-    float *restrict dyp = S + 4932736, *restrict dxh = S + 6596224, *restrict U = S + 8201856;
+    float *restrict dyp = T + 1605760, *restrict dxh = T + 3269248, *restrict U = T + 4874880;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
     for (int r = 0; r < 128; r++) {
@@ -2437,11 +2437,11 @@ static void l09_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 10: conv2d 128x56x56 -> 256x56x56 (specs/vgg16.yaml:27:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
-static void l10_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l10_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict yh = S + 861184, *restrict bp = S + 1664000, *restrict U = S + 2926848;
+    float *restrict yh = T + 0, *restrict bp = T + 802816, *restrict U = T + 2065664;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -2468,7 +2468,7 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 56; iy++)
                 for (int ix = 0; ix < 56; ix++) xc[((iy + 1) * 58 + ix + 1) * 128 + ci] = xn[ci * 3136 + iy * 56 + ix];
         /* blocked product: 6 rows of 28 patches a block */
-        float *restrict Vb = S + 3451392, *restrict Mb = S + 4999936;
+        float *restrict Vb = T + 2590208, *restrict Mb = T + 4138752;
         for (int b = 0; b < 4; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -2635,13 +2635,13 @@ static void l10_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l10_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l10_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     float *restrict gw = G;
     float *restrict gb = G + 294912;
     /* blocked dW: 24 rows of 28 patches a block */
-    float *restrict dU = S + 2926848, *restrict dyc = S + 861184, *restrict Vb = S + 3451392, *restrict Zb = S + 4999936;
+    float *restrict dU = T + 2065664, *restrict dyc = T + 0, *restrict Vb = T + 2590208, *restrict Zb = T + 4138752;
     memset(dU, 0, sizeof(float) * 524544);
     for (int co = 0; co < 256; co++) {
         float s = 0.0f;
@@ -2828,11 +2828,11 @@ static void l10_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l10_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][128x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict dyp = S + 1664256, *restrict dxh = S + 2525440, *restrict U = S + 2926848;
+    float *restrict dyp = T + 803072, *restrict dxh = T + 1664256, *restrict U = T + 2065664;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 128 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 2; j++) {
@@ -2857,7 +2857,7 @@ static void l10_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 56; oy++)
                 for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
         /* blocked product: 6 rows of 28 patches a block */
-        float *restrict Vb = S + 3451392, *restrict Mb = S + 4999936;
+        float *restrict Vb = T + 2590208, *restrict Mb = T + 4138752;
         for (int b = 0; b < 4; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -3037,11 +3037,11 @@ static void l11_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 12: conv2d 256x56x56 -> 256x56x56 (specs/vgg16.yaml:29:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
-static void l12_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l12_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict yh = S + 1722368, *restrict bp = S + 2525184, *restrict U = S + 4189440;
+    float *restrict yh = T + 0, *restrict bp = T + 802816, *restrict U = T + 2467072;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -3068,7 +3068,7 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 56; iy++)
                 for (int ix = 0; ix < 56; ix++) xc[((iy + 1) * 58 + ix + 1) * 256 + ci] = xn[ci * 3136 + iy * 56 + ix];
         /* blocked product: 4 rows of 28 patches a block */
-        float *restrict Vb = S + 5238272, *restrict Mb = S + 7431936;
+        float *restrict Vb = T + 3515904, *restrict Mb = T + 5709568;
         for (int b = 0; b < 7; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -3163,13 +3163,13 @@ static void l12_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l12_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l12_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     float *restrict gw = G;
     float *restrict gb = G + 589824;
     /* blocked dW: 18 rows of 28 patches a block */
-    float *restrict dU = S + 4189440, *restrict dyc = S + 1722368, *restrict Vb = S + 5238272, *restrict Zb = S + 7431936;
+    float *restrict dU = T + 2467072, *restrict dyc = T + 0, *restrict Vb = T + 3515904, *restrict Zb = T + 5709568;
     memset(dU, 0, sizeof(float) * 1048832);
     for (int co = 0; co < 256; co++) {
         float s = 0.0f;
@@ -3368,11 +3368,11 @@ static void l12_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l12_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][256x56x56], y [N][256x56x56] */
     const float *restrict w = P;
-    float *restrict dyp = S + 2525440, *restrict dxh = S + 3386624, *restrict U = S + 4189440;
+    float *restrict dyp = T + 803072, *restrict dxh = T + 1664256, *restrict U = T + 2467072;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -3397,7 +3397,7 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 56; oy++)
                 for (int ox = 0; ox < 56; ox++) dyp[((oy + 1) * 58 + ox + 1) * 256 + co] = dn[co * 3136 + oy * 56 + ox];
         /* blocked product: 4 rows of 28 patches a block */
-        float *restrict Vb = S + 5238272, *restrict Mb = S + 7431936;
+        float *restrict Vb = T + 3515904, *restrict Mb = T + 5709568;
         for (int b = 0; b < 7; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -3560,11 +3560,11 @@ static void l16_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 17: conv2d 256x28x28 -> 512x28x28 (specs/vgg16.yaml:35:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
-static void l17_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l17_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict yh = S + 460800, *restrict bp = S + 862208, *restrict U = S + 1524224;
+    float *restrict yh = T + 0, *restrict bp = T + 401408, *restrict U = T + 1063424;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -3591,7 +3591,7 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 28; iy++)
                 for (int ix = 0; ix < 28; ix++) xc[((iy + 1) * 30 + ix + 1) * 256 + ci] = xn[ci * 784 + iy * 28 + ix];
         /* blocked product: 6 rows of 14 patches a block */
-        float *restrict Vb = S + 3621632, *restrict Mb = S + 4474880;
+        float *restrict Vb = T + 3160832, *restrict Mb = T + 4014080;
         for (int b = 0; b < 2; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -3758,13 +3758,13 @@ static void l17_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l17_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l17_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     float *restrict gw = G;
     float *restrict gb = G + 1179648;
     /* blocked dW: 14 rows of 14 patches a block */
-    float *restrict dU = S + 1524224, *restrict dyc = S + 460800, *restrict Vb = S + 3621632, *restrict Zb = S + 4474880;
+    float *restrict dU = T + 1063424, *restrict dyc = T + 0, *restrict Vb = T + 3160832, *restrict Zb = T + 4014080;
     memset(dU, 0, sizeof(float) * 2097408);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
@@ -3882,11 +3882,11 @@ static void l17_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l17_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][256x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict dyp = S + 862720, *restrict dxh = S + 1323520, *restrict U = S + 1524224;
+    float *restrict dyp = T + 401920, *restrict dxh = T + 862720, *restrict U = T + 1063424;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 256 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 4; j++) {
@@ -3911,7 +3911,7 @@ static void l17_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 28; oy++)
                 for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
         /* blocked product: 6 rows of 14 patches a block */
-        float *restrict Vb = S + 3621632, *restrict Mb = S + 4474880;
+        float *restrict Vb = T + 3160832, *restrict Mb = T + 4014080;
         for (int b = 0; b < 2; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 6; r++) {
@@ -4091,11 +4091,11 @@ static void l18_relu_backward(const float *restrict y, const float *restrict dy,
 
 /* layer 19: conv2d 512x28x28 -> 512x28x28 (specs/vgg16.yaml:37:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
-static void l19_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l19_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict yh = S + 921600, *restrict bp = S + 1323008, *restrict U = S + 2185728;
+    float *restrict yh = T + 0, *restrict bp = T + 401408, *restrict U = T + 1264128;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4122,7 +4122,7 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 28; iy++)
                 for (int ix = 0; ix < 28; ix++) xc[((iy + 1) * 30 + ix + 1) * 512 + ci] = xn[ci * 784 + iy * 28 + ix];
         /* blocked product: 4 rows of 14 patches a block */
-        float *restrict Vb = S + 6380288, *restrict Mb = S + 8036352;
+        float *restrict Vb = T + 5458688, *restrict Mb = T + 7114752;
         for (int b = 0; b < 3; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -4300,13 +4300,13 @@ static void l19_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l19_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l19_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     /* blocked dW: 14 rows of 14 patches a block */
-    float *restrict dU = S + 2185728, *restrict dyc = S + 921600, *restrict Vb = S + 6380288, *restrict Zb = S + 8036352;
+    float *restrict dU = T + 1264128, *restrict dyc = T + 0, *restrict Vb = T + 5458688, *restrict Zb = T + 7114752;
     memset(dU, 0, sizeof(float) * 4194560);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
@@ -4418,11 +4418,11 @@ static void l19_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l19_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x28x28], y [N][512x28x28] */
     const float *restrict w = P;
-    float *restrict dyp = S + 1323520, *restrict dxh = S + 1784320, *restrict U = S + 2185728;
+    float *restrict dyp = T + 401920, *restrict dxh = T + 862720, *restrict U = T + 1264128;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4447,7 +4447,7 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 28; oy++)
                 for (int ox = 0; ox < 28; ox++) dyp[((oy + 1) * 30 + ox + 1) * 512 + co] = dn[co * 784 + oy * 28 + ox];
         /* blocked product: 4 rows of 14 patches a block */
-        float *restrict Vb = S + 6380288, *restrict Mb = S + 8036352;
+        float *restrict Vb = T + 5458688, *restrict Mb = T + 7114752;
         for (int b = 0; b < 3; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 4; r++) {
@@ -4693,11 +4693,11 @@ static void l23_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 24: conv2d 512x14x14 -> 512x14x14 (specs/vgg16.yaml:43:5)
  * schedule cv+wino+dw: fwd cvw[TT=6,TV=4,blocked=true]+relu dw cvw[TI=6,TV=4] dx cvw[TT=6,TV=4,blocked=true] threaded */
-static void l24_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y, int nb)
+static void l24_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
-    float *restrict yh = S + 262144, *restrict bp = S + 362496, *restrict U = S + 594432;
+    float *restrict yh = T + 0, *restrict bp = T + 100352, *restrict U = T + 332288;
     /* U[16][ci][co] = G w G^T of each channel pair, co padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4724,7 +4724,7 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
             for (int iy = 0; iy < 14; iy++)
                 for (int ix = 0; ix < 14; ix++) xc[((iy + 1) * 16 + ix + 1) * 512 + ci] = xn[ci * 196 + iy * 14 + ix];
         /* blocked product: 7 rows of 7 patches a block */
-        float *restrict Vb = S + 4788992, *restrict Mb = S + 5203200;
+        float *restrict Vb = T + 4526848, *restrict Mb = T + 4941056;
         for (int b = 0; b < 1; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 7; r++) {
@@ -4810,13 +4810,13 @@ static void l24_conv2d_forward(const float *restrict P, float *restrict S, const
     }
 }
 
-static void l24_conv2d_backward(float *restrict G, float *restrict S, const float *restrict dy, int nb)
+static void l24_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     float *restrict gw = G;
     float *restrict gb = G + 2359296;
     /* blocked dW: 7 rows of 7 patches a block */
-    float *restrict dU = S + 594432, *restrict dyc = S + 262144, *restrict Vb = S + 4788992, *restrict Zb = S + 5203200;
+    float *restrict dU = T + 332288, *restrict dyc = T + 0, *restrict Vb = T + 4526848, *restrict Zb = T + 4941056;
     memset(dU, 0, sizeof(float) * 4194560);
     for (int co = 0; co < 512; co++) {
         float s = 0.0f;
@@ -4928,11 +4928,11 @@ static void l24_conv2d_backward(float *restrict G, float *restrict S, const floa
     }
 }
 
-static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx, int nb)
+static void l24_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x14x14], y [N][512x14x14] */
     const float *restrict w = P;
-    float *restrict dyp = S + 363008, *restrict dxh = S + 494080, *restrict U = S + 594432;
+    float *restrict dyp = T + 100864, *restrict dxh = T + 231936, *restrict U = T + 332288;
     /* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to 512 */
     CG_PARALLEL_FOR
     for (int j = 0; j < 8; j++) {
@@ -4957,7 +4957,7 @@ static void l24_conv2d_backward_dx(const float *restrict P, float *restrict S, c
             for (int oy = 0; oy < 14; oy++)
                 for (int ox = 0; ox < 14; ox++) dyp[((oy + 1) * 16 + ox + 1) * 512 + co] = dn[co * 196 + oy * 14 + ox];
         /* blocked product: 7 rows of 7 patches a block */
-        float *restrict Vb = S + 4788992, *restrict Mb = S + 5203200;
+        float *restrict Vb = T + 4526848, *restrict Mb = T + 4941056;
         for (int b = 0; b < 1; b++) {
             CG_PARALLEL_FOR
             for (int r = 0; r < 7; r++) {
@@ -5561,67 +5561,68 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A00     0 /* output of layer 0 (conv2d), [N][64x224x224] */
 #define S00     30174160 /* scratch of layer 0 (conv2d) */
 #define A02     6422528 /* output of layer 2 (conv2d), [N][64x224x224] */
-#define S02     37046032 /* scratch of layer 2 (conv2d) */
+#define S02     30480640 /* scratch of layer 2 (conv2d) */
 #define A04     12845056 /* output of layer 4 (maxpool2d), [N][64x112x112] */
 #define A05     14450688 /* output of layer 5 (conv2d), [N][128x112x112] */
-#define S05     58502480 /* scratch of layer 5 (conv2d) */
+#define S05     37018368 /* scratch of layer 5 (conv2d) */
 #define A07     17661952 /* output of layer 7 (conv2d), [N][128x112x112] */
-#define S07     69186768 /* scratch of layer 7 (conv2d) */
+#define S07     38681856 /* scratch of layer 7 (conv2d) */
 #define A09     20873216 /* output of layer 9 (maxpool2d), [N][128x56x56] */
 #define A10     21676032 /* output of layer 10 (conv2d), [N][256x56x56] */
-#define S10     82296400 /* scratch of layer 10 (conv2d) */
+#define S10     42008832 /* scratch of layer 10 (conv2d) */
 #define A12     23281664 /* output of layer 12 (conv2d), [N][256x56x56] */
-#define S12     90221136 /* scratch of layer 12 (conv2d) */
+#define S12     42870016 /* scratch of layer 12 (conv2d) */
 #define A14     24887296 /* output of layer 14 (conv2d), [N][256x56x56] */
-#define S14     99846736 /* scratch of layer 14 (conv2d) */
+#define S14     44592384 /* scratch of layer 14 (conv2d) */
 #define A16     26492928 /* output of layer 16 (maxpool2d), [N][256x28x28] */
 #define A17     26894336 /* output of layer 17 (conv2d), [N][512x28x28] */
-#define S17     109472336 /* scratch of layer 17 (conv2d) */
+#define S17     46314752 /* scratch of layer 17 (conv2d) */
 #define A19     27697152 /* output of layer 19 (conv2d), [N][512x28x28] */
-#define S19     115603280 /* scratch of layer 19 (conv2d) */
+#define S19     46775552 /* scratch of layer 19 (conv2d) */
 #define A21     28499968 /* output of layer 21 (conv2d), [N][512x28x28] */
-#define S21     125295696 /* scratch of layer 21 (conv2d) */
+#define S21     47697152 /* scratch of layer 21 (conv2d) */
 #define A23     29302784 /* output of layer 23 (maxpool2d), [N][512x14x14] */
 #define A24     29503488 /* output of layer 24 (conv2d), [N][512x14x14] */
-#define S24     134988112 /* scratch of layer 24 (conv2d) */
+#define S24     48618752 /* scratch of layer 24 (conv2d) */
 #define A26     29704192 /* output of layer 26 (conv2d), [N][512x14x14] */
-#define S26     140605520 /* scratch of layer 26 (conv2d) */
+#define S26     48880896 /* scratch of layer 26 (conv2d) */
 #define A28     29904896 /* output of layer 28 (conv2d), [N][512x14x14] */
-#define S28     146222928 /* scratch of layer 28 (conv2d) */
+#define S28     49143040 /* scratch of layer 28 (conv2d) */
 #define A30     30105600 /* output of layer 30 (maxpool2d), [N][512x7x7] */
 #define A32     30155776 /* output of layer 32 (dense), [N][4096] */
 #define A34     30163968 /* output of layer 34 (dense), [N][4096] */
 #define A36     30172160 /* output of layer 36 (dense), [N][1000] */
-#define DOUT    151840336 /* dLoss/dOutput, [N][1000] */
-#define D35     151842336 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     151850528 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
-#define D31     152043040 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     151842336 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     152043040 /* gradient arena: dLoss/d(layer 27 output) */
-#define D26     151842336 /* gradient arena: dLoss/d(layer 26 output) */
-#define D25     152043040 /* gradient arena: dLoss/d(layer 25 output) */
-#define D24     151842336 /* gradient arena: dLoss/d(layer 24 output) */
-#define D23     152645152 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     151842336 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
-#define D20     152645152 /* gradient arena: dLoss/d(layer 20 output) */
-#define D19     151842336 /* gradient arena: dLoss/d(layer 19 output) */
-#define D18     152645152 /* gradient arena: dLoss/d(layer 18 output) */
-#define D17     151842336 /* gradient arena: dLoss/d(layer 17 output) */
-#define D16     153447968 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     151842336 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
-#define D13     153447968 /* gradient arena: dLoss/d(layer 13 output) */
-#define D12     151842336 /* gradient arena: dLoss/d(layer 12 output) */
-#define D11     153447968 /* gradient arena: dLoss/d(layer 11 output) */
-#define D10     151842336 /* gradient arena: dLoss/d(layer 10 output) */
-#define D09     155053600 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     151842336 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     155053600 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     151842336 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     158264864 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     151842336 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
-#define D01     158264864 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     151842336 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     158264864 /* gradient arena: dLoss/dInput */
+#define TMP     49405184 /* the layers' temporary region, 14918720 floats (the largest a pass uses) */
+#define DOUT    64323904 /* dLoss/dOutput, [N][1000] */
+#define D35     64325904 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     64334096 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
+#define D31     64526608 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     64325904 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     64526608 /* gradient arena: dLoss/d(layer 27 output) */
+#define D26     64325904 /* gradient arena: dLoss/d(layer 26 output) */
+#define D25     64526608 /* gradient arena: dLoss/d(layer 25 output) */
+#define D24     64325904 /* gradient arena: dLoss/d(layer 24 output) */
+#define D23     65128720 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     64325904 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     65128720 /* gradient arena: dLoss/d(layer 20 output) */
+#define D19     64325904 /* gradient arena: dLoss/d(layer 19 output) */
+#define D18     65128720 /* gradient arena: dLoss/d(layer 18 output) */
+#define D17     64325904 /* gradient arena: dLoss/d(layer 17 output) */
+#define D16     65931536 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     64325904 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     65931536 /* gradient arena: dLoss/d(layer 13 output) */
+#define D12     64325904 /* gradient arena: dLoss/d(layer 12 output) */
+#define D11     65931536 /* gradient arena: dLoss/d(layer 11 output) */
+#define D10     64325904 /* gradient arena: dLoss/d(layer 10 output) */
+#define D09     67537168 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     64325904 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     67537168 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     64325904 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     70748432 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     64325904 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     70748432 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     64325904 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     70748432 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 2 samples; activations stay in ws for backward. */
 void vgg16_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -5631,33 +5632,33 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     (void)training;
     l00_conv2d_forward(params, ws + S00, x, ws + A00, nb);
     /* layer 1: relu fused into layer 0's stores */
-    l02_conv2d_forward(params + 1792, ws + S02, ws + A00, ws + A02, nb);
+    l02_conv2d_forward(params + 1792, ws + S02, ws + TMP, ws + A00, ws + A02, nb);
     /* layer 3: relu fused into layer 2's stores */
     l04_maxpool2d_forward(ws + A02, ws + A04, nb);
-    l05_conv2d_forward(params + 38720, ws + S05, ws + A04, ws + A05, nb);
+    l05_conv2d_forward(params + 38720, ws + S05, ws + TMP, ws + A04, ws + A05, nb);
     /* layer 6: relu fused into layer 5's stores */
-    l07_conv2d_forward(params + 112576, ws + S07, ws + A05, ws + A07, nb);
+    l07_conv2d_forward(params + 112576, ws + S07, ws + TMP, ws + A05, ws + A07, nb);
     /* layer 8: relu fused into layer 7's stores */
     l09_maxpool2d_forward(ws + A07, ws + A09, nb);
-    l10_conv2d_forward(params + 260160, ws + S10, ws + A09, ws + A10, nb);
+    l10_conv2d_forward(params + 260160, ws + S10, ws + TMP, ws + A09, ws + A10, nb);
     /* layer 11: relu fused into layer 10's stores */
-    l12_conv2d_forward(params + 555328, ws + S12, ws + A10, ws + A12, nb);
+    l12_conv2d_forward(params + 555328, ws + S12, ws + TMP, ws + A10, ws + A12, nb);
     /* layer 13: relu fused into layer 12's stores */
-    l12_conv2d_forward(params + 1145408, ws + S14, ws + A12, ws + A14, nb);
+    l12_conv2d_forward(params + 1145408, ws + S14, ws + TMP, ws + A12, ws + A14, nb);
     /* layer 15: relu fused into layer 14's stores */
     l16_maxpool2d_forward(ws + A14, ws + A16, nb);
-    l17_conv2d_forward(params + 1735488, ws + S17, ws + A16, ws + A17, nb);
+    l17_conv2d_forward(params + 1735488, ws + S17, ws + TMP, ws + A16, ws + A17, nb);
     /* layer 18: relu fused into layer 17's stores */
-    l19_conv2d_forward(params + 2915648, ws + S19, ws + A17, ws + A19, nb);
+    l19_conv2d_forward(params + 2915648, ws + S19, ws + TMP, ws + A17, ws + A19, nb);
     /* layer 20: relu fused into layer 19's stores */
-    l19_conv2d_forward(params + 5275456, ws + S21, ws + A19, ws + A21, nb);
+    l19_conv2d_forward(params + 5275456, ws + S21, ws + TMP, ws + A19, ws + A21, nb);
     /* layer 22: relu fused into layer 21's stores */
     l23_maxpool2d_forward(ws + A21, ws + A23, nb);
-    l24_conv2d_forward(params + 7635264, ws + S24, ws + A23, ws + A24, nb);
+    l24_conv2d_forward(params + 7635264, ws + S24, ws + TMP, ws + A23, ws + A24, nb);
     /* layer 25: relu fused into layer 24's stores */
-    l24_conv2d_forward(params + 9995072, ws + S26, ws + A24, ws + A26, nb);
+    l24_conv2d_forward(params + 9995072, ws + S26, ws + TMP, ws + A24, ws + A26, nb);
     /* layer 27: relu fused into layer 26's stores */
-    l24_conv2d_forward(params + 12354880, ws + S28, ws + A26, ws + A28, nb);
+    l24_conv2d_forward(params + 12354880, ws + S28, ws + TMP, ws + A26, ws + A28, nb);
     /* layer 29: relu fused into layer 28's stores */
     l30_maxpool2d_forward(ws + A28, ws + A30, nb);
     /* layer 31: flatten is a view of its input */
@@ -5668,7 +5669,7 @@ void vgg16_forward(const float *params, float *buffers, const float *x, float *w
     l36_dense_forward(params + 134260544, ws + A34, ws + A36, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (151840336); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (64323904); grads accumulate. */
 void vgg16_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
@@ -5684,48 +5685,48 @@ void vgg16_backward(const float *params, float *grads, const float *x, float *dx
     /* layer 31: flatten passes the gradient through */
     l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29, nb);
     /* layer 29: relu's backward is in layer 30's dx stores */
-    l24_conv2d_backward(grads + 12354880, ws + S28, ws + D29, nb);
-    l24_conv2d_backward_dx(params + 12354880, ws + S28, ws + D29, ws + D27, nb);
+    l24_conv2d_backward(grads + 12354880, ws + S28, ws + TMP, ws + D29, nb);
+    l24_conv2d_backward_dx(params + 12354880, ws + TMP, ws + D29, ws + D27, nb);
     l25_relu_backward(ws + A26, ws + D27, ws + D26, nb);
-    l24_conv2d_backward(grads + 9995072, ws + S26, ws + D26, nb);
-    l24_conv2d_backward_dx(params + 9995072, ws + S26, ws + D26, ws + D25, nb);
+    l24_conv2d_backward(grads + 9995072, ws + S26, ws + TMP, ws + D26, nb);
+    l24_conv2d_backward_dx(params + 9995072, ws + TMP, ws + D26, ws + D25, nb);
     l25_relu_backward(ws + A24, ws + D25, ws + D24, nb);
-    l24_conv2d_backward(grads + 7635264, ws + S24, ws + D24, nb);
-    l24_conv2d_backward_dx(params + 7635264, ws + S24, ws + D24, ws + D23, nb);
+    l24_conv2d_backward(grads + 7635264, ws + S24, ws + TMP, ws + D24, nb);
+    l24_conv2d_backward_dx(params + 7635264, ws + TMP, ws + D24, ws + D23, nb);
     l23_maxpool2d_backward(ws + A21, ws + D23, ws + D22, nb);
     /* layer 22: relu's backward is in layer 23's dx stores */
-    l19_conv2d_backward(grads + 5275456, ws + S21, ws + D22, nb);
-    l19_conv2d_backward_dx(params + 5275456, ws + S21, ws + D22, ws + D20, nb);
+    l19_conv2d_backward(grads + 5275456, ws + S21, ws + TMP, ws + D22, nb);
+    l19_conv2d_backward_dx(params + 5275456, ws + TMP, ws + D22, ws + D20, nb);
     l18_relu_backward(ws + A19, ws + D20, ws + D19, nb);
-    l19_conv2d_backward(grads + 2915648, ws + S19, ws + D19, nb);
-    l19_conv2d_backward_dx(params + 2915648, ws + S19, ws + D19, ws + D18, nb);
+    l19_conv2d_backward(grads + 2915648, ws + S19, ws + TMP, ws + D19, nb);
+    l19_conv2d_backward_dx(params + 2915648, ws + TMP, ws + D19, ws + D18, nb);
     l18_relu_backward(ws + A17, ws + D18, ws + D17, nb);
-    l17_conv2d_backward(grads + 1735488, ws + S17, ws + D17, nb);
-    l17_conv2d_backward_dx(params + 1735488, ws + S17, ws + D17, ws + D16, nb);
+    l17_conv2d_backward(grads + 1735488, ws + S17, ws + TMP, ws + D17, nb);
+    l17_conv2d_backward_dx(params + 1735488, ws + TMP, ws + D17, ws + D16, nb);
     l16_maxpool2d_backward(ws + A14, ws + D16, ws + D15, nb);
     /* layer 15: relu's backward is in layer 16's dx stores */
-    l12_conv2d_backward(grads + 1145408, ws + S14, ws + D15, nb);
-    l12_conv2d_backward_dx(params + 1145408, ws + S14, ws + D15, ws + D13, nb);
+    l12_conv2d_backward(grads + 1145408, ws + S14, ws + TMP, ws + D15, nb);
+    l12_conv2d_backward_dx(params + 1145408, ws + TMP, ws + D15, ws + D13, nb);
     l11_relu_backward(ws + A12, ws + D13, ws + D12, nb);
-    l12_conv2d_backward(grads + 555328, ws + S12, ws + D12, nb);
-    l12_conv2d_backward_dx(params + 555328, ws + S12, ws + D12, ws + D11, nb);
+    l12_conv2d_backward(grads + 555328, ws + S12, ws + TMP, ws + D12, nb);
+    l12_conv2d_backward_dx(params + 555328, ws + TMP, ws + D12, ws + D11, nb);
     l11_relu_backward(ws + A10, ws + D11, ws + D10, nb);
-    l10_conv2d_backward(grads + 260160, ws + S10, ws + D10, nb);
-    l10_conv2d_backward_dx(params + 260160, ws + S10, ws + D10, ws + D09, nb);
+    l10_conv2d_backward(grads + 260160, ws + S10, ws + TMP, ws + D10, nb);
+    l10_conv2d_backward_dx(params + 260160, ws + TMP, ws + D10, ws + D09, nb);
     l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08, nb);
     /* layer 8: relu's backward is in layer 9's dx stores */
-    l07_conv2d_backward(grads + 112576, ws + S07, ws + D08, nb);
-    l07_conv2d_backward_dx(params + 112576, ws + S07, ws + D08, ws + D06, nb);
+    l07_conv2d_backward(grads + 112576, ws + S07, ws + TMP, ws + D08, nb);
+    l07_conv2d_backward_dx(params + 112576, ws + TMP, ws + D08, ws + D06, nb);
     l06_relu_backward(ws + A05, ws + D06, ws + D05, nb);
-    l05_conv2d_backward(grads + 38720, ws + S05, ws + D05, nb);
-    l05_conv2d_backward_dx(params + 38720, ws + S05, ws + D05, ws + D04, nb);
+    l05_conv2d_backward(grads + 38720, ws + S05, ws + TMP, ws + D05, nb);
+    l05_conv2d_backward_dx(params + 38720, ws + TMP, ws + D05, ws + D04, nb);
     l04_maxpool2d_backward(ws + A02, ws + D04, ws + D03, nb);
     /* layer 3: relu's backward is in layer 4's dx stores */
-    l02_conv2d_backward(grads + 1792, ws + S02, ws + D03, nb);
-    l02_conv2d_backward_dx(params + 1792, ws + S02, ws + D03, ws + D01, nb);
+    l02_conv2d_backward(grads + 1792, ws + S02, ws + TMP, ws + D03, nb);
+    l02_conv2d_backward_dx(params + 1792, ws + TMP, ws + D03, ws + D01, nb);
     l01_relu_backward(ws + A00, ws + D01, ws + D00, nb);
-    l00_conv2d_backward(grads, ws + S00, ws + D00, nb);
-    if (dx) l00_conv2d_backward_dx(params, ws + S00, ws + D00, dx ? dx : ws + DIN, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + TMP, ws + D00, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + TMP, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor vgg16_tensors[] = {
@@ -6008,6 +6009,7 @@ const cg_net vgg16_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = vgg16_forward, .backward = vgg16_backward, .parallel_for = vgg16_parallel_for,
     .threads = vgg16_threads,
+    .temp_offset = TMP, .temp_size = 14918720,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -14,9 +14,9 @@
 #define VGG16_N_PARAMS_ALLOC ((size_t)138357544) /* N_PARAMS, at least 1 */
 #define VGG16_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define VGG16_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define VGG16_WORKSPACE ((size_t)164687392) /* floats: activations, gradients, scratch */
+#define VGG16_WORKSPACE ((size_t)77170960) /* floats: activations, gradients, scratch */
 #define VGG16_OUT_OFFSET ((size_t)30172160) /* network output in the workspace */
-#define VGG16_DOUT_OFFSET ((size_t)151840336) /* dLoss/dOutput goes here before backward */
+#define VGG16_DOUT_OFFSET ((size_t)64323904) /* dLoss/dOutput goes here before backward */
 
 /* vgg16.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -1959,10 +1959,10 @@ static void l00_conv2d_backward_dx(const float *restrict P, const float *restric
 
 /* layer 2: conv2d 64x32x32 -> 64x32x32 (specs/vgg16_cifar.yaml:12:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
-static void l02_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l02_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -3762,10 +3762,10 @@ static void l02_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l02_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l02_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [64x32x32][lanes], y [64x32x32][lanes] */
-    float *restrict U = S; /* [16][64][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -5496,10 +5496,10 @@ static void l04_maxpool2d_backward(const float *restrict x, const float *restric
 
 /* layer 5: conv2d 64x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:16:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
-static void l05_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l05_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
-    float *restrict U = S; /* [16][64][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -7299,10 +7299,10 @@ static void l05_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict dy, float *restrict dx)
+static void l05_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [64x16x16][lanes], y [128x16x16][lanes] */
-    float *restrict U = S; /* [16][128][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -8981,10 +8981,10 @@ static void l05_conv2d_backward_dx(const float *restrict P, float *restrict S, c
 
 /* layer 7: conv2d 128x16x16 -> 128x16x16 (specs/vgg16_cifar.yaml:18:5)
  * schedule lanes+wino: fwd wino[TB=1,TC=22]+relu dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22]+relu' threaded */
-static void l07_conv2d_forward(const float *restrict P, float *restrict S, const float *restrict x, float *restrict y)
+static void l07_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
-    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -10784,10 +10784,10 @@ static void l07_conv2d_backward(float *restrict G, const float *restrict x, cons
     }
 }
 
-static void l07_conv2d_backward_dx(const float *restrict P, float *restrict S, const float *restrict x, const float *restrict dy, float *restrict dx)
+static void l07_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict x, const float *restrict dy, float *restrict dx)
 {
     /* x [128x16x16][lanes], y [128x16x16][lanes] */
-    float *restrict U = S; /* [16][128][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -25172,15 +25172,15 @@ static void l32_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l32_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l32_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [512][lanes], y [512][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 262144;
-    /* x transposed to S [nb][528] */
+    /* x transposed to T [nb][528] */
     CG_PARALLEL_FOR
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
+        for (int i = 0; i < 512; i++) T[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
     }
     CG_PARALLEL_FOR
     for (int o = 0; o < 512; o++) {
@@ -25200,7 +25200,7 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 528 + i0;
+                const float *restrict sb = T + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -25222,7 +25222,7 @@ static void l32_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
             cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 528 + i0;
+                const float *restrict sb = T + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(510 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(510 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -25467,14 +25467,14 @@ static void l36_dense_forward(const float *restrict P, const float *restrict x, 
     }
 }
 
-static void l36_dense_backward(float *restrict G, float *restrict S, const float *restrict x, const float *restrict dy, int nb)
+static void l36_dense_backward(float *restrict G, float *restrict T, const float *restrict x, const float *restrict dy, int nb)
 {
     /* x [512][lanes], y [10][lanes] */
     float *restrict gw = G;
     float *restrict gb = G + 5120;
-    /* x transposed to S [nb][528] */
+    /* x transposed to T [nb][528] */
     for (int b = 0; b < nb; b++) {
-        for (int i = 0; i < 512; i++) S[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
+        for (int i = 0; i < 512; i++) T[(size_t)b * 528 + i] = x[(size_t)i * 32 + b];
     }
     for (int o = 0; o < 10; o++) {
         cg_v s = vsplat(0.0f);
@@ -25492,7 +25492,7 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a4_0 = vsplat(0.0f), a4_1 = vsplat(0.0f), a4_2 = vsplat(0.0f), a4_3 = vsplat(0.0f);
             cg_v a5_0 = vsplat(0.0f), a5_1 = vsplat(0.0f), a5_2 = vsplat(0.0f), a5_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 528 + i0;
+                const float *restrict sb = T + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(o0 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(o0 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -25516,7 +25516,7 @@ static void l36_dense_backward(float *restrict G, float *restrict S, const float
             cg_v a2_0 = vsplat(0.0f), a2_1 = vsplat(0.0f), a2_2 = vsplat(0.0f), a2_3 = vsplat(0.0f);
             cg_v a3_0 = vsplat(0.0f), a3_1 = vsplat(0.0f), a3_2 = vsplat(0.0f), a3_3 = vsplat(0.0f);
             for (int b = 0; b < nb; b++) {
-                const float *restrict sb = S + (size_t)b * 528 + i0;
+                const float *restrict sb = T + (size_t)b * 528 + i0;
                 cg_v s0 = VLOAD(sb + 0), s1 = VLOAD(sb + 16), s2 = VLOAD(sb + 32), s3 = VLOAD(sb + 48); VKEEP(s0); VKEEP(s1); VKEEP(s2); VKEEP(s3);
                 const float d0 = dy[(size_t)(6 + 0) * 32 + b]; a0_0 += d0 * s0; a0_1 += d0 * s1; a0_2 += d0 * s2; a0_3 += d0 * s3;
                 const float d1 = dy[(size_t)(6 + 1) * 32 + b]; a1_0 += d1 * s0; a1_1 += d1 * s1; a1_2 += d1 * s2; a1_3 += d1 * s3;
@@ -25575,12 +25575,9 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define XIN     0 /* the input, [3x32x32][lanes] */
 #define A00     98304 /* output of layer 0 (conv2d), [64x32x32][lanes] */
 #define A02     2195456 /* output of layer 2 (conv2d), [64x32x32][lanes] */
-#define S02     9978176 /* scratch of layer 2 (conv2d) */
 #define A04     4292608 /* output of layer 4 (maxpool2d), [64x16x16][lanes] */
 #define A05     4816896 /* output of layer 5 (conv2d), [128x16x16][lanes] */
-#define S05     10043712 /* scratch of layer 5 (conv2d) */
 #define A07     5865472 /* output of layer 7 (conv2d), [128x16x16][lanes] */
-#define S07     10174784 /* scratch of layer 7 (conv2d) */
 #define A09     6914048 /* output of layer 9 (maxpool2d), [128x8x8][lanes] */
 #define A10     7176192 /* output of layer 10 (conv2d), [256x8x8][lanes] */
 #define A12     7700480 /* output of layer 12 (conv2d), [256x8x8][lanes] */
@@ -25595,35 +25592,33 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 #define A28     9863168 /* output of layer 28 (conv2d), [512x2x2][lanes] */
 #define A30     9928704 /* output of layer 30 (maxpool2d), [512x1x1][lanes] */
 #define A32     9945088 /* output of layer 32 (dense), [512][lanes] */
-#define S32     10436928 /* scratch of layer 32 (dense) */
 #define A34     9961472 /* output of layer 34 (dense), [512][lanes] */
-#define S34     10453824 /* scratch of layer 34 (dense) */
 #define A36     9977856 /* output of layer 36 (dense), [10][lanes] */
-#define S36     10470720 /* scratch of layer 36 (dense) */
-#define OUT     10487616 /* the output, [N][10] */
-#define DOUT    10487936 /* dLoss/dOutput, [N][10] */
-#define DOUT_L  10488256 /* dLoss/dOutput, [10][lanes] */
-#define D35     10488576 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
-#define D33     10504960 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
-#define D31     10554112 /* gradient arena: dLoss/d(layer 31 output) */
-#define D29     10488576 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
-#define D27     10554112 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
-#define D25     10488576 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
-#define D23     10750720 /* gradient arena: dLoss/d(layer 23 output) */
-#define D22     10488576 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
-#define D20     10750720 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
-#define D18     10488576 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
-#define D16     11012864 /* gradient arena: dLoss/d(layer 16 output) */
-#define D15     10488576 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
-#define D13     11012864 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
-#define D11     10488576 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
-#define D09     11537152 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     10488576 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
-#define D06     11537152 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
-#define D04     12585728 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     10488576 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
-#define D01     12585728 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
-#define DIN     10488576 /* gradient arena: dLoss/dInput */
+#define TMP     9978176 /* the layers' temporary region, 262144 floats (the largest a pass uses) */
+#define OUT     10240320 /* the output, [N][10] */
+#define DOUT    10240640 /* dLoss/dOutput, [N][10] */
+#define DOUT_L  10240960 /* dLoss/dOutput, [10][lanes] */
+#define D35     10241280 /* gradient arena: dLoss/d(layer 35 output), then layer 36's dx masks it to dLoss/d(its input) */
+#define D33     10257664 /* gradient arena: dLoss/d(layer 33 output), then layer 34's dx masks it to dLoss/d(its input) */
+#define D31     10306816 /* gradient arena: dLoss/d(layer 31 output) */
+#define D29     10241280 /* gradient arena: dLoss/d(layer 29 output), then layer 30's dx masks it to dLoss/d(its input) */
+#define D27     10306816 /* gradient arena: dLoss/d(layer 27 output), then layer 28's dx masks it to dLoss/d(its input) */
+#define D25     10241280 /* gradient arena: dLoss/d(layer 25 output), then layer 26's dx masks it to dLoss/d(its input) */
+#define D23     10503424 /* gradient arena: dLoss/d(layer 23 output) */
+#define D22     10241280 /* gradient arena: dLoss/d(layer 22 output), then layer 23's dx masks it to dLoss/d(its input) */
+#define D20     10503424 /* gradient arena: dLoss/d(layer 20 output), then layer 21's dx masks it to dLoss/d(its input) */
+#define D18     10241280 /* gradient arena: dLoss/d(layer 18 output), then layer 19's dx masks it to dLoss/d(its input) */
+#define D16     10765568 /* gradient arena: dLoss/d(layer 16 output) */
+#define D15     10241280 /* gradient arena: dLoss/d(layer 15 output), then layer 16's dx masks it to dLoss/d(its input) */
+#define D13     10765568 /* gradient arena: dLoss/d(layer 13 output), then layer 14's dx masks it to dLoss/d(its input) */
+#define D11     10241280 /* gradient arena: dLoss/d(layer 11 output), then layer 12's dx masks it to dLoss/d(its input) */
+#define D09     11289856 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     10241280 /* gradient arena: dLoss/d(layer 8 output), then layer 9's dx masks it to dLoss/d(its input) */
+#define D06     11289856 /* gradient arena: dLoss/d(layer 6 output), then layer 7's dx masks it to dLoss/d(its input) */
+#define D04     12338432 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     10241280 /* gradient arena: dLoss/d(layer 3 output), then layer 4's dx masks it to dLoss/d(its input) */
+#define D01     12338432 /* gradient arena: dLoss/d(layer 1 output), then layer 2's dx masks it to dLoss/d(its input) */
+#define DIN     10241280 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 32 samples; activations stay in ws for backward. */
 void vgg16_cifar_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
@@ -25634,12 +25629,12 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     cg_to_lanes(x, ws + XIN, nb, 3072, 32);
     l00_conv2d_forward(params, ws + XIN, ws + A00);
     /* layer 1: relu fused into layer 0's stores */
-    l02_conv2d_forward(params + 1792, ws + S02, ws + A00, ws + A02);
+    l02_conv2d_forward(params + 1792, ws + TMP, ws + A00, ws + A02);
     /* layer 3: relu fused into layer 2's stores */
     l04_maxpool2d_forward(ws + A02, ws + A04);
-    l05_conv2d_forward(params + 38720, ws + S05, ws + A04, ws + A05);
+    l05_conv2d_forward(params + 38720, ws + TMP, ws + A04, ws + A05);
     /* layer 6: relu fused into layer 5's stores */
-    l07_conv2d_forward(params + 112576, ws + S07, ws + A05, ws + A07);
+    l07_conv2d_forward(params + 112576, ws + TMP, ws + A05, ws + A07);
     /* layer 8: relu fused into layer 7's stores */
     l09_maxpool2d_forward(ws + A07, ws + A09);
     l10_conv2d_forward(params + 260160, ws + A09, ws + A10);
@@ -25672,19 +25667,19 @@ void vgg16_cifar_forward(const float *params, float *buffers, const float *x, fl
     cg_from_lanes(ws + A36, ws + OUT, nb, 10, 32);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10487936); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (10240640); grads accumulate. */
 void vgg16_cifar_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
     cg_to_lanes(ws + DOUT, ws + DOUT_L, nb, 10, 32);
     (void)x;
-    l36_dense_backward(grads + 15240000, ws + S36, ws + A34, ws + DOUT_L, nb);
+    l36_dense_backward(grads + 15240000, ws + TMP, ws + A34, ws + DOUT_L, nb);
     l36_dense_backward_dx(params + 15240000, ws + A34, ws + DOUT_L, ws + D35);
     /* layer 35: relu's backward is in layer 36's dx stores */
-    l32_dense_backward(grads + 14977344, ws + S34, ws + A32, ws + D35, nb);
+    l32_dense_backward(grads + 14977344, ws + TMP, ws + A32, ws + D35, nb);
     l34_dense_backward_dx(params + 14977344, ws + A32, ws + D35, ws + D33);
     /* layer 33: relu's backward is in layer 34's dx stores */
-    l32_dense_backward(grads + 14714688, ws + S32, ws + A30, ws + D33, nb);
+    l32_dense_backward(grads + 14714688, ws + TMP, ws + A30, ws + D33, nb);
     l32_dense_backward_dx(params + 14714688, ws + D33, ws + D31);
     /* layer 31: flatten passes the gradient through */
     l30_maxpool2d_backward(ws + A28, ws + D31, ws + D29);
@@ -25720,14 +25715,14 @@ void vgg16_cifar_backward(const float *params, float *grads, const float *x, flo
     l09_maxpool2d_backward(ws + A07, ws + D09, ws + D08);
     /* layer 8: relu's backward is in layer 9's dx stores */
     l07_conv2d_backward(grads + 112576, ws + A05, ws + D08);
-    l07_conv2d_backward_dx(params + 112576, ws + S07, ws + A05, ws + D08, ws + D06);
+    l07_conv2d_backward_dx(params + 112576, ws + TMP, ws + A05, ws + D08, ws + D06);
     /* layer 6: relu's backward is in layer 7's dx stores */
     l05_conv2d_backward(grads + 38720, ws + A04, ws + D06);
-    l05_conv2d_backward_dx(params + 38720, ws + S05, ws + D06, ws + D04);
+    l05_conv2d_backward_dx(params + 38720, ws + TMP, ws + D06, ws + D04);
     l04_maxpool2d_backward(ws + A02, ws + D04, ws + D03);
     /* layer 3: relu's backward is in layer 4's dx stores */
     l02_conv2d_backward(grads + 1792, ws + A00, ws + D03);
-    l02_conv2d_backward_dx(params + 1792, ws + S02, ws + A00, ws + D03, ws + D01);
+    l02_conv2d_backward_dx(params + 1792, ws + TMP, ws + A00, ws + D03, ws + D01);
     /* layer 1: relu's backward is in layer 2's dx stores */
     l00_conv2d_backward(grads, ws + XIN, ws + D01);
     if (dx) l00_conv2d_backward_dx(params, ws + D01, ws + DIN);
@@ -26014,6 +26009,7 @@ const cg_net vgg16_cifar_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = vgg16_cifar_forward, .backward = vgg16_cifar_backward, .parallel_for = vgg16_cifar_parallel_for,
     .threads = vgg16_cifar_threads,
+    .temp_offset = TMP, .temp_size = 262144,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -23,10 +23,10 @@
 extern "C" {
 #endif
 
-#define CG_ABI_VERSION 8 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
+#define CG_ABI_VERSION 9 /* 3: graph layers (cg_layer inputs, name, p); 4: cg_train_defaults
                             gained optimizer, betas, eps, warmup, augment; 5: cg_layer.inplace;
                             6: cg_net.parallel_for; 7: cg_net.forward_team, backward_team,
-                            team_slot; 8: cg_net.threads */
+                            team_slot; 8: cg_net.threads; 9: cg_net.temp_offset, temp_size */
 
 enum cg_loss_kind { CG_LOSS_SOFTMAX_CE = 0, CG_LOSS_MSE = 1 };
 enum cg_tensor_kind { CG_PARAM = 0, CG_BUFFER = 1, CG_COUNTER = 2 };
@@ -169,6 +169,10 @@ typedef struct cg_net {
      * (omp_set_num_threads); returns the count in force (1 without OpenMP). NULL (a
      * hand-written net): the trainer leaves its threads alone. */
     int (*threads)(int n);
+    /* the layers' shared temporary region in ws (floats; 0, 0: none): what a layer's
+     * pass uses and drops, nothing in it lives from one call of a layer to the next, so
+     * `check` fills it with NaN between forward and backward to show it */
+    size_t temp_offset, temp_size;
 } cg_net;
 
 /* ---- teams: threads that each run a replica of the network on part of a batch ----

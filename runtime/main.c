@@ -767,6 +767,9 @@ static int cmd_check(const cg_net *net, const opts *o)
     } else {
         net->forward(s.params, s.buffers, x.data, s.ws, n, o->eval_mode ? 0 : 1);
         loss = cg_net_loss(net, s.ws + net->out_offset, t.data, s.ws + net->dout_offset, n);
+        /* what the backward reads must not be in the temporary region: NaN there would
+         * reach the gradients the check compares */
+        for (size_t i = 0; i < net->temp_size; i++) s.ws[net->temp_offset + i] = NAN;
         if (!o->eval_mode)
             net->backward(s.params, s.grads, x.data, dx, s.ws, n);
     }

@@ -37,7 +37,7 @@ local MODULES = {"layers.conv", "layers.pool", "layers.dense", "layers.flatten",
 local MODULE_API = {"schema", "shape", "tensors", "macs", "candidates", "forward", "backward"}
 -- optional: the batch-innermost emitters and dx apart, and the hooks of the planners
 -- (in place, fusion: fuse.lua)
-local MODULE_API_OPTIONAL = {"forward_lanes", "backward_lanes", "backward_dx", "backward_dx_lanes", "scratch",
+local MODULE_API_OPTIONAL = {"forward_lanes", "backward_lanes", "backward_dx", "backward_dx_lanes", "scratch", "temp",
   "inplace_ok", "fuses_act", "fuses_add", "masks_dx", "masks_dy", "dx_same"}
 local KINDS, KIND_NAMES = {}, {}
 for _, modname in ipairs(MODULES) do
@@ -598,10 +598,19 @@ local function plan_memory(spec)
     else L.act = take(rows * L.out_size) end
     act[p] = L.act
   end
+  -- S: a layer's own scratch, kept from its forward to its backward (a batch norm's
+  -- statistics, a convolution's padded input); T: one temporary region for what a
+  -- pass uses and drops (padded dy, transformed weights, Winograd's blocks), shared
+  -- by the layers as one runs at a time, its size the largest of theirs
+  local tmax = 0
   for _, L in ipairs(layers) do
     local sz = L.mod.scratch and L.mod.scratch(L) or 0
     if sz > 0 then L.scratch = take(sz) end
+    L.temp = L.mod.temp and L.mod.temp(L) or 0
+    tmax = math.max(tmax, L.temp)
   end
+  spec.temp, spec.temp_size = nil, tmax
+  if tmax > 0 then spec.temp = take(tmax) end
   if R then
     spec.out_offset = take(B * spec.out_size)
     spec.dout = take(B * spec.out_size)
@@ -784,16 +793,16 @@ end
 -- Emission
 ---------------------------------------------------------------------------
 local ARG_DECL = {
-  fwd = {P = "const float *restrict P", B = "float *restrict B", S = "float *restrict S",
+  fwd = {P = "const float *restrict P", B = "float *restrict B", S = "float *restrict S", T = "float *restrict T",
          x = "const float *restrict x", y = "float *restrict y", r = "const float *restrict r", nb = "int nb",
          training = "int training", team = "cg_team *team"},
-  bwd = {P = "const float *restrict P", G = "float *restrict G", S = "float *restrict S",
+  bwd = {P = "const float *restrict P", G = "float *restrict G", S = "float *restrict S", T = "float *restrict T",
          x = "const float *restrict x", y = "const float *restrict y", dy = "const float *restrict dy",
          dx = "float *restrict dx", nb = "int nb", team = "cg_team *team"},
 }
 -- r: the other input of an add fused into the layer's forward stores (fuse.plan_add)
 -- team: the replica's team (--team), read by batch norm
-local ARG_ORDER = {"P", "G", "B", "S", "x", "y", "r", "dy", "dx", "nb", "training", "team"}
+local ARG_ORDER = {"P", "G", "B", "S", "T", "x", "y", "r", "dy", "dx", "nb", "training", "team"}
 
 local PASS_SUFFIX = {fwd = "forward", bwd = "backward", bwdx = "backward_dx"}
 local function layer_fn(L, pass)
@@ -1196,6 +1205,9 @@ local function emit(spec, spec_path, spec_text)
     end
     if L.scratch then def(string.format("S%02d", L.index), L.scratch, string.format("scratch of layer %d (%s)", L.index, L.kind)) end
   end
+  if spec.temp then
+    def("TMP", spec.temp, string.format("the layers' temporary region, %d floats (the largest a pass uses)", spec.temp_size))
+  end
   if R then def("OUT", spec.out_offset, string.format("the output, [N][%d]", spec.out_size)) end
   def("DOUT", spec.dout, string.format("dLoss/dOutput, [N][%d]", spec.out_size))
   if R then def("DOUT_L", spec.dout_lanes, string.format("dLoss/dOutput, [%d][lanes]", spec.out_size)) end
@@ -1281,7 +1293,7 @@ local function emit(spec, spec_path, spec_text)
         O:line("/* (in place: layer %d's %s writes over its input%s) */", L.index, L.kind, #L.inputs > 1 and (" " .. L.inplace) or "")
       end
       local map = {P = "params" .. base(L.pbase), B = "buffers" .. base(L.bbase),
-        S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
+        S = L.scratch and string.format("ws + S%02d", L.index), T = spec.temp and "ws + TMP", x = inptr(L.inputs[1]),
         y = inptr(L.pos), nb = "nb", training = "training", team = "team"}
       for j, q in ipairs(L.inputs) do map["x" .. j] = inptr(q) end
       if L.fwd_add then
@@ -1345,7 +1357,7 @@ local function emit(spec, spec_path, spec_text)
       if st.copy then O:line("memcpy(%s, %s, sizeof(float) * %s);", W(st.copy.to), W(st.copy.from), count(st.copy.n)) end
     else
       local map = {P = "params" .. base(L.pbase), G = "grads" .. base(L.pbase),
-        S = L.scratch and string.format("ws + S%02d", L.index), x = inptr(L.inputs[1]),
+        S = L.scratch and string.format("ws + S%02d", L.index), T = spec.temp and "ws + TMP", x = inptr(L.inputs[1]),
         y = inptr(L.dmask_y and L.dmask_y.pos or L.pos), dy = W(st.dy), nb = "nb", team = "team"}
       for j, q in ipairs(L.inputs) do
         local d = st.dx[j]
@@ -1513,6 +1525,7 @@ local function emit(spec, spec_path, spec_text)
   O:line("              .aug_crop = %d, .aug_flip = %d},", t.augment.crop, t.augment.flip and 1 or 0)
   O:line("    .forward = %s_forward, .backward = %s_backward, .parallel_for = %s_parallel_for,", name, name, name)
   O:line("    .threads = %s_threads,", name)
+  if spec.temp then O:line("    .temp_offset = TMP, .temp_size = %d,", spec.temp_size) end
   if spec.team then
     local slot = 1
     for _, L in ipairs(spec.layers) do
@@ -1568,9 +1581,10 @@ local function summary(spec, path)
   end
   out[#out + 1] = string.format("Total params: %s", util.commas(total_p))
   out[#out + 1] = string.format("Total multiply-adds per sample (forward): %s", util.commas(total_m))
-  out[#out + 1] = string.format("Workspace at batch %d: %s floats (activations and scratch %s, gradients %s: "
-    .. "the peak of the live ones); buffers: %s floats", spec.train.batch, util.commas(spec.workspace),
-    util.commas(spec.act_floats), util.commas(spec.grad_arena), util.commas(spec.n_buffers))
+  out[#out + 1] = string.format("Workspace at batch %d: %s floats (activations and scratch %s, of which the layers' "
+    .. "shared temporary region %s; gradients %s: the peak of the live ones); buffers: %s floats", spec.train.batch,
+    util.commas(spec.workspace), util.commas(spec.act_floats), util.commas(spec.temp_size), util.commas(spec.grad_arena),
+    util.commas(spec.n_buffers))
   out[#out + 1] = string.format("Schedules for target %s (%d accumulators a register tile):", spec.target.isa, spec.target.acc)
   for _, L in ipairs(spec.layers) do
     out[#out + 1] = string.format("  %d %s", L.index, schedule.describe(L.sched))

@@ -222,23 +222,25 @@ end
 -- Static arena: two ping-pong activation buffers (the input, in lanes or normalized,
 -- in the second), one scratch region shared by the layers (forward only: one at a time).
 ---------------------------------------------------------------------------
--- Floats of scratch a layer's forward uses. The conv forms keep what their forward
--- writes (the padded input and, channel-vector form, its output tile, transposed
--- weights and bias) at the start of their scratch layout, the backward's regions after.
+-- Floats of scratch a layer's forward uses, and where its temporary region T starts in
+-- it. The channel-major conv forms keep the padded input in S (kept floats) and put
+-- the rest in T, the forward's regions (channel-vector form: its output tile,
+-- transposed weights and bias) first, the backward's after: here T follows S.
 local function fwd_scratch(L, lanes)
   local S = L.sched
   if L.kind:match("^conv") then
-    if S.fwd.form == "wv" then return require("layers.conv_wv").scratch(L).DYP end
-    if S.fwd.form == "cv" then return L.mod.cv_scratch(L).DYH end
+    if S.fwd.form == "wv" then return require("layers.conv_wv").scratch(L).kept end
+    if S.fwd.form == "cv" then local sc = L.mod.cv_scratch(L); return sc.kept + sc.DYH, sc.kept end
     -- cv+wino: its transformed weights after the whole cv layout
-    if S.fwd.form == "cvw" then return require("layers.conv_cvw").layout(L, L.mod.cv_scratch).total end
-    if S.layout == "lanes" and S.fwd.form == "wino" then return require("layers.conv_wino").scratch(L) end
-    if S.layout == "lanes" and S.fwd.form == "wino4" then return require("layers.conv_wino4").scratch(L) end
-    -- lanes+pad: the padded input first, dy's padded planes after
-    if S.layout == "lanes" and S.fwd.pad then
-      local pl = L.mod.lanes_pad(L, lanes)
-      return pl.dyp or pl.total
+    if S.fwd.form == "cvw" then
+      local sc = require("layers.conv_cvw").layout(L, L.mod.cv_scratch)
+      return sc.kept + sc.total, sc.kept
     end
+    -- Winograd's transformed weights: all in T
+    if S.layout == "lanes" and S.fwd.form == "wino" then return require("layers.conv_wino").scratch(L), 0 end
+    if S.layout == "lanes" and S.fwd.form == "wino4" then return require("layers.conv_wino4").scratch(L), 0 end
+    -- lanes+pad: the padded input in S (dy's padded planes, T, are the backward's)
+    if S.layout == "lanes" and S.fwd.pad then return L.mod.lanes_pad(L, lanes).kept end
     return 0
   end
   return L.mod.scratch and L.mod.scratch(L) or 0
@@ -277,8 +279,12 @@ local function arena(spec, V, R, norm, args, place)
   local maxs = 0
   for _, L in ipairs(layers) do
     if not L.view then
-      for _, a in ipairs(args[L]) do
-        if a == "S" then maxs = math.max(maxs, fwd_scratch(L, spec.lanes)) end
+      local uses = false
+      for _, a in ipairs(args[L]) do uses = uses or a == "S" or a == "T" end
+      if uses then
+        local sz, t_at = fwd_scratch(L, spec.lanes)
+        maxs = math.max(maxs, sz)
+        L.infer_t = t_at
       end
     end
   end
@@ -578,6 +584,7 @@ local function emit(core, spec, path, text, z, norm, F, args)
       O:line("/* layer %d: %s fused into layer %d's stores */", L.index, L.kind, L.fused_into.index)
     else
       local map = {P = pname .. (L.pbase == 0 and "" or (" + " .. L.pbase)), S = "ws + " .. tostring(spec.scratch),
+        T = L.infer_t and ("ws + " .. tostring(spec.scratch + L.infer_t)),
         x = at(L.inputs[1]), y = at(p), nb = "nb",
         training = "0"}
       for j, q in ipairs(L.inputs) do map["x" .. j] = at(q) end

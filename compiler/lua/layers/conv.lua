@@ -609,12 +609,26 @@ local largest_divisor = util.largest_divisor
 function M.scratch(L)
   local S = L.sched
   if S.layout == "lanes" then
-    -- each Winograd pass transforms the weights into S (none keeps it for another)
+    -- the padded input the forward keeps for dW (Winograd's schedules pad nothing)
+    return S.fwd.pad and M.lanes_pad(L, L.lanes_R).kept or 0
+  end
+  if S.fwd.form == "wv" then return wv.scratch(L).kept end
+  if S.fwd.form == "cvw" then return cvw_mod.layout(L, M.cv_scratch).kept end
+  if S.fwd.form ~= "cv" then return 0 end
+  return M.cv_scratch(L).kept
+end
+
+-- Floats of the network's temporary region T a pass of the layer uses (the channel-
+-- major forms' own buffers; what the backward reads of the forward's is in S)
+function M.temp(L)
+  local S = L.sched
+  if S.layout == "lanes" then
+    -- each Winograd pass transforms the weights into T (none keeps it for another)
     local s = wino.dw_scratch(L)
     if S.fwd.form == "wino" or S.dx.form == "wino" then s = math.max(s, wino.scratch(L)) end
     if S.fwd.form == "wino4" or S.dx.form == "wino4" then s = math.max(s, wino4.scratch(L)) end
     if s > 0 then return s end
-    return (S.fwd.pad or S.dx.pad) and M.lanes_pad(L, L.lanes_R).total or 0
+    return S.dx.pad and M.lanes_pad(L, L.lanes_R).total or 0
   end
   if S.fwd.form == "wv" then return wv.scratch(L).total end
   if S.fwd.form == "cvw" then return cvw_mod.layout(L, M.cv_scratch).total end
@@ -701,10 +715,11 @@ function M.lanes_pad(L, R)
   -- pad = "w": rows as they are (dx's row regions come from the real geometry)
   if L.sched.dx.pad == "w" then dh, ph = g.h, 0 end
   r.gdy, r.pdy = {h = dh, w = dw}, {ph, pw}
-  local at = 0
-  if L.sched.fwd.pad then r.xp = at; at = at + L.cin * r.gx.h.I * r.gx.w.I * R end
-  if L.sched.dx.pad then r.dyp = at; at = at + L.cout * dh.O * dw.O * R end
-  r.total = at
+  -- xp in S (kept floats, kept for dW), dyp in T (total floats)
+  r.kept = L.sched.fwd.pad and L.cin * r.gx.h.I * r.gx.w.I * R or 0
+  if L.sched.fwd.pad then r.xp = 0 end
+  if L.sched.dx.pad then r.dyp = 0 end
+  r.total = L.sched.dx.pad and L.cout * dh.O * dw.O * R or 0
   return r
 end
 
@@ -822,7 +837,7 @@ local function forward_wino(L, C, R, V)
     bias = L.opt.bias and function(co) return string.format("(%s)[%s]", L.t.bias, co) end or nil,
     wt = function(co, ci, k) return string.format("%s[%s * %d + %s * 9 + %d]", L.t.weight, co, WK, ci, k) end,
     store = function(off, v) return string.format("VSTORE(y + %s, %s);", off, fuse.v(L, v)) end})
-  return {"P", "S", "x", "y"}
+  return {"P", "T", "x", "y"}
 end
 
 -- dx: dy correlated with the kernel flipped, channels swapped (this pass's output
@@ -836,7 +851,7 @@ local function backward_dx_wino(L, C, R, V)
     store = function(off, v)
       return fuse.dstore(L, "dx + " .. off, "x + " .. off, v)
     end})
-  return L.sched.dmask and {"P", "S", "x", "dy", "dx"} or {"P", "S", "dy", "dx"}
+  return L.sched.dmask and {"P", "T", "x", "dy", "dx"} or {"P", "T", "dy", "dx"}
 end
 
 function M.forward_lanes(L, C, ctx)
@@ -1009,9 +1024,9 @@ function M.backward_dx_lanes(L, C, ctx)
   local geo, src, OHW, used = L.geom, "dy", d.OHW, {"P", "dy", "dx"}
   if L.sched.dx.pad then
     local pl = M.lanes_pad(L, R)
-    C:line("float *restrict dyp = S + %d;", pl.dyp)
+    C:line("float *restrict dyp = T + %d;", pl.dyp)
     lanes_pad_copy(C, L, "dyp", "dy", L.cout, L.geom.h.O, L.geom.w.O, pl.gdy, R, pl.pdy)
-    geo, src, OHW, used = pl.gdy, "dyp", pl.gdy.h.O * pl.gdy.w.O, {"P", "S", "dy", "dx"}
+    geo, src, OHW, used = pl.gdy, "dyp", pl.gdy.h.O * pl.gdy.w.O, {"P", "T", "dy", "dx"}
   end
   C:line("const float *restrict w = %s;", L.t.weight)
   local PY = L.sched.dx.tile.PY == 1
@@ -1102,7 +1117,7 @@ function M.backward_lanes(L, C, ctx)
   bias_grad_lanes(L, C, d, R, V)
   if L.sched.dw.form == "wino" or L.sched.dw.form == "wino4" then
     (L.sched.dw.form == "wino4" and wino4 or wino).emit_dw(C, L, R, V, {gw = "gw"})
-    return {"G", "S", "x", "dy"}
+    return {"G", "T", "x", "dy"}
   end
   -- every tap of the kernel at once when it fits (TCW output channels x KH*KW taps):
   -- one pass over dy per input channel, the input plane (L1-sized) read by every tap;
@@ -1202,7 +1217,9 @@ end
 ---------------------------------------------------------------------------
 local function ceilv(L, n) return (n + L.vec - 1) // L.vec * L.vec end
 
--- scratch layout (floats, each region a multiple of 16)
+-- scratch layout (floats, each region a multiple of 16): the input kept for dW in S
+-- (kept floats), a pass's own regions in T (total floats: the network's temporary
+-- region, shared by the layers)
 function M.cv_scratch(L)
   local g = L.geom
   local CP, CIP = ceilv(L, L.cout), ceilv(L, L.cin)
@@ -1213,7 +1230,8 @@ function M.cv_scratch(L)
   local r = {CP = CP, CIP = CIP, Hp = Hp, Wp = Wp, Qh = Qh, Qw = Qw, Hq = Hq, Wq = Wq}
   local at = 0
   local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
-  take("XP", L.batch * Hp * Wp * L.cin)   -- padded channels-last input of every sample (kept for dW)
+  take("XP", L.batch * Hp * Wp * L.cin)   -- S: padded channels-last input of every sample (kept for dW)
+  r.kept, at = at, 0
   take("YH", OHW * CP)                    -- one sample's output, channels-last
   take("WT", L.cin * KK * CP)             -- weights as [ci][k][co]
   take("BP", CP)                          -- bias padded to whole vectors
@@ -1269,7 +1287,7 @@ function M.forward_cv(L, C, ctx)
   local NV = CP // V
   local TV, TP = L.sched.fwd.tile.TV, L.sched.fwd.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:line("float *restrict yh = S + %d, *restrict wt = S + %d, *restrict bp = S + %d;", sc.YH, sc.WT, sc.BP)
+  C:line("float *restrict yh = T + %d, *restrict wt = T + %d, *restrict bp = T + %d;", sc.YH, sc.WT, sc.BP)
   C:line("/* weights [co][ci][k] -> [ci][k][co], channels padded to %d */", CP)
   C:line("for (int i = 0; i < %d; i++) wt[i] = 0.0f;", Cin * KK * CP)
   C:line("for (int co = 0; co < %d; co++)", Cout)
@@ -1306,7 +1324,7 @@ function M.forward_cv(L, C, ctx)
   C:close()
   cvw_mod.store_planes(C, "yn", "yh", "co", Cout, d.OHW, CP)
   C:close()
-  return {"P", "S", "x", "y", "nb"}
+  return {"P", "S", "T", "x", "y", "nb"}
 end
 
 -- dW and bias from the saved padded inputs: accumulators over (ci, tap) pairs x
@@ -1320,7 +1338,7 @@ function M.backward_cv(L, C, ctx)
   local npairs = Cin * KK
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
-  C:line("float *restrict dyh = S + %d;", sc.DYH)
+  C:line("float *restrict dyh = T + %d;", sc.DYH)
   C:line("/* dy of every sample -> channels-last, padded channels zero */")
   util.par(C, L)
   C:open("for (int n = 0; n < nb; n++) {")
@@ -1384,7 +1402,7 @@ function M.backward_cv(L, C, ctx)
     tile(tostring(full), npairs % TPR)
     C:close()
   end
-  return {"G", "S", "dy", "nb"}
+  return {"G", "S", "T", "dy", "nb"}
 end
 
 
@@ -1403,7 +1421,7 @@ function M.backward_dx(L, C, ctx)
   local NV = CIP // V
   local TV, TP = L.sched.dx.tile.TV, L.sched.dx.tile.TP
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:line("float *restrict wf = S + %d, *restrict dyp = S + %d, *restrict dxh = S + %d;", sc.WF, sc.DYP, sc.DXH)
+  C:line("float *restrict wf = T + %d, *restrict dyp = T + %d, *restrict dxh = T + %d;", sc.WF, sc.DYP, sc.DXH)
   C:line("for (int i = 0; i < %d; i++) wf[i] = 0.0f;", Cout * KK * CIP)
   C:line("for (int co = 0; co < %d; co++)", Cout)
   C:line("    for (int ci = 0; ci < %d; ci++)", Cin)
@@ -1435,7 +1453,7 @@ function M.backward_dx(L, C, ctx)
   C:close()
   cvw_mod.store_planes(C, "dxn", "dxh", "ci", Cin, d.IHW, CIP)
   C:close()
-  return {"P", "S", "dy", "dx", "nb"}
+  return {"P", "T", "dy", "dx", "nb"}
 end
 
 return M

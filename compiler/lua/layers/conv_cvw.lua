@@ -102,16 +102,19 @@ function M.layout(L, cv_scratch)
     Qh = 2 - g.h.lo, Qw = 2 - g.w.lo, Hq = g.h.I + 2, Wq = g.w.I + 2}
   local at
   local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
+  -- XP in S (kept floats), the rest in T (total floats)
   if L.sched.dw.form == "cvw" then
     -- the cv form's regions this form uses, without its dW's (dy of every sample, the
     -- weights turned): every sample's channels-last copy, then one sample's buffers
     at = 0
     take("XP", L.batch * r.Hp * r.Wp * L.cin)
+    r.kept, at = at, 0
   elseif keep == "cv" then
     local sc = cv_scratch(L)
-    r.XP, r.YH, r.BP, r.DYP, r.DXH, at = sc.XP, sc.YH, sc.BP, sc.DYP, sc.DXH, sc.total
+    r.XP, r.YH, r.BP, r.DYP, r.DXH, r.kept, at = sc.XP, sc.YH, sc.BP, sc.DYP, sc.DXH, sc.kept, sc.total
   else
-    r.XP, at = wv.scratch(L).XP, wv.scratch(L).total
+    local sw = wv.scratch(L)
+    r.XP, r.kept, at = sw.XP, sw.kept, sw.total
     take("XC", r.Hp * r.Wp * L.cin)
   end
   if not r.YH then
@@ -464,7 +467,7 @@ local function product_blocked(C, L, a)
   local NJ = a.Op // W
   a.VPS, a.MPS = bk.VPS, bk.MPS
   C:line("/* blocked product: %d rows of %d patches a block */", bk.R, NPW)
-  C:line("float *restrict Vb = S + %d, *restrict Mb = S + %d;", a.VB, a.MB)
+  C:line("float *restrict Vb = T + %d, *restrict Mb = T + %d;", a.VB, a.MB)
   blocks(C, a.Oh, bk, function(ty0, nr, last_odd)
     patch_rows(C, L, a.Ow, NPW, ty0, nr, last_odd, function(ty, t, q, last_row, odd_col)
       in_transform(C, L, a, ty, "0", t, last_row and 3 or 4, odd_col and 3 or 4, q)
@@ -491,7 +494,8 @@ local function product_blocked(C, L, a)
 end
 
 -- Sample n's input, zero-padded and channels-last, into `name` (float *, declared here)
--- at S + at (conv.lua's cv forward too): xn, the sample's input, is declared here also.
+-- at S + at, kept for dW (conv.lua's cv forward too): xn, the sample's input, is
+-- declared here also.
 function M.pad_input_cl(C, L, d, name, at, Hp, Wp)
   local g = L.geom
   C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
@@ -532,7 +536,7 @@ function M.forward(L, C, cv_scratch, d)
   local CP = sc.CP
   local t = L.sched.fwd.tile
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:line("float *restrict yh = S + %d, *restrict bp = S + %d, *restrict U = S + %d;", sc.YH, sc.BP, sc.U)
+  C:line("float *restrict yh = T + %d, *restrict bp = T + %d, *restrict U = T + %d;", sc.YH, sc.BP, sc.U)
   C:line("/* U[16][ci][co] = G w G^T of each channel pair, co padded to %d */", CP)
   weights(C, "U", Cin, Cout, CP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", o, Cin, r, k) end,
     t.blocked and t.TV * L.vec, L.parallel, true)
@@ -545,7 +549,7 @@ function M.forward(L, C, cv_scratch, d)
     M.pad_input_cl(C, L, d, "xc", sc.XP, sc.Hp, sc.Wp)
   else
     C:line("/* the sample's padded planes, channels-last */")
-    C:line("float *restrict xc = S + %d;", sc.XC)
+    C:line("float *restrict xc = T + %d;", sc.XC)
     C:line("const float *restrict xpn = xp + (size_t)n * %d;", Cin * sc.Hp * sc.Wp)
     -- in blocks of 16 positions: a cache line of each plane read, 16 rows of xc written
     local HW = sc.Hp * sc.Wp
@@ -565,7 +569,7 @@ function M.forward(L, C, cv_scratch, d)
     VB = sc.VB, MB = sc.MB})
   M.store_planes(C, "yn", "yh", "co", Cout, d.OHW, CP)
   C:close()
-  return {"P", "S", "x", "y", "nb"}
+  return {"P", "S", "T", "x", "y", "nb"}
 end
 
 -- gb += the sum of dy over the samples and positions of each output channel (the cv
@@ -661,7 +665,7 @@ function M.backward_dw(L, C, cv_scratch, d)
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
   C:line("/* blocked dW: %d rows of %d patches a block */", bk.R, bk.NPW)
-  C:line("float *restrict dU = S + %d, *restrict dyc = S + %d, *restrict Vb = S + %d, *restrict Zb = S + %d;", sc.U, sc.YH,
+  C:line("float *restrict dU = T + %d, *restrict dyc = T + %d, *restrict Vb = T + %d, *restrict Zb = T + %d;", sc.U, sc.YH,
     sc.VB, sc.MB)
   C:line("memset(dU, 0, sizeof(float) * %d);", 16 * US)
   M.bias_grad(C, L, d)
@@ -714,7 +718,7 @@ function M.backward_dw(L, C, cv_scratch, d)
         r * 3, r, r, r, r * 3 + 1, r, r, r * 3 + 2, r, r, r)
     end
   end)
-  return {"G", "S", "dy", "nb"}
+  return {"G", "S", "T", "dy", "nb"}
 end
 
 -- dx: dy zero-padded as the cv form's gather pads it, the flipped kernel's product
@@ -725,7 +729,7 @@ function M.backward_dx(L, C, cv_scratch, d)
   local CIP = sc.CIP
   local t = L.sched.dx.tile
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:line("float *restrict dyp = S + %d, *restrict dxh = S + %d, *restrict U = S + %d;", sc.DYP, sc.DXH, sc.U)
+  C:line("float *restrict dyp = T + %d, *restrict dxh = T + %d, *restrict U = T + %d;", sc.DYP, sc.DXH, sc.U)
   C:line("/* U[16][co][ci] = G w' G^T, w' the kernel turned by 180 degrees, ci padded to %d */", CIP)
   weights(C, "U", Cout, Cin, CIP, function(r, o, k) return string.format("w[(%s * %d + %s) * 9 + %d]", r, Cin, o, 8 - k) end,
     t.blocked and t.TV * L.vec, L.parallel)
@@ -736,7 +740,7 @@ function M.backward_dx(L, C, cv_scratch, d)
     out = "dxh", Oh = g.h.I, Ow = g.w.I, store = function(v) return v end, TT = t.TT, TV = t.TV, VB = sc.VB, MB = sc.MB})
   M.store_planes(C, "dxn", "dxh", "ci", Cin, d.IHW, CIP)
   C:close()
-  return {"P", "S", "dy", "dx", "nb"}
+  return {"P", "T", "dy", "dx", "nb"}
 end
 
 return M

@@ -132,7 +132,7 @@ function M.classes(T, I, pad, O, m)
 end
 local classes = M.classes
 
--- The weight transform's frame, for n x n transformed tiles (n = m + 2): U = S, a loop
+-- The weight transform's frame, for n x n transformed tiles (n = m + 2): U = T, a loop
 -- over the channel pairs loading the 3x3 taps g0..g8; body(ty, st) emits G g G^T into
 -- u: its temporaries of type ty, st(off, e) the statement storing e at u + off.
 -- Threaded over the output channels (par): run by one thread, the other core waited
@@ -143,7 +143,7 @@ local classes = M.classes
 -- stores all fell in one L1 set (the transform took a quarter of that layer's forward
 -- and dx); a vector of them stores whole runs of each row.
 function M.weight_transform(C, a, n, body, par, V)
-  C:line("float *restrict U = S; /* [%d][%d][%d]: G g G^T per channel pair */", n * n, a.nci, a.nco)
+  C:line("float *restrict U = T; /* [%d][%d][%d]: G g G^T per channel pair */", n * n, a.nci, a.nco)
   if par then C:line("CG_PARALLEL_FOR") end
   local vec = V and V > 1 and a.nco % V == 0
   C:open("for (int co = 0; co < %d; %s) {", a.nco, vec and ("co += " .. V) or "co++")
@@ -683,9 +683,9 @@ function M.emit_dw(C, L, R, V, a)
   local VA = tile.VA
   local mt = VA and "cg_v" or "float"
   if VA then
-    C:line("cg_v *restrict Mw = (cg_v *)S; /* [16][%d][%d]: sum over tiles and samples of Z (.) V, per lane */", nco, nci)
+    C:line("cg_v *restrict Mw = (cg_v *)T; /* [16][%d][%d]: sum over tiles and samples of Z (.) V, per lane */", nco, nci)
   else
-    C:line("float *restrict Mw = S; /* [16][%d][%d]: sum over tiles and samples of Z (.) V */", nco, nci)
+    C:line("float *restrict Mw = T; /* [16][%d][%d]: sum over tiles and samples of Z (.) V */", nco, nci)
   end
   if L.parallel then C:line("CG_PARALLEL_SECTIONS") end
   C:open("{")

@@ -229,7 +229,7 @@ function M.emit_dw(C, L, R, V, a)
   -- dY's row r with ar(i, r) (A = (A^T)^T, 6x4)
   local bt = function(i, r) return BT[i + 1][r + 1] end
   local ar = function(i, r) return AT[r + 1][i + 1] end
-  C:line("%s *restrict Mw = (%s *)S; /* [36][%d][%d]: sum over tiles and samples of Z (.) V%s */", mt, mt, nco, nci,
+  C:line("%s *restrict Mw = (%s *)T; /* [36][%d][%d]: sum over tiles and samples of Z (.) V%s */", mt, mt, nco, nci,
     VA and ", per lane" or "")
   if L.parallel then C:line("CG_PARALLEL_SECTIONS") end
   C:open("{")

@@ -87,12 +87,15 @@ function M.scratch(L)
   }
   -- each region ends with a vector of slack: a row's partial last vector may read
   -- 15 floats past the last padded plane
-  r.XP = 0                                                    -- every sample's padded input (kept for dW)
-  r.DYP = ceil16(L.batch * L.cin * r.Hp * r.Wp + V)           -- every sample's padded dy
+  -- S (kept from the forward to the backward): kept floats; T (a pass's own, the
+  -- network's temporary region shared by the layers): total floats
+  r.XP = 0                                                    -- S: every sample's padded input (kept for dW)
+  r.kept = ceil16(L.batch * L.cin * r.Hp * r.Wp + V)
+  r.DYP = 0                                                   -- T: every sample's padded dy
   r.total = r.DYP + M.dyp_size(L)
   local dw = L.sched and L.sched.dw.form == "wv" and L.sched.dw.tile
   if dw and M.dw_band(L, dw) then
-    r.GACC = r.total                                          -- dW's accumulators between bands
+    r.GACC = r.total                                          -- T: dW's accumulators between bands
     r.total = r.GACC + (L.cout // dw.TCW) * L.cin * (g.h.K // dw.RY) * dw.TCW * dw.RY * g.w.K * V
   end
   return r
@@ -319,7 +322,7 @@ function M.backward(L, C)
   local BAND = M.dw_band(L, L.sched.dw.tile)
   local NA = TCW * NT -- accumulators of a tile
   if BAND then
-    C:line("float *restrict gacc = S + %d; /* the tiles' accumulators between bands */", sc.GACC)
+    C:line("float *restrict gacc = T + %d; /* the tiles' accumulators between bands */", sc.GACC)
     C:line("memset(gacc, 0, sizeof(float) * %d);", ntiles * NA * V)
     C:line("/* bands of %d output rows: every tile reads the band's dy while it is in cache */", BAND)
     C:open("for (int n = 0; n < nb; n++) {")
@@ -439,12 +442,12 @@ function M.backward(L, C)
     end
   end
   C:close()
-  return {"G", "S", "dy", "nb"}
+  return BAND and {"G", "S", "T", "dy", "nb"} or {"G", "S", "dy", "nb"}
 end
 
 -- dx: every sample's dy copied into zero-padded planes, then the forward's tile with
 -- the kernel flipped and the channels' roles swapped.
--- dyp: offset of the padded dy in the layer's scratch (default: after the saved inputs)
+-- dyp: offset of the padded dy in the layer's temporary region T (default: its start)
 function M.backward_dx(L, C, dyp)
   V = L.vec
   local g, sc = L.geom, M.scratch(L)
@@ -452,7 +455,7 @@ function M.backward_dx(L, C, dyp)
   local Cin, Cout, IH, IW, KK = L.cin, L.cout, g.h.I, g.w.I, g.h.K * g.w.K
   local TX, TC = L.sched.dx.tile.TX, L.sched.dx.tile.TC
   C:line("const float *restrict w = %s;", L.t.weight)
-  C:line("float *restrict dyp = S + %d;", dyp)
+  C:line("float *restrict dyp = T + %d;", dyp)
   -- rows of every output channel side by side ([n][Hq][Cout][Wq]): the tile's loop over
   -- the output channels then walks KH contiguous runs of memory, not KH rows in each of
   -- Cout planes (a page and a prefetch stream each)
@@ -508,7 +511,7 @@ function M.backward_dx(L, C, dyp)
     end)
   end)
   C:close()
-  return {"P", "S", "dy", "dx", "nb"}
+  return {"P", "T", "dy", "dx", "nb"}
 end
 
 return M

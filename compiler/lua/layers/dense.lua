@@ -414,7 +414,8 @@ end
 ---------------------------------------------------------------------------
 -- Batch-innermost ([features][R]): register tiles of TO rows x TB vectors of lanes.
 ---------------------------------------------------------------------------
-function M.scratch(L)
+-- dW's copy of x with the samples outermost, in the network's temporary region T
+function M.temp(L)
   if L.sched.dw.form == "outer" then return L.lanes_R * L.nin end
   if L.sched.dw.form == "gemmT" then return L.lanes_R * gemmT_stride(L.nin, L.vec) end
   return 0
@@ -630,11 +631,11 @@ function M.backward_lanes(L, C, ctx)
     local TO, TI = L.sched.dw.tile.TO, L.sched.dw.tile.TI
     C:line("float *restrict gw = %s;", L.t_grad.weight)
     if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
-    C:line("/* x transposed to S [nb][%d]%s */", Sp, Ip > I and string.format(" (columns %d .. %d zero)", I, Ip - 1) or "")
+    C:line("/* x transposed to T [nb][%d]%s */", Sp, Ip > I and string.format(" (columns %d .. %d zero)", I, Ip - 1) or "")
     util.par(C, L)
     C:open("for (int b = 0; b < nb; b++) {")
-    C:line("for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, Sp, R)
-    if Ip > I then C:line("for (int i = %d; i < %d; i++) S[(size_t)b * %d + i] = 0.0f;", I, Ip, Sp) end
+    C:line("for (int i = 0; i < %d; i++) T[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, Sp, R)
+    if Ip > I then C:line("for (int i = %d; i < %d; i++) T[(size_t)b * %d + i] = 0.0f;", I, Ip, Sp) end
     C:close()
     if L.opt.bias then
       util.par(C, L)
@@ -654,7 +655,7 @@ function M.backward_lanes(L, C, ctx)
         C:line("cg_v %s;", table.concat(acc, ", "))
       end
       C:open("for (int b = 0; b < nb; b++) {")
-      C:line("const float *restrict sb = S + (size_t)b * %d + %s;", Sp, i0)
+      C:line("const float *restrict sb = T + (size_t)b * %d + %s;", Sp, i0)
       local ld, keep = {}, {}
       for v = 0, nv - 1 do
         ld[#ld + 1] = string.format("s%d = VLOAD(sb + %d)", v, v * V)
@@ -726,12 +727,12 @@ function M.backward_lanes(L, C, ctx)
       end
       if O % TO > 0 then tile(tostring(nob * TO), O % TO, i0, NVI % TI, lastcols) end
     end
-    return {"G", "S", "x", "dy", "nb"}
+    return {"G", "T", "x", "dy", "nb"}
   end
   C:line("float *restrict gw = %s;", L.t_grad.weight)
   if L.opt.bias then C:line("float *restrict gb = %s;", L.t_grad.bias) end
   C:line("for (int b = 0; b < nb; b++)")
-  C:line("    for (int i = 0; i < %d; i++) S[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, I, R)
+  C:line("    for (int i = 0; i < %d; i++) T[(size_t)b * %d + i] = x[(size_t)i * %d + b];", I, I, R)
   util.par(C, L)
   C:open("for (int o = 0; o < %d; o++) {", O)
   C:line("float *restrict gwo = gw + (size_t)o * %d;", I)
@@ -739,12 +740,12 @@ function M.backward_lanes(L, C, ctx)
   C:open("for (int b = 0; b < nb; b++) {")
   C:line("const float d = dy[(size_t)o * %d + b];", R)
   if L.opt.bias then C:line("sb += d;") end
-  C:line("const float *restrict xb = S + (size_t)b * %d;", I)
+  C:line("const float *restrict xb = T + (size_t)b * %d;", I)
   C:line("for (int i = 0; i < %d; i++) gwo[i] += d * xb[i];", I)
   C:close()
   if L.opt.bias then C:line("gb[o] += sb;") end
   C:close()
-  return {"G", "S", "x", "dy", "nb"}
+  return {"G", "T", "x", "dy", "nb"}
 end
 
 return M
