@@ -636,6 +636,8 @@ static void run_backward_checks(const cg_net *net, int n, int inject, fails *f)
     fill_nan(st.dx, (size_t)n * net->in_size);
     net->forward(st.params, st.buffers, st.x, st.ws, n, 1);
     cg_loss(net->loss, st.ws + net->out_offset, target(&st), st.ws + net->dout_offset, n, net->out_size);
+    /* the layers' temporary region holds nothing the backward may read */
+    fill_nan(st.ws + net->temp_offset, net->temp_size);
     memcpy(st.grads, g0, net->n_params * sizeof(float));
     net->backward(st.params, st.grads, st.x, st.dx, st.ws, n);
     for (size_t j = 0; j < net->n_params; j++) an[j] = (double)st.grads[j] - g0[j];
