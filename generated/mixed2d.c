@@ -541,11 +541,11 @@ static void l05_maxpool2d_forward(const float *restrict x, float *restrict y, in
 static void l05_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][6x10x16], y [N][6x10x16] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 960);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 6; c++) {
             const float *restrict xc = x + n*960 + c*160;
             float *restrict dxc = dx + n*960 + c*160;
+            memset(dxc, 0, sizeof(float) * 160);
             const float *restrict dyc = dy + n*960 + c*160;
             {
                 int a = 0; float m = xc[a];
@@ -1082,10 +1082,10 @@ static void l08_avgpool2d_forward(const float *restrict x, float *restrict y, in
 static void l08_avgpool2d_backward(const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][4x12x18], y [N][4x6x9] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 864);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 4; c++) {
             float *restrict dxc = dx + n*864 + c*216;
+            memset(dxc, 0, sizeof(float) * 216);
             const float *restrict dyc = dy + n*216 + c*54;
             {
                 const float d = dyc[0] / 4.0f;

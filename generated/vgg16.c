@@ -1325,19 +1325,18 @@ static void l02_conv2d_backward_dx(const float *restrict P, float *restrict T, c
 static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][64x224x224], y [N][64x112x112] */
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + n*3211264 + c*50176;
-            float *restrict yc = y + n*802816 + c*12544;
-            /* rows 0..111, cols 0..111: every tap */
-            for (int oy = 0; oy < 112; oy++) {
-                for (int ox = 0; ox < 112; ox++) {
-                    float m = xc[oy*448 + ox*2], v;
-                    v = xc[oy*448 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*448 + ox*2 + 224]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*448 + ox*2 + 225]; if (v > m || isnan(v)) m = v;
-                    yc[oy*112 + ox] = m;
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 64; pl++) {
+        const float *restrict xc = x + (size_t)pl * 50176;
+        float *restrict yc = y + (size_t)pl * 12544;
+        /* rows 0..111, cols 0..111: every tap */
+        for (int oy = 0; oy < 112; oy++) {
+            for (int ox = 0; ox < 112; ox++) {
+                float m = xc[oy*448 + ox*2], v;
+                v = xc[oy*448 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*448 + ox*2 + 224]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*448 + ox*2 + 225]; if (v > m || isnan(v)) m = v;
+                yc[oy*112 + ox] = m;
             }
         }
     }
@@ -1346,21 +1345,20 @@ static void l04_maxpool2d_forward(const float *restrict x, float *restrict y, in
 static void l04_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][64x224x224], y [N][64x112x112] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 3211264);
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 64; c++) {
-            const float *restrict xc = x + n*3211264 + c*50176;
-            float *restrict dxc = dx + n*3211264 + c*50176;
-            const float *restrict dyc = dy + n*802816 + c*12544;
-            /* rows 0..111, cols 0..111: every tap */
-            for (int oy = 0; oy < 112; oy++) {
-                for (int ox = 0; ox < 112; ox++) {
-                    int a = oy*448 + ox*2; float m = xc[a];
-                    if (xc[oy*448 + ox*2 + 1] > m || isnan(xc[oy*448 + ox*2 + 1])) { m = xc[oy*448 + ox*2 + 1]; a = oy*448 + ox*2 + 1; }
-                    if (xc[oy*448 + ox*2 + 224] > m || isnan(xc[oy*448 + ox*2 + 224])) { m = xc[oy*448 + ox*2 + 224]; a = oy*448 + ox*2 + 224; }
-                    if (xc[oy*448 + ox*2 + 225] > m || isnan(xc[oy*448 + ox*2 + 225])) { m = xc[oy*448 + ox*2 + 225]; a = oy*448 + ox*2 + 225; }
-                    const float d = dyc[oy*112 + ox]; dxc[a] += cg_drelu(m, d);
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 64; pl++) {
+        const float *restrict xc = x + (size_t)pl * 50176;
+        float *restrict dxc = dx + (size_t)pl * 50176;
+        memset(dxc, 0, sizeof(float) * 50176);
+        const float *restrict dyc = dy + (size_t)pl * 12544;
+        /* rows 0..111, cols 0..111: every tap */
+        for (int oy = 0; oy < 112; oy++) {
+            for (int ox = 0; ox < 112; ox++) {
+                int a = oy*448 + ox*2; float m = xc[a];
+                if (xc[oy*448 + ox*2 + 1] > m || isnan(xc[oy*448 + ox*2 + 1])) { m = xc[oy*448 + ox*2 + 1]; a = oy*448 + ox*2 + 1; }
+                if (xc[oy*448 + ox*2 + 224] > m || isnan(xc[oy*448 + ox*2 + 224])) { m = xc[oy*448 + ox*2 + 224]; a = oy*448 + ox*2 + 224; }
+                if (xc[oy*448 + ox*2 + 225] > m || isnan(xc[oy*448 + ox*2 + 225])) { m = xc[oy*448 + ox*2 + 225]; a = oy*448 + ox*2 + 225; }
+                const float d = dyc[oy*112 + ox]; dxc[a] += cg_drelu(m, d);
             }
         }
     }
@@ -2394,19 +2392,18 @@ static void l07_conv2d_backward_dx(const float *restrict P, float *restrict T, c
 static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][128x112x112], y [N][128x56x56] */
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + n*1605632 + c*12544;
-            float *restrict yc = y + n*401408 + c*3136;
-            /* rows 0..55, cols 0..55: every tap */
-            for (int oy = 0; oy < 56; oy++) {
-                for (int ox = 0; ox < 56; ox++) {
-                    float m = xc[oy*224 + ox*2], v;
-                    v = xc[oy*224 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*224 + ox*2 + 112]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*224 + ox*2 + 113]; if (v > m || isnan(v)) m = v;
-                    yc[oy*56 + ox] = m;
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 128; pl++) {
+        const float *restrict xc = x + (size_t)pl * 12544;
+        float *restrict yc = y + (size_t)pl * 3136;
+        /* rows 0..55, cols 0..55: every tap */
+        for (int oy = 0; oy < 56; oy++) {
+            for (int ox = 0; ox < 56; ox++) {
+                float m = xc[oy*224 + ox*2], v;
+                v = xc[oy*224 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*224 + ox*2 + 112]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*224 + ox*2 + 113]; if (v > m || isnan(v)) m = v;
+                yc[oy*56 + ox] = m;
             }
         }
     }
@@ -2415,21 +2412,20 @@ static void l09_maxpool2d_forward(const float *restrict x, float *restrict y, in
 static void l09_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][128x112x112], y [N][128x56x56] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 1605632);
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 128; c++) {
-            const float *restrict xc = x + n*1605632 + c*12544;
-            float *restrict dxc = dx + n*1605632 + c*12544;
-            const float *restrict dyc = dy + n*401408 + c*3136;
-            /* rows 0..55, cols 0..55: every tap */
-            for (int oy = 0; oy < 56; oy++) {
-                for (int ox = 0; ox < 56; ox++) {
-                    int a = oy*224 + ox*2; float m = xc[a];
-                    if (xc[oy*224 + ox*2 + 1] > m || isnan(xc[oy*224 + ox*2 + 1])) { m = xc[oy*224 + ox*2 + 1]; a = oy*224 + ox*2 + 1; }
-                    if (xc[oy*224 + ox*2 + 112] > m || isnan(xc[oy*224 + ox*2 + 112])) { m = xc[oy*224 + ox*2 + 112]; a = oy*224 + ox*2 + 112; }
-                    if (xc[oy*224 + ox*2 + 113] > m || isnan(xc[oy*224 + ox*2 + 113])) { m = xc[oy*224 + ox*2 + 113]; a = oy*224 + ox*2 + 113; }
-                    const float d = dyc[oy*56 + ox]; dxc[a] += cg_drelu(m, d);
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 128; pl++) {
+        const float *restrict xc = x + (size_t)pl * 12544;
+        float *restrict dxc = dx + (size_t)pl * 12544;
+        memset(dxc, 0, sizeof(float) * 12544);
+        const float *restrict dyc = dy + (size_t)pl * 3136;
+        /* rows 0..55, cols 0..55: every tap */
+        for (int oy = 0; oy < 56; oy++) {
+            for (int ox = 0; ox < 56; ox++) {
+                int a = oy*224 + ox*2; float m = xc[a];
+                if (xc[oy*224 + ox*2 + 1] > m || isnan(xc[oy*224 + ox*2 + 1])) { m = xc[oy*224 + ox*2 + 1]; a = oy*224 + ox*2 + 1; }
+                if (xc[oy*224 + ox*2 + 112] > m || isnan(xc[oy*224 + ox*2 + 112])) { m = xc[oy*224 + ox*2 + 112]; a = oy*224 + ox*2 + 112; }
+                if (xc[oy*224 + ox*2 + 113] > m || isnan(xc[oy*224 + ox*2 + 113])) { m = xc[oy*224 + ox*2 + 113]; a = oy*224 + ox*2 + 113; }
+                const float d = dyc[oy*56 + ox]; dxc[a] += cg_drelu(m, d);
             }
         }
     }
@@ -3517,19 +3513,18 @@ static void l12_conv2d_backward_dx(const float *restrict P, float *restrict T, c
 static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][256x56x56], y [N][256x28x28] */
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + n*802816 + c*3136;
-            float *restrict yc = y + n*200704 + c*784;
-            /* rows 0..27, cols 0..27: every tap */
-            for (int oy = 0; oy < 28; oy++) {
-                for (int ox = 0; ox < 28; ox++) {
-                    float m = xc[oy*112 + ox*2], v;
-                    v = xc[oy*112 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*112 + ox*2 + 56]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*112 + ox*2 + 57]; if (v > m || isnan(v)) m = v;
-                    yc[oy*28 + ox] = m;
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict xc = x + (size_t)pl * 3136;
+        float *restrict yc = y + (size_t)pl * 784;
+        /* rows 0..27, cols 0..27: every tap */
+        for (int oy = 0; oy < 28; oy++) {
+            for (int ox = 0; ox < 28; ox++) {
+                float m = xc[oy*112 + ox*2], v;
+                v = xc[oy*112 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*112 + ox*2 + 56]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*112 + ox*2 + 57]; if (v > m || isnan(v)) m = v;
+                yc[oy*28 + ox] = m;
             }
         }
     }
@@ -3538,21 +3533,20 @@ static void l16_maxpool2d_forward(const float *restrict x, float *restrict y, in
 static void l16_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][256x56x56], y [N][256x28x28] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 802816);
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 256; c++) {
-            const float *restrict xc = x + n*802816 + c*3136;
-            float *restrict dxc = dx + n*802816 + c*3136;
-            const float *restrict dyc = dy + n*200704 + c*784;
-            /* rows 0..27, cols 0..27: every tap */
-            for (int oy = 0; oy < 28; oy++) {
-                for (int ox = 0; ox < 28; ox++) {
-                    int a = oy*112 + ox*2; float m = xc[a];
-                    if (xc[oy*112 + ox*2 + 1] > m || isnan(xc[oy*112 + ox*2 + 1])) { m = xc[oy*112 + ox*2 + 1]; a = oy*112 + ox*2 + 1; }
-                    if (xc[oy*112 + ox*2 + 56] > m || isnan(xc[oy*112 + ox*2 + 56])) { m = xc[oy*112 + ox*2 + 56]; a = oy*112 + ox*2 + 56; }
-                    if (xc[oy*112 + ox*2 + 57] > m || isnan(xc[oy*112 + ox*2 + 57])) { m = xc[oy*112 + ox*2 + 57]; a = oy*112 + ox*2 + 57; }
-                    const float d = dyc[oy*28 + ox]; dxc[a] += cg_drelu(m, d);
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 256; pl++) {
+        const float *restrict xc = x + (size_t)pl * 3136;
+        float *restrict dxc = dx + (size_t)pl * 3136;
+        memset(dxc, 0, sizeof(float) * 3136);
+        const float *restrict dyc = dy + (size_t)pl * 784;
+        /* rows 0..27, cols 0..27: every tap */
+        for (int oy = 0; oy < 28; oy++) {
+            for (int ox = 0; ox < 28; ox++) {
+                int a = oy*112 + ox*2; float m = xc[a];
+                if (xc[oy*112 + ox*2 + 1] > m || isnan(xc[oy*112 + ox*2 + 1])) { m = xc[oy*112 + ox*2 + 1]; a = oy*112 + ox*2 + 1; }
+                if (xc[oy*112 + ox*2 + 56] > m || isnan(xc[oy*112 + ox*2 + 56])) { m = xc[oy*112 + ox*2 + 56]; a = oy*112 + ox*2 + 56; }
+                if (xc[oy*112 + ox*2 + 57] > m || isnan(xc[oy*112 + ox*2 + 57])) { m = xc[oy*112 + ox*2 + 57]; a = oy*112 + ox*2 + 57; }
+                const float d = dyc[oy*28 + ox]; dxc[a] += cg_drelu(m, d);
             }
         }
     }
@@ -4650,19 +4644,18 @@ static void l19_conv2d_backward_dx(const float *restrict P, float *restrict T, c
 static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][512x28x28], y [N][512x14x14] */
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + n*401408 + c*784;
-            float *restrict yc = y + n*100352 + c*196;
-            /* rows 0..13, cols 0..13: every tap */
-            for (int oy = 0; oy < 14; oy++) {
-                for (int ox = 0; ox < 14; ox++) {
-                    float m = xc[oy*56 + ox*2], v;
-                    v = xc[oy*56 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*56 + ox*2 + 28]; if (v > m || isnan(v)) m = v;
-                    v = xc[oy*56 + ox*2 + 29]; if (v > m || isnan(v)) m = v;
-                    yc[oy*14 + ox] = m;
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict xc = x + (size_t)pl * 784;
+        float *restrict yc = y + (size_t)pl * 196;
+        /* rows 0..13, cols 0..13: every tap */
+        for (int oy = 0; oy < 14; oy++) {
+            for (int ox = 0; ox < 14; ox++) {
+                float m = xc[oy*56 + ox*2], v;
+                v = xc[oy*56 + ox*2 + 1]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*56 + ox*2 + 28]; if (v > m || isnan(v)) m = v;
+                v = xc[oy*56 + ox*2 + 29]; if (v > m || isnan(v)) m = v;
+                yc[oy*14 + ox] = m;
             }
         }
     }
@@ -4671,21 +4664,20 @@ static void l23_maxpool2d_forward(const float *restrict x, float *restrict y, in
 static void l23_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x28x28], y [N][512x14x14] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 401408);
-    for (int n = 0; n < nb; n++) {
-        for (int c = 0; c < 512; c++) {
-            const float *restrict xc = x + n*401408 + c*784;
-            float *restrict dxc = dx + n*401408 + c*784;
-            const float *restrict dyc = dy + n*100352 + c*196;
-            /* rows 0..13, cols 0..13: every tap */
-            for (int oy = 0; oy < 14; oy++) {
-                for (int ox = 0; ox < 14; ox++) {
-                    int a = oy*56 + ox*2; float m = xc[a];
-                    if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
-                    if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
-                    if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
-                    const float d = dyc[oy*14 + ox]; dxc[a] += cg_drelu(m, d);
-                }
+    CG_PARALLEL_FOR
+    for (int pl = 0; pl < nb * 512; pl++) {
+        const float *restrict xc = x + (size_t)pl * 784;
+        float *restrict dxc = dx + (size_t)pl * 784;
+        memset(dxc, 0, sizeof(float) * 784);
+        const float *restrict dyc = dy + (size_t)pl * 196;
+        /* rows 0..13, cols 0..13: every tap */
+        for (int oy = 0; oy < 14; oy++) {
+            for (int ox = 0; ox < 14; ox++) {
+                int a = oy*56 + ox*2; float m = xc[a];
+                if (xc[oy*56 + ox*2 + 1] > m || isnan(xc[oy*56 + ox*2 + 1])) { m = xc[oy*56 + ox*2 + 1]; a = oy*56 + ox*2 + 1; }
+                if (xc[oy*56 + ox*2 + 28] > m || isnan(xc[oy*56 + ox*2 + 28])) { m = xc[oy*56 + ox*2 + 28]; a = oy*56 + ox*2 + 28; }
+                if (xc[oy*56 + ox*2 + 29] > m || isnan(xc[oy*56 + ox*2 + 29])) { m = xc[oy*56 + ox*2 + 29]; a = oy*56 + ox*2 + 29; }
+                const float d = dyc[oy*14 + ox]; dxc[a] += cg_drelu(m, d);
             }
         }
     }
@@ -5108,11 +5100,11 @@ static void l30_maxpool2d_forward(const float *restrict x, float *restrict y, in
 static void l30_maxpool2d_backward(const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][512x14x14], y [N][512x7x7] */
-    memset(dx, 0, sizeof(float) * (size_t)nb * 100352);
     for (int n = 0; n < nb; n++) {
         for (int c = 0; c < 512; c++) {
             const float *restrict xc = x + n*100352 + c*196;
             float *restrict dxc = dx + n*100352 + c*196;
+            memset(dxc, 0, sizeof(float) * 196);
             const float *restrict dyc = dy + n*25088 + c*49;
             /* rows 0..6, cols 0..6: every tap */
             for (int oy = 0; oy < 7; oy++) {

@@ -217,7 +217,7 @@ include tests/golden/golden.mk
 # reduction (dW tiles, batch-norm statistics, the loss) runs in a fixed order whatever
 # the thread count. One training-mode forward/backward at the full batch, per spec.
 THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml \
-  tests/nets/t_g_res_ln.yaml bench/specs/resnet20_b64.yaml
+  tests/nets/t_g_res_ln.yaml bench/specs/resnet20_b64.yaml tests/nets/t_pool_par_loop.yaml
 .PHONY: check-threads
 check-threads: $(B)/cnngen $(B)/libcnngen.a
 	@for s in $(THREAD_SPECS); do n=$$(basename $$s .yaml); d=$(B)/threads/$$n; mkdir -p $$d; \

@@ -55,9 +55,19 @@ function M.tensors(L) return {} end
 function M.macs(L) return 0 end
 function M.window(L) return L.geom end
 
+-- The planes (sample, channel) one at a time: the window written out per plane, or, the
+-- "loop" form of a layer with work for the threads, one loop over every sample's planes
+-- that they share (plane pl of the batch at x + pl * IHW: channels-major [N][C][H][W])
 local function plane_loops(C, L, unroll, body)
   local g = L.geom
   local IHW, OHW = g.h.I * g.w.I, g.h.O * g.w.O
+  if not unroll and L.parallel then
+    util.par(C, L)
+    C:open("for (int pl = 0; pl < nb * %d; pl++) {", L.channels)
+    body(string.format("(size_t)pl * %d", IHW), string.format("(size_t)pl * %d", OHW))
+    C:close()
+    return
+  end
   C:open("for (int n = 0; n < nb; n++) {")
   util.loop(C, "c", 0, L.channels - 1, unroll, function(c)
     local base_in = util.aff(0):term("n", L.in_size):term(c, IHW)
@@ -147,10 +157,13 @@ function M.backward(L, C, ctx)
   local unroll = L.sched.dw.form == "straight"
   local ktot = g.h.K * g.w.K
   local dm = L.sched.dmask
-  C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size)
+  -- zeroed all at once when the windows are written out, else a plane at a time (on
+  -- the thread that adds into it, while the plane is in its cache)
+  if unroll then C:line("memset(dx, 0, sizeof(float) * (size_t)nb * %d);", L.in_size) end
   plane_loops(C, L, unroll, function(bin, bout)
     if ismax(L) and (multi_tap(g) or dm) then C:line("const float *restrict xc = x + %s;", bin) end
     C:line("float *restrict dxc = dx + %s;", bin)
+    if not unroll then C:line("memset(dxc, 0, sizeof(float) * %d);", g.h.I * g.w.I) end
     C:line("const float *restrict dyc = dy + %s;", bout)
     window.windows(C, g, unroll, function(out, taps, info)
       if ismax(L) and #taps == 1 then
