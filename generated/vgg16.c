@@ -5121,7 +5121,7 @@ static void l30_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 32: dense 25088 -> 4096 (specs/vgg16.yaml:52:5)
- * schedule gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded */
+ * schedule gemm+rows: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx rows[IC=512] threaded */
 static void l32_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][25088], y [N][4096] */
@@ -5234,27 +5234,17 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [N][25088], y [N][4096] */
     const float *restrict w = P;
+    /* chunks of 512 columns, W read a row at a time */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 25088; i0 += 64) {
-        int n0 = 0;
-        for (; n0 + 2 <= nb; n0 += 2) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            for (int o = 0; o < 4096; o++) {
-                cg_v w0 = VLOAD(w + (size_t)o * 25088 + i0 + 0), w1 = VLOAD(w + (size_t)o * 25088 + i0 + 16), w2 = VLOAD(w + (size_t)o * 25088 + i0 + 32), w3 = VLOAD(w + (size_t)o * 25088 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
-                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
-                const float d1 = dy[(size_t)(n0 + 1) * 4096 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
+    for (int c0 = 0; c0 < 25088; c0 += 512) {
+        for (int n = 0; n < nb; n++) memset(dx + (size_t)n * 25088 + c0, 0, sizeof(float) * 512);
+        for (int o0 = 0; o0 < 4096; o0 += 8) {
+            const float *restrict w0 = w + (size_t)(o0 + 0) * 25088 + c0, *restrict w1 = w + (size_t)(o0 + 1) * 25088 + c0, *restrict w2 = w + (size_t)(o0 + 2) * 25088 + c0, *restrict w3 = w + (size_t)(o0 + 3) * 25088 + c0, *restrict w4 = w + (size_t)(o0 + 4) * 25088 + c0, *restrict w5 = w + (size_t)(o0 + 5) * 25088 + c0, *restrict w6 = w + (size_t)(o0 + 6) * 25088 + c0, *restrict w7 = w + (size_t)(o0 + 7) * 25088 + c0;
+            for (int n = 0; n < nb; n++) {
+                const float d0 = dy[(size_t)n * 4096 + o0 + 0], d1 = dy[(size_t)n * 4096 + o0 + 1], d2 = dy[(size_t)n * 4096 + o0 + 2], d3 = dy[(size_t)n * 4096 + o0 + 3], d4 = dy[(size_t)n * 4096 + o0 + 4], d5 = dy[(size_t)n * 4096 + o0 + 5], d6 = dy[(size_t)n * 4096 + o0 + 6], d7 = dy[(size_t)n * 4096 + o0 + 7];
+                float *restrict dr = dx + (size_t)n * 25088 + c0;
+                for (int i = 0; i < 512; i += 16) VSTORE(dr + i, VLOAD(dr + i) + d0 * VLOAD(w0 + i) + d1 * VLOAD(w1 + i) + d2 * VLOAD(w2 + i) + d3 * VLOAD(w3 + i) + d4 * VLOAD(w4 + i) + d5 * VLOAD(w5 + i) + d6 * VLOAD(w6 + i) + d7 * VLOAD(w7 + i));
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 48, a0_3);
-            VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 0, a1_0); VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 16, a1_1); VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 32, a1_2); VSTORE(dx + (size_t)(n0 + 1) * 25088 + i0 + 48, a1_3);
-        }
-        for (; n0 < nb; n0++) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            for (int o = 0; o < 4096; o++) {
-                cg_v w0 = VLOAD(w + (size_t)o * 25088 + i0 + 0), w1 = VLOAD(w + (size_t)o * 25088 + i0 + 16), w2 = VLOAD(w + (size_t)o * 25088 + i0 + 32), w3 = VLOAD(w + (size_t)o * 25088 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
-                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
-            }
-            VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 0, a0_0); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 16, a0_1); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 32, a0_2); VSTORE(dx + (size_t)(n0 + 0) * 25088 + i0 + 48, a0_3);
         }
     }
 }
@@ -5266,7 +5256,7 @@ static void l32_dense_backward_dx(const float *restrict P, const float *restrict
 /* l33_relu_backward: none, layer 34 masks its dx stores with the relu's derivative */
 
 /* layer 34: dense 4096 -> 4096 (specs/vgg16.yaml:54:5)
- * schedule gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded */
+ * schedule gemm+rows: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx rows[IC=512]+relu' threaded */
 static void l34_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][4096] */
@@ -5379,27 +5369,22 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [N][4096], y [N][4096] */
     const float *restrict w = P;
+    /* chunks of 512 columns, W read a row at a time */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 4096; i0 += 64) {
-        int n0 = 0;
-        for (; n0 + 2 <= nb; n0 += 2) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            for (int o = 0; o < 4096; o++) {
-                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
-                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
-                const float d1 = dy[(size_t)(n0 + 1) * 4096 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
+    for (int c0 = 0; c0 < 4096; c0 += 512) {
+        for (int n = 0; n < nb; n++) memset(dx + (size_t)n * 4096 + c0, 0, sizeof(float) * 512);
+        for (int o0 = 0; o0 < 4096; o0 += 8) {
+            const float *restrict w0 = w + (size_t)(o0 + 0) * 4096 + c0, *restrict w1 = w + (size_t)(o0 + 1) * 4096 + c0, *restrict w2 = w + (size_t)(o0 + 2) * 4096 + c0, *restrict w3 = w + (size_t)(o0 + 3) * 4096 + c0, *restrict w4 = w + (size_t)(o0 + 4) * 4096 + c0, *restrict w5 = w + (size_t)(o0 + 5) * 4096 + c0, *restrict w6 = w + (size_t)(o0 + 6) * 4096 + c0, *restrict w7 = w + (size_t)(o0 + 7) * 4096 + c0;
+            for (int n = 0; n < nb; n++) {
+                const float d0 = dy[(size_t)n * 4096 + o0 + 0], d1 = dy[(size_t)n * 4096 + o0 + 1], d2 = dy[(size_t)n * 4096 + o0 + 2], d3 = dy[(size_t)n * 4096 + o0 + 3], d4 = dy[(size_t)n * 4096 + o0 + 4], d5 = dy[(size_t)n * 4096 + o0 + 5], d6 = dy[(size_t)n * 4096 + o0 + 6], d7 = dy[(size_t)n * 4096 + o0 + 7];
+                float *restrict dr = dx + (size_t)n * 4096 + c0;
+                for (int i = 0; i < 512; i += 16) VSTORE(dr + i, VLOAD(dr + i) + d0 * VLOAD(w0 + i) + d1 * VLOAD(w1 + i) + d2 * VLOAD(w2 + i) + d3 * VLOAD(w3 + i) + d4 * VLOAD(w4 + i) + d5 * VLOAD(w5 + i) + d6 * VLOAD(w6 + i) + d7 * VLOAD(w7 + i));
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
-            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 0), a1_0)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 16), a1_1)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 32), a1_2)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 48), a1_3));
         }
-        for (; n0 < nb; n0++) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            for (int o = 0; o < 4096; o++) {
-                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
-                const float d0 = dy[(size_t)(n0 + 0) * 4096 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
-            }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
+        for (int n = 0; n < nb; n++) {
+            float *restrict dr = dx + (size_t)n * 4096 + c0;
+            const float *restrict xr = x + (size_t)n * 4096 + c0;
+            for (int i = 0; i < 512; i += 16) VSTORE(dr + i, vdrelu(VLOAD(xr + i), VLOAD(dr + i)));
         }
     }
 }
@@ -5411,7 +5396,7 @@ static void l34_dense_backward_dx(const float *restrict P, const float *restrict
 /* l35_relu_backward: none, layer 36 masks its dx stores with the relu's derivative */
 
 /* layer 36: dense 4096 -> 1000 (specs/vgg16.yaml:56:5)
- * schedule gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded */
+ * schedule gemm+rows: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx rows[IC=512]+relu' threaded */
 static void l36_dense_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][4096], y [N][1000] */
@@ -5524,27 +5509,22 @@ static void l36_dense_backward_dx(const float *restrict P, const float *restrict
 {
     /* x [N][4096], y [N][1000] */
     const float *restrict w = P;
+    /* chunks of 512 columns, W read a row at a time */
     CG_PARALLEL_FOR
-    for (int i0 = 0; i0 < 4096; i0 += 64) {
-        int n0 = 0;
-        for (; n0 + 2 <= nb; n0 += 2) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            cg_v a1_0 = vsplat(0.0f), a1_1 = vsplat(0.0f), a1_2 = vsplat(0.0f), a1_3 = vsplat(0.0f);
-            for (int o = 0; o < 1000; o++) {
-                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
-                const float d0 = dy[(size_t)(n0 + 0) * 1000 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
-                const float d1 = dy[(size_t)(n0 + 1) * 1000 + o]; a1_0 += d1 * w0; a1_1 += d1 * w1; a1_2 += d1 * w2; a1_3 += d1 * w3;
+    for (int c0 = 0; c0 < 4096; c0 += 512) {
+        for (int n = 0; n < nb; n++) memset(dx + (size_t)n * 4096 + c0, 0, sizeof(float) * 512);
+        for (int o0 = 0; o0 < 1000; o0 += 8) {
+            const float *restrict w0 = w + (size_t)(o0 + 0) * 4096 + c0, *restrict w1 = w + (size_t)(o0 + 1) * 4096 + c0, *restrict w2 = w + (size_t)(o0 + 2) * 4096 + c0, *restrict w3 = w + (size_t)(o0 + 3) * 4096 + c0, *restrict w4 = w + (size_t)(o0 + 4) * 4096 + c0, *restrict w5 = w + (size_t)(o0 + 5) * 4096 + c0, *restrict w6 = w + (size_t)(o0 + 6) * 4096 + c0, *restrict w7 = w + (size_t)(o0 + 7) * 4096 + c0;
+            for (int n = 0; n < nb; n++) {
+                const float d0 = dy[(size_t)n * 1000 + o0 + 0], d1 = dy[(size_t)n * 1000 + o0 + 1], d2 = dy[(size_t)n * 1000 + o0 + 2], d3 = dy[(size_t)n * 1000 + o0 + 3], d4 = dy[(size_t)n * 1000 + o0 + 4], d5 = dy[(size_t)n * 1000 + o0 + 5], d6 = dy[(size_t)n * 1000 + o0 + 6], d7 = dy[(size_t)n * 1000 + o0 + 7];
+                float *restrict dr = dx + (size_t)n * 4096 + c0;
+                for (int i = 0; i < 512; i += 16) VSTORE(dr + i, VLOAD(dr + i) + d0 * VLOAD(w0 + i) + d1 * VLOAD(w1 + i) + d2 * VLOAD(w2 + i) + d3 * VLOAD(w3 + i) + d4 * VLOAD(w4 + i) + d5 * VLOAD(w5 + i) + d6 * VLOAD(w6 + i) + d7 * VLOAD(w7 + i));
             }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
-            VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 0), a1_0)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 16), a1_1)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 32), a1_2)); VSTORE(dx + (size_t)(n0 + 1) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 1) * 4096 + i0 + 48), a1_3));
         }
-        for (; n0 < nb; n0++) {
-            cg_v a0_0 = vsplat(0.0f), a0_1 = vsplat(0.0f), a0_2 = vsplat(0.0f), a0_3 = vsplat(0.0f);
-            for (int o = 0; o < 1000; o++) {
-                cg_v w0 = VLOAD(w + (size_t)o * 4096 + i0 + 0), w1 = VLOAD(w + (size_t)o * 4096 + i0 + 16), w2 = VLOAD(w + (size_t)o * 4096 + i0 + 32), w3 = VLOAD(w + (size_t)o * 4096 + i0 + 48); VKEEP(w0); VKEEP(w1); VKEEP(w2); VKEEP(w3);
-                const float d0 = dy[(size_t)(n0 + 0) * 1000 + o]; a0_0 += d0 * w0; a0_1 += d0 * w1; a0_2 += d0 * w2; a0_3 += d0 * w3;
-            }
-            VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 0, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 0), a0_0)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 16, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 16), a0_1)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 32, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 32), a0_2)); VSTORE(dx + (size_t)(n0 + 0) * 4096 + i0 + 48, vdrelu(VLOAD(x + (size_t)(n0 + 0) * 4096 + i0 + 48), a0_3));
+        for (int n = 0; n < nb; n++) {
+            float *restrict dr = dx + (size_t)n * 4096 + c0;
+            const float *restrict xr = x + (size_t)n * 4096 + c0;
+            for (int i = 0; i < 512; i += 16) VSTORE(dr + i, vdrelu(VLOAD(xr + i), VLOAD(dr + i)));
         }
     }
 }
@@ -5946,7 +5926,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {25088, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 25088, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 52, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
+     .schedule = "gemm+rows: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx rows[IC=512] threaded", .n_inputs = 1, .inputs = vgg16_inputs + 32, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30155776, .lanes = 0, .line = 53, .col = 5,
@@ -5954,7 +5934,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 54, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
+     .schedule = "gemm+rows: fwd gemm[TN=2,TO=8]+relu dw gemm[TI=4,TO=6] dx rows[IC=512]+relu' threaded", .n_inputs = 1, .inputs = vgg16_inputs + 34, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "relu", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {4096, 0, 0},
      .in_size = 4096, .out_size = 4096, .act_offset = 30163968, .lanes = 0, .line = 55, .col = 5,
@@ -5962,7 +5942,7 @@ static const cg_layer vgg16_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "dense", .ndim_in = 1, .in_shape = {4096, 0, 0}, .ndim_out = 1, .out_shape = {1000, 0, 0},
      .in_size = 4096, .out_size = 1000, .act_offset = 30172160, .lanes = 0, .line = 56, .col = 5,
-     .schedule = "gemm: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx gemm[TI=4,TN=2]+relu' threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
+     .schedule = "gemm+rows: fwd gemm[TN=2,TO=8] dw gemm[TI=4,TO=6] dx rows[IC=512]+relu' threaded", .n_inputs = 1, .inputs = vgg16_inputs + 36, .name = NULL, .inplace = 0,
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
 };
 

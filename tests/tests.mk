@@ -198,7 +198,7 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   tests/nets/t_fuse_dense_kb_ln.yaml tests/nets/t_c2_wvband_loop.yaml tests/nets/t_fuse_bwd.yaml tests/nets/t_fuse_bwd_loop.yaml \
   tests/nets/t_fuse_bwd_ln.yaml tests/nets/t_fuse_bwd_kb_ln.yaml \
   tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml \
-  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml tests/torchnets/t_cvw_big.yaml
+  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml tests/torchnets/t_cvw_big.yaml tests/nets/t_dense_rows_loop.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)

@@ -97,9 +97,21 @@ function M.candidates(L, T)
     fwd = {form = "gemm", tile = {TN = TN, TO = math.min(L.nout, math.max(1, T.acc * 2 // 3 // TN))}},
     dw = {form = "gemm", tile = {TO = math.min(L.nout, 6), TI = TI}},
     dx = {form = "gemm", tile = {TN = math.min(L.batch, 4), TI = TI}, apart = true}}
+  -- dx with W read row by row (rows, backward_dx_rows): first when W is far larger than
+  -- a core's L2 (more than 4 MB), where the tiles' dx walks W down column strips of 64
+  -- bytes, a page a row: VGG-16's 25088 -> 4096 layer at batch 2, 2-core Zen 3, 36 ms
+  -- a call (~11 GB/s of the weights)
+  local IC = math.max(4 * L.vec, math.min(512, (8192 // L.batch) // L.vec * L.vec))
+  local rows = {name = "gemm+rows", layout = "nchw", fwd = gemm.fwd, dw = gemm.dw,
+    dx = {form = "rows", tile = {IC = IC}, apart = true}}
   local c = {}
   if L.nin * L.nout <= L.budget then c[#c + 1] = straight end
-  if L.batch >= 2 then c[#c + 1] = gemm end
+  if L.batch >= 2 then
+    local big = 4 * L.nin * L.nout > 4 * 2^20 and L.nin >= 2 * IC
+    if big then c[#c + 1] = rows end
+    c[#c + 1] = gemm
+    if not big and L.nin >= L.vec then c[#c + 1] = rows end
+  end
   c[#c + 1] = loop
   return c
 end
@@ -108,7 +120,8 @@ end
 -- writes each dx element once (not the loop form, which accumulates into dx)
 function M.masks_dx(L)
   local S = L.sched
-  return S.dw.form == "straight" or (S.dx and S.dx.apart and (S.dx.form == "lanes" or S.dx.form == "gemm")) or false
+  return S.dw.form == "straight" or (S.dx and S.dx.apart and (S.dx.form == "lanes" or S.dx.form == "gemm"
+    or S.dx.form == "rows")) or false
 end
 
 function M.forward(L, C, ctx)
@@ -374,8 +387,82 @@ function M.backward_gemm(L, C)
   return {"G", "x", "dy", "nb"}
 end
 
+-- dx[n][i] = sum_o dy[n][o] w[o][i] with W read row by row: chunks of IC columns (the
+-- threads' units of work), each chunk's nb x IC sums kept in dx (in L1) while every
+-- row's IC weights stream past, contiguous; then masked with a fused relu's derivative.
+-- The columns past the last whole vector as the tiles' form's.
+local function backward_dx_rows(L, C)
+  local I, O, V = L.nin, L.nout, L.vec
+  local IC = L.sched.dx.tile.IC
+  local IV = I - I % V
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("/* chunks of %d columns, W read a row at a time */", IC)
+  local function chunk(c0, width)
+    C:line("for (int n = 0; n < nb; n++) memset(dx + (size_t)n * %d + %s, 0, sizeof(float) * %d);", I, c0, width)
+    -- U rows at a time: a pass over the sums per U rows (their chunks, U x IC floats,
+    -- stay in L1 for the batch's other samples)
+    local function rows_of(o0, u)
+      local wr, d, t = {}, {}, {}
+      for r = 0, u - 1 do
+        wr[#wr + 1] = string.format("*restrict w%d = w + (size_t)(%s + %d) * %d + %s", r, o0, r, I, c0)
+        d[#d + 1] = string.format("d%d = dy[(size_t)n * %d + %s + %d]", r, O, o0, r)
+        t[#t + 1] = string.format("d%d * VLOAD(w%d + i)", r, r)
+      end
+      C:line("const float %s;", table.concat(wr, ", "))
+      C:open("for (int n = 0; n < nb; n++) {")
+      C:line("const float %s;", table.concat(d, ", "))
+      C:line("float *restrict dr = dx + (size_t)n * %d + %s;", I, c0)
+      C:line("for (int i = 0; i < %d; i += %d) VSTORE(dr + i, VLOAD(dr + i) + %s);", width, V, table.concat(t, " + "))
+      C:close()
+    end
+    local U = 8
+    local OU = O - O % U
+    if OU > 0 then
+      C:open("for (int o0 = 0; o0 < %d; o0 += %d) {", OU, U)
+      rows_of("o0", U)
+      C:close()
+    end
+    if O > OU then
+      C:open("{")
+      rows_of(tostring(OU), O - OU)
+      C:close()
+    end
+    if L.sched.dmask then
+      C:open("for (int n = 0; n < nb; n++) {")
+      C:line("float *restrict dr = dx + (size_t)n * %d + %s;", I, c0)
+      C:line("const float *restrict xr = x + (size_t)n * %d + %s;", I, c0)
+      C:line("for (int i = 0; i < %d; i += %d) VSTORE(dr + i, %s);", width, V, fuse.dv(L, "VLOAD(xr + i)", "VLOAD(dr + i)"))
+      C:close()
+    end
+  end
+  local full = IV - IV % IC
+  if full > 0 then
+    if full > IC then util.par(C, L) end
+    C:open("for (int c0 = 0; c0 < %d; c0 += %d) {", full, IC)
+    chunk("c0", IC)
+    C:close()
+  end
+  if IV > full then
+    C:open("{")
+    chunk(tostring(full), IV - full)
+    C:close()
+  end
+  if IV < I then
+    C:open("for (int i = %d; i < %d; i++) {", IV, I)
+    C:open("for (int n = 0; n < nb; n++) {")
+    C:line("float s = 0.0f;")
+    C:line("for (int o = 0; o < %d; o++) s += dy[(size_t)n * %d + o] * w[(size_t)o * %d + i];", O, O, I)
+    C:line("dx[(size_t)n * %d + i] = %s;", I, fuse.ds(L, string.format("x[(size_t)n * %d + i]", I), "s"))
+    C:close()
+    C:close()
+  end
+  if L.sched.dmask then return {"P", "x", "dy", "dx", "nb"} end
+  return {"P", "dy", "dx", "nb"}
+end
+
 -- dx[n][i] = sum_o dy[n][o] w[o][i]: tiles of TN rows of the batch x TI vectors along i
 function M.backward_dx(L, C, ctx)
+  if L.sched.dx.form == "rows" then return backward_dx_rows(L, C) end
   local I, O, V = L.nin, L.nout, L.vec
   local TN, TI = L.sched.dx.tile.TN, L.sched.dx.tile.TI
   C:line("const float *restrict w = %s;", L.t.weight)
