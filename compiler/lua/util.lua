@@ -356,6 +356,24 @@ function M.par(C, L)
   if L.parallel then C:line("CG_PARALLEL_FOR") end
 end
 
+-- Whole blocks of step, then the last partial one: for (var = 0; var < full; var += step)
+-- body(var, step), then { body(full, n - full) }, every size a generation-time constant.
+-- par: the layer, when the loop of two or more whole blocks is the threads' (M.par)
+function M.blocks(C, var, n, step, par, body)
+  local full = n - n % step
+  if full > 0 then
+    if par and full > step then M.par(C, par) end
+    C:open("for (int %s = 0; %s < %d; %s += %d) {", var, var, full, var, step)
+    body(var, step)
+    C:close()
+  end
+  if n > full then
+    C:open("{")
+    body(tostring(full), n - full)
+    C:close()
+  end
+end
+
 -- A loop that OpenMP may split across threads (CG_PARALLEL_FOR is empty without
 -- -fopenmp). Only loops whose iterations write disjoint memory are marked.
 function M.ploop(C, var, lo, hi, parallel, body)

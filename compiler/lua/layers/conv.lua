@@ -606,35 +606,30 @@ end
 ---------------------------------------------------------------------------
 local largest_divisor = util.largest_divisor
 
-function M.scratch(L)
+-- Floats of the layer's own scratch S (what the backward reads of the forward's: the
+-- padded input) and of the network's temporary region T a pass uses (padded dy, turned
+-- or transformed weights, Winograd's blocks: nothing kept from one call to the next)
+local function scratch_sizes(L)
   local S = L.sched
   if S.layout == "lanes" then
-    -- the padded input the forward keeps for dW (Winograd's schedules pad nothing)
-    return S.fwd.pad and M.lanes_pad(L, L.lanes_R).kept or 0
-  end
-  if S.fwd.form == "wv" then return wv.scratch(L).kept end
-  if S.fwd.form == "cvw" then return cvw_mod.layout(L, M.cv_scratch).kept end
-  if S.fwd.form ~= "cv" then return 0 end
-  return M.cv_scratch(L).kept
-end
-
--- Floats of the network's temporary region T a pass of the layer uses (the channel-
--- major forms' own buffers; what the backward reads of the forward's is in S)
-function M.temp(L)
-  local S = L.sched
-  if S.layout == "lanes" then
-    -- each Winograd pass transforms the weights into T (none keeps it for another)
+    -- each Winograd pass transforms the weights into T (none keeps it for another;
+    -- Winograd's schedules pad nothing)
     local s = wino.dw_scratch(L)
     if S.fwd.form == "wino" or S.dx.form == "wino" then s = math.max(s, wino.scratch(L)) end
     if S.fwd.form == "wino4" or S.dx.form == "wino4" then s = math.max(s, wino4.scratch(L)) end
-    if s > 0 then return s end
-    return S.dx.pad and M.lanes_pad(L, L.lanes_R).total or 0
+    if s > 0 then return 0, s end
+    if not (S.fwd.pad or S.dx.pad) then return 0, 0 end
+    local pl = M.lanes_pad(L, L.lanes_R)
+    return pl.kept, pl.total
   end
-  if S.fwd.form == "wv" then return wv.scratch(L).total end
-  if S.fwd.form == "cvw" then return cvw_mod.layout(L, M.cv_scratch).total end
-  if S.fwd.form ~= "cv" then return 0 end
-  return M.cv_scratch(L).total + (S.dx.form == "wv" and wv.dyp_size(L) or 0)
+  if S.fwd.form == "wv" then local r = wv.scratch(L); return r.kept, r.total end
+  if S.fwd.form == "cvw" then local r = cvw_mod.layout(L, M.cv_scratch); return r.kept, r.total end
+  if S.fwd.form ~= "cv" then return 0, 0 end
+  local r = M.cv_scratch(L)
+  return r.kept, r.total + (S.dx.form == "wv" and wv.dyp_size(L) or 0)
 end
+function M.scratch(L) return (scratch_sizes(L)) end
+function M.temp(L) return select(2, scratch_sizes(L)) end
 
 -- Loops over groups, channel blocks and lane blocks (outermost first), the first one
 -- with work to share marked parallel: every iteration writes its own outputs.

@@ -310,19 +310,7 @@ end
 -- then the I % V scalar columns: block(i0 expression, vectors) and scalar(i).
 local function column_blocks(C, L, I, V, TI, block, scalar, parallel)
   local IV = I - I % V
-  local NVI = IV // V
-  local nblk = NVI // TI
-  if nblk > 0 then
-    if parallel and nblk > 1 then util.par(C, L) end
-    C:open("for (int i0 = 0; i0 < %d; i0 += %d) {", nblk * TI * V, TI * V)
-    block("i0", TI)
-    C:close()
-  end
-  if NVI % TI > 0 then
-    C:open("{")
-    block(tostring(nblk * TI * V), NVI % TI)
-    C:close()
-  end
+  util.blocks(C, "i0", IV, TI * V, parallel and L, function(i0, width) block(i0, width // V) end)
   if IV < I then
     C:open("for (int i = %d; i < %d; i++) {", IV, I)
     scalar("i")
@@ -415,18 +403,7 @@ local function backward_dx_rows(L, C)
       C:line("for (int i = 0; i < %d; i += %d) VSTORE(dr + i, VLOAD(dr + i) + %s);", width, V, table.concat(t, " + "))
       C:close()
     end
-    local U = 8
-    local OU = O - O % U
-    if OU > 0 then
-      C:open("for (int o0 = 0; o0 < %d; o0 += %d) {", OU, U)
-      rows_of("o0", U)
-      C:close()
-    end
-    if O > OU then
-      C:open("{")
-      rows_of(tostring(OU), O - OU)
-      C:close()
-    end
+    util.blocks(C, "o0", O, 8, nil, rows_of)
     if L.sched.dmask then
       C:open("for (int n = 0; n < nb; n++) {")
       C:line("float *restrict dr = dx + (size_t)n * %d + %s;", I, c0)
@@ -435,18 +412,7 @@ local function backward_dx_rows(L, C)
       C:close()
     end
   end
-  local full = IV - IV % IC
-  if full > 0 then
-    if full > IC then util.par(C, L) end
-    C:open("for (int c0 = 0; c0 < %d; c0 += %d) {", full, IC)
-    chunk("c0", IC)
-    C:close()
-  end
-  if IV > full then
-    C:open("{")
-    chunk(tostring(full), IV - full)
-    C:close()
-  end
+  util.blocks(C, "c0", IV, IC, L, chunk)
   if IV < I then
     C:open("for (int i = %d; i < %d; i++) {", IV, I)
     C:open("for (int n = 0; n < nb; n++) {")
