@@ -540,6 +540,42 @@ START_TEST(test_cli_outdir_created)
 }
 END_TEST
 
+/* --inference -o DIR creates DIR and its parents too (it wrote into a missing directory's
+ * path and failed); beneath a regular file: error naming it, nothing left; -o '' an error */
+START_TEST(test_cli_infer_outdir_created)
+{
+    char *dir = make_tmpdir();
+    char d[600], sub[600], bad[700];
+    snprintf(d, sizeof d, "%s/a/b", dir);
+    run_result r;
+    RUN(r, "specs/lecture_conv1d.yaml", "--inference", "-o", d);
+    expect_status("cnngen --inference -o DIR/a/b", &r, 0);
+    char want[700];
+    snprintf(want, sizeof want, "%s/lecture_conv1d_infer.c\n", d);
+    ck_assert_msg(strcmp(r.out, want) == 0, "cnngen --inference -o DIR/a/b: printed \"%s\", expected \"%s\"", r.out, want);
+    char *left = dir_listing(d);
+    ck_assert_msg(strcmp(left, "lecture_conv1d_infer.c lecture_conv1d_infer.h") == 0, "DIR/a/b holds: %s", left);
+    free(left);
+    free_result(&r);
+    snprintf(bad, sizeof bad, "%s/lecture_conv1d_infer.c/x", d);
+    RUN(r, "specs/lecture_conv1d.yaml", "--inference", "-o", bad);
+    expect_status("cnngen --inference -o FILE/x", &r, 1);
+    ck_assert_msg(strstr(r.err, bad) != NULL, "cnngen --inference -o %s: message does not name it:\n%s", bad, r.err);
+    ck_assert_msg(r.out_len == 0, "cnngen --inference -o FILE/x: printed %s", r.out);
+    free_result(&r);
+    /* -o '': an error (it wrote into /) */
+    RUN(r, "specs/lecture_conv1d.yaml", "--inference", "-o", "");
+    expect_status("cnngen --inference -o ''", &r, 1);
+    ck_assert_msg(strstr(r.err, "-o ''") && strstr(r.err, "empty"), "cnngen --inference -o '': unclear message:\n%s", r.err);
+    rm_tree(d);
+    snprintf(sub, sizeof sub, "%s/a", dir);
+    rmdir(sub);
+    rmdir(dir);
+    free(dir);
+    free_result(&r);
+}
+END_TEST
+
 /* -o naming a regular file: error, and nothing (no .tmp either) left next to it */
 START_TEST(test_cli_outdir_is_file)
 {
@@ -1283,6 +1319,7 @@ Suite *make_compiler_suite(void)
     tcase_add_test(cli, test_cli_bad_outdir);
     tcase_add_test(cli, test_cli_empty_outdir);
     tcase_add_test(cli, test_cli_outdir_created);
+    tcase_add_test(cli, test_cli_infer_outdir_created);
     tcase_add_test(cli, test_cli_outdir_is_file);
     tcase_add_test(cli, test_cli_empty_file);
     tcase_add_test(cli, test_cli_path_comment_injection);

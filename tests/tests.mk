@@ -240,7 +240,8 @@ INFER_SPECS := specs/lenet5.yaml:norm specs/bnnet.yaml specs/mixed1d.yaml:norm s
   tests/infer/bn_any.yaml:norm tests/nets/t_bn_f.yaml:norm tests/nets/t_bn_cl.yaml tests/nets/t_bn_chw.yaml \
   tests/nets/t_c2_dw.yaml tests/nets/t_c1_groups_loop.yaml tests/nets/t_c2_wv_loop.yaml \
   tests/nets/t_flatten_last.yaml tests/nets/t_act_smooth_ln.yaml tests/nets/t_mp2_k3s2p1.yaml \
-  tests/nets/t_ap2_k3s2p1.yaml tests/nets/t_fuse_wv_loop.yaml tests/nets/t_fuse_bn_ln.yaml:norm
+  tests/nets/t_ap2_k3s2p1.yaml tests/nets/t_fuse_wv_loop.yaml tests/nets/t_fuse_bn_ln.yaml:norm \
+  tests/infer/cl_forms.yaml:norm
 .PHONY: infer-check
 infer-check: $(B)/cnngen $(B)/libcnngen.a $(B)/trainers/lenet5 $(B)/trainers/bnnet $(B)/trainers/mixed1d $(B)/trainers/mixed2d
 	@tests/infer/run.sh $(B) $(PYTHON) $(INFER_SPECS)

@@ -308,6 +308,9 @@ local function emit_layers(I, spec, path)
       -- an activation stored by its producer (fuse.lua): no function, no call
       args[L] = {}
     elseif not L.view then
+      -- the layout of a forward alone (no region kept or made for a backward: conv's
+      -- channels-last forms copy one sample at a time)
+      L.fwd_only = true
       F:line("/* layer %d: %s %s -> %s (%s:%d:%d)%s */", L.index, L.kind, I.shape_str(L.in_shape),
         I.shape_str(L.out_shape), I.c_comment(path), L.node.line, L.node.col,
         L.folded and string.format(", batchnorm %d folded in", L.folded.index) or "")
@@ -708,9 +711,18 @@ function M.main(core, args)
     return 1
   end
   local c, hdr = emit(core, spec, path, text, z, norm, F, args)
-  local base = (outdir or ".") .. "/" .. spec.name .. "_infer"
+  if outdir == "" then io.stderr:write("cnngen: -o '': the output directory is an empty path\n"); return 1 end
+  outdir = outdir or "."
+  -- mkdir -p, as the trainer's export does; the new directories go again on error
+  local made, merr = cnngen_c.mkdir_p(outdir)
+  if not made then io.stderr:write("cnngen: " .. merr .. "\n"); return 1 end
+  local base = (outdir:sub(-1) == "/" and outdir or outdir .. "/") .. spec.name .. "_infer"
   local wok, werr = I.write_atomic({{path = base .. ".h", text = hdr}, {path = base .. ".c", text = c}})
-  if not wok then io.stderr:write("cnngen: " .. tostring(werr) .. "\n"); return 1 end
+  if not wok then
+    for k = #made, 1, -1 do os.remove(made[k]) end
+    io.stderr:write("cnngen: " .. tostring(werr) .. "\n")
+    return 1
+  end
   io.stdout:write(base .. ".c\n")
   return 0
 end

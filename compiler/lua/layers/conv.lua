@@ -1225,7 +1225,9 @@ function M.cv_scratch(L)
   local r = {CP = CP, CIP = CIP, Hp = Hp, Wp = Wp, Qh = Qh, Qw = Qw, Hq = Hq, Wq = Wq}
   local at = 0
   local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
-  take("XP", L.batch * Hp * Wp * L.cin)   -- S: padded channels-last input of every sample (kept for dW)
+  -- S: padded channels-last input of every sample (kept for dW; one sample's in a forward
+  -- alone, L.fwd_only: the inference export)
+  take("XP", (L.fwd_only and 1 or L.batch) * Hp * Wp * L.cin)
   r.kept, at = at, 0
   take("YH", OHW * CP)                    -- one sample's output, channels-last
   take("WT", L.cin * KK * CP)             -- weights as [ci][k][co]

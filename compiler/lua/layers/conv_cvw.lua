@@ -92,10 +92,12 @@ function M.u_stride(R, Op) return R * Op + 16 end
 
 -- Scratch layout (floats) after the dW form's: cv's channels-last copies (XP, all
 -- samples) or wv's padded planes, then this form's regions (XC: one sample's
--- channels-last copy when the kept input is wv's).
+-- channels-last copy when the kept input is wv's). A forward alone (L.fwd_only: the
+-- inference export) keeps nothing for a backward: one sample's channels-last copy in S,
+-- the forward's regions in T.
 function M.layout(L, cv_scratch)
   local g = L.geom
-  local keep = L.sched.dw.form == "cvw" and "cv" or L.sched.dw.form
+  local keep = (L.fwd_only or L.sched.dw.form == "cvw") and "cv" or L.sched.dw.form
   local CP, CIP = ceilv(L, L.cout), ceilv(L, L.cin)
   local r = {CP = CP, CIP = CIP, keep = keep,
     Hp = g.h.I + g.h.lo + g.h.hi, Wp = g.w.I + g.w.lo + g.w.hi,
@@ -103,11 +105,11 @@ function M.layout(L, cv_scratch)
   local at
   local function take(name, n) r[name] = at; at = at + ceilv(L, n) end
   -- XP in S (kept floats), the rest in T (total floats)
-  if L.sched.dw.form == "cvw" then
+  if L.fwd_only or L.sched.dw.form == "cvw" then
     -- the cv form's regions this form uses, without its dW's (dy of every sample, the
     -- weights turned): every sample's channels-last copy, then one sample's buffers
     at = 0
-    take("XP", L.batch * r.Hp * r.Wp * L.cin)
+    take("XP", (L.fwd_only and 1 or L.batch) * r.Hp * r.Wp * L.cin)
     r.kept, at = at, 0
   elseif keep == "cv" then
     local sc = cv_scratch(L)
@@ -120,10 +122,12 @@ function M.layout(L, cv_scratch)
   if not r.YH then
     take("YH", g.h.O * g.w.O * CP)
     take("BP", CP)
-    take("DYP", r.Hq * r.Wq * L.cout)
-    take("DXH", g.h.I * g.w.I * CIP)
+    if not L.fwd_only then
+      take("DYP", r.Hq * r.Wq * L.cout)
+      take("DXH", g.h.I * g.w.I * CIP)
+    end
   end
-  take("U", 16 * M.u_stride(1, math.max(L.cin * CP, L.cout * CIP)))
+  take("U", 16 * M.u_stride(1, L.fwd_only and L.cin * CP or math.max(L.cin * CP, L.cout * CIP)))
   -- the blocked product's transformed inputs and products (fwd, dx)
   local vb, mb = 0, 0
   local function blocked(tile, Oh, Ow, Cr, Op, slice)
@@ -132,8 +136,8 @@ function M.layout(L, cv_scratch)
     vb, mb = math.max(vb, 16 * bk.VPS), math.max(mb, 16 * bk.MPS)
   end
   blocked(L.sched.fwd.tile, g.h.O, g.w.O, L.cin, CP)
-  if L.sched.dx and L.sched.dx.form == "cvw" then blocked(L.sched.dx.tile, g.h.I, g.w.I, L.cout, CIP) end
-  if L.sched.dw.form == "cvw" then
+  if not L.fwd_only and L.sched.dx and L.sched.dx.form == "cvw" then blocked(L.sched.dx.tile, g.h.I, g.w.I, L.cout, CIP) end
+  if not L.fwd_only and L.sched.dw.form == "cvw" then
     local bk = M.dw_blocking(g.h.O, g.w.O, L.cin, CP)
     vb, mb = math.max(vb, 16 * bk.VPS), math.max(mb, 16 * bk.MPS)
   end
@@ -499,7 +503,12 @@ end
 function M.pad_input_cl(C, L, d, name, at, Hp, Wp)
   local g = L.geom
   C:line("const float *restrict xn = x + (size_t)n * %d;", d.IN)
-  C:line("float *restrict %s = S + %d + (size_t)n * %d;", name, at, Hp * Wp * L.cin)
+  if L.fwd_only then
+    -- a forward alone: one sample's copy, remade for each
+    C:line("float *restrict %s = S + %d;", name, at)
+  else
+    C:line("float *restrict %s = S + %d + (size_t)n * %d;", name, at, Hp * Wp * L.cin)
+  end
   C:line("memset(%s, 0, sizeof(float) * %d);", name, Hp * Wp * L.cin)
   C:line("for (int ci = 0; ci < %d; ci++)", L.cin)
   C:line("    for (int iy = 0; iy < %d; iy++)", g.h.I)
