@@ -77,95 +77,431 @@ static inline __attribute__((unused)) float cg_drelu(float y, float g) { return 
 #define vdrelu(y, g) ((cg_v)((cg_vi)(g) & ~((y) <= vsplat(0.0f))))
 
 /* layer 0: conv2d 3x20x18 -> 6x10x16 (specs/mixed2d.yaml:10:5)
- * schedule loop: fwd loop dw loop dx with dw */
-static void l00_conv2d_forward(const float *restrict P, const float *restrict x, float *restrict y, int nb)
+ * schedule cv: fwd cv[TP=16,TV=1] dw cv[TPR=24,TV=1] dx cv[TP=16,TV=1] */
+static void l00_conv2d_forward(const float *restrict P, float *restrict S, float *restrict T, const float *restrict x, float *restrict y, int nb)
 {
     /* x [N][3x20x18], y [N][6x10x16] */
     const float *restrict w = P;
-    const float *restrict b = P + 108;
+    float *restrict yh = T + 0, *restrict wt = T + 2560, *restrict bp = T + 2848;
+    /* weights [co][ci][k] -> [ci][k][co], channels padded to 16 */
+    for (int i = 0; i < 288; i++) wt[i] = 0.0f;
+    for (int co = 0; co < 6; co++)
+        for (int j = 0; j < 18; j++) wt[j * 16 + co] = w[co * 18 + j];
+    for (int co = 0; co < 16; co++) bp[co] = co < 6 ? (P + 108)[co] : 0.0f;
     for (int n = 0; n < nb; n++) {
         const float *restrict xn = x + (size_t)n * 1080;
+        float *restrict xp = S + 0 + (size_t)n * 1188;
+        memset(xp, 0, sizeof(float) * 1188);
+        for (int ci = 0; ci < 3; ci++)
+            for (int iy = 0; iy < 20; iy++)
+                for (int ix = 0; ix < 18; ix++) xp[((iy + 1) * 18 + ix + 0) * 3 + ci] = xn[ci * 360 + iy * 18 + ix];
         float *restrict yn = y + (size_t)n * 960;
-        for (int col = 0; col < 6; col++) {
-            float *restrict yc = yn + col*160;
-            for (int i = 0; i < 160; i++) yc[i] = b[col];
-            for (int ci = 0; ci < 3; ci++) {
-                const float *restrict xc = xn + ci*360;
-                const float *restrict wc = w + col*18 + ci*6;
-                const float w0 = wc[0], w1 = wc[1];
-                const float w2 = wc[2], w3 = wc[3];
-                const float w4 = wc[4], w5 = wc[5];
-                /* rows 0..0, cols 0..15: 4 of 6 taps */
-                for (int ox = 0; ox < 16; ox++) {
-                    yc[ox] += w2 * xc[ox] + w3 * xc[ox + 2] + w4 * xc[ox + 18] + w5 * xc[ox + 20];
+        for (int oy = 0; oy < 10; oy++) {
+            for (int v0 = 0; v0 < 1; v0 += 1) {
+                for (int x0 = 0; x0 < 16; x0 += 16) {
+                    cg_v a0_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a1_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a2_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a3_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a4_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a5_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a6_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a7_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a8_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a9_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a10_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a11_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a12_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a13_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a14_0 = VLOAD(bp + (v0 + 0) * 16);
+                    cg_v a15_0 = VLOAD(bp + (v0 + 0) * 16);
+                    for (int ci = 0; ci < 3; ci++) {
+                        const float *restrict xr = xp + (oy * 36 + x0) * 3 + ci;
+                        const float *restrict wr = wt + ci * 96 + v0 * 16;
+                        {
+                            const cg_v w0 = VLOAD(wr + 0);
+                            a0_0 += xr[0] * w0;
+                            a1_0 += xr[3] * w0;
+                            a2_0 += xr[6] * w0;
+                            a3_0 += xr[9] * w0;
+                            a4_0 += xr[12] * w0;
+                            a5_0 += xr[15] * w0;
+                            a6_0 += xr[18] * w0;
+                            a7_0 += xr[21] * w0;
+                            a8_0 += xr[24] * w0;
+                            a9_0 += xr[27] * w0;
+                            a10_0 += xr[30] * w0;
+                            a11_0 += xr[33] * w0;
+                            a12_0 += xr[36] * w0;
+                            a13_0 += xr[39] * w0;
+                            a14_0 += xr[42] * w0;
+                            a15_0 += xr[45] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 16);
+                            a0_0 += xr[6] * w0;
+                            a1_0 += xr[9] * w0;
+                            a2_0 += xr[12] * w0;
+                            a3_0 += xr[15] * w0;
+                            a4_0 += xr[18] * w0;
+                            a5_0 += xr[21] * w0;
+                            a6_0 += xr[24] * w0;
+                            a7_0 += xr[27] * w0;
+                            a8_0 += xr[30] * w0;
+                            a9_0 += xr[33] * w0;
+                            a10_0 += xr[36] * w0;
+                            a11_0 += xr[39] * w0;
+                            a12_0 += xr[42] * w0;
+                            a13_0 += xr[45] * w0;
+                            a14_0 += xr[48] * w0;
+                            a15_0 += xr[51] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 32);
+                            a0_0 += xr[54] * w0;
+                            a1_0 += xr[57] * w0;
+                            a2_0 += xr[60] * w0;
+                            a3_0 += xr[63] * w0;
+                            a4_0 += xr[66] * w0;
+                            a5_0 += xr[69] * w0;
+                            a6_0 += xr[72] * w0;
+                            a7_0 += xr[75] * w0;
+                            a8_0 += xr[78] * w0;
+                            a9_0 += xr[81] * w0;
+                            a10_0 += xr[84] * w0;
+                            a11_0 += xr[87] * w0;
+                            a12_0 += xr[90] * w0;
+                            a13_0 += xr[93] * w0;
+                            a14_0 += xr[96] * w0;
+                            a15_0 += xr[99] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 48);
+                            a0_0 += xr[60] * w0;
+                            a1_0 += xr[63] * w0;
+                            a2_0 += xr[66] * w0;
+                            a3_0 += xr[69] * w0;
+                            a4_0 += xr[72] * w0;
+                            a5_0 += xr[75] * w0;
+                            a6_0 += xr[78] * w0;
+                            a7_0 += xr[81] * w0;
+                            a8_0 += xr[84] * w0;
+                            a9_0 += xr[87] * w0;
+                            a10_0 += xr[90] * w0;
+                            a11_0 += xr[93] * w0;
+                            a12_0 += xr[96] * w0;
+                            a13_0 += xr[99] * w0;
+                            a14_0 += xr[102] * w0;
+                            a15_0 += xr[105] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 64);
+                            a0_0 += xr[108] * w0;
+                            a1_0 += xr[111] * w0;
+                            a2_0 += xr[114] * w0;
+                            a3_0 += xr[117] * w0;
+                            a4_0 += xr[120] * w0;
+                            a5_0 += xr[123] * w0;
+                            a6_0 += xr[126] * w0;
+                            a7_0 += xr[129] * w0;
+                            a8_0 += xr[132] * w0;
+                            a9_0 += xr[135] * w0;
+                            a10_0 += xr[138] * w0;
+                            a11_0 += xr[141] * w0;
+                            a12_0 += xr[144] * w0;
+                            a13_0 += xr[147] * w0;
+                            a14_0 += xr[150] * w0;
+                            a15_0 += xr[153] * w0;
+                        }
+                        {
+                            const cg_v w0 = VLOAD(wr + 80);
+                            a0_0 += xr[114] * w0;
+                            a1_0 += xr[117] * w0;
+                            a2_0 += xr[120] * w0;
+                            a3_0 += xr[123] * w0;
+                            a4_0 += xr[126] * w0;
+                            a5_0 += xr[129] * w0;
+                            a6_0 += xr[132] * w0;
+                            a7_0 += xr[135] * w0;
+                            a8_0 += xr[138] * w0;
+                            a9_0 += xr[141] * w0;
+                            a10_0 += xr[144] * w0;
+                            a11_0 += xr[147] * w0;
+                            a12_0 += xr[150] * w0;
+                            a13_0 += xr[153] * w0;
+                            a14_0 += xr[156] * w0;
+                            a15_0 += xr[159] * w0;
+                        }
+                    }
+                    VSTORE(yh + (oy * 16 + x0 + 0) * 16 + (v0 + 0) * 16, a0_0);
+                    VSTORE(yh + (oy * 16 + x0 + 1) * 16 + (v0 + 0) * 16, a1_0);
+                    VSTORE(yh + (oy * 16 + x0 + 2) * 16 + (v0 + 0) * 16, a2_0);
+                    VSTORE(yh + (oy * 16 + x0 + 3) * 16 + (v0 + 0) * 16, a3_0);
+                    VSTORE(yh + (oy * 16 + x0 + 4) * 16 + (v0 + 0) * 16, a4_0);
+                    VSTORE(yh + (oy * 16 + x0 + 5) * 16 + (v0 + 0) * 16, a5_0);
+                    VSTORE(yh + (oy * 16 + x0 + 6) * 16 + (v0 + 0) * 16, a6_0);
+                    VSTORE(yh + (oy * 16 + x0 + 7) * 16 + (v0 + 0) * 16, a7_0);
+                    VSTORE(yh + (oy * 16 + x0 + 8) * 16 + (v0 + 0) * 16, a8_0);
+                    VSTORE(yh + (oy * 16 + x0 + 9) * 16 + (v0 + 0) * 16, a9_0);
+                    VSTORE(yh + (oy * 16 + x0 + 10) * 16 + (v0 + 0) * 16, a10_0);
+                    VSTORE(yh + (oy * 16 + x0 + 11) * 16 + (v0 + 0) * 16, a11_0);
+                    VSTORE(yh + (oy * 16 + x0 + 12) * 16 + (v0 + 0) * 16, a12_0);
+                    VSTORE(yh + (oy * 16 + x0 + 13) * 16 + (v0 + 0) * 16, a13_0);
+                    VSTORE(yh + (oy * 16 + x0 + 14) * 16 + (v0 + 0) * 16, a14_0);
+                    VSTORE(yh + (oy * 16 + x0 + 15) * 16 + (v0 + 0) * 16, a15_0);
                 }
-                /* rows 1..9, cols 0..15: every tap */
-                for (int oy = 1; oy < 10; oy++) {
+            }
+        }
+        for (int co = 0; co < 6; co++)
+            for (int i = 0; i < 160; i++) yn[co * 160 + i] = yh[i * 16 + co];
+    }
+}
+
+static void l00_conv2d_backward(float *restrict G, float *restrict S, float *restrict T, const float *restrict dy, int nb)
+{
+    /* x [N][3x20x18], y [N][6x10x16] */
+    float *restrict gw = G;
+    float *restrict gb = G + 108;
+    float *restrict dyh = T + 2864;
+    /* dy of every sample -> channels-last, padded channels zero */
+    for (int n = 0; n < nb; n++) {
+        float *restrict dn = dyh + (size_t)n * 2560;
+        for (int i = 0; i < 160; i++) {
+            for (int co = 0; co < 6; co++) dn[i * 16 + co] = dy[(size_t)n * 960 + co * 160 + i];
+            for (int co = 6; co < 16; co++) dn[i * 16 + co] = 0.0f;
+        }
+    }
+    for (int co = 0; co < 6; co++) {
+        float s = 0.0f;
+        for (int n = 0; n < nb; n++)
+            for (int i = 0; i < 160; i++) s += dy[(size_t)n * 960 + co * 160 + i];
+        gb[co] += s;
+    }
+    {
+        int off[18], gidx[18];
+        for (int j = 0; j < 18; j++) {
+            const int q = 0 + j, ci = q / 6, k = q % 6, ky = k / 2, kx = k % 2;
+            off[j] = (ky * 1 * 18 + kx * 2) * 3 + ci;
+            gidx[j] = ci * 6 + k;
+        }
+        for (int v0 = 0; v0 < 1; v0 += 1) {
+            cg_v a0_0 = vsplat(0.0f);
+            cg_v a1_0 = vsplat(0.0f);
+            cg_v a2_0 = vsplat(0.0f);
+            cg_v a3_0 = vsplat(0.0f);
+            cg_v a4_0 = vsplat(0.0f);
+            cg_v a5_0 = vsplat(0.0f);
+            cg_v a6_0 = vsplat(0.0f);
+            cg_v a7_0 = vsplat(0.0f);
+            cg_v a8_0 = vsplat(0.0f);
+            cg_v a9_0 = vsplat(0.0f);
+            cg_v a10_0 = vsplat(0.0f);
+            cg_v a11_0 = vsplat(0.0f);
+            cg_v a12_0 = vsplat(0.0f);
+            cg_v a13_0 = vsplat(0.0f);
+            cg_v a14_0 = vsplat(0.0f);
+            cg_v a15_0 = vsplat(0.0f);
+            cg_v a16_0 = vsplat(0.0f);
+            cg_v a17_0 = vsplat(0.0f);
+            for (int n = 0; n < nb; n++) {
+                const float *restrict xp = S + 0 + (size_t)n * 1188;
+                const float *restrict dn = dyh + (size_t)n * 2560 + v0 * 16;
+                for (int oy = 0; oy < 10; oy++) {
                     for (int ox = 0; ox < 16; ox++) {
-                        yc[oy*16 + ox] += w0 * xc[oy*36 + ox - 18] + w1 * xc[oy*36 + ox - 16] + w2 * xc[oy*36 + ox] + w3 * xc[oy*36 + ox + 2]
-                                + w4 * xc[oy*36 + ox + 18] + w5 * xc[oy*36 + ox + 20];
+                        const float *restrict xr = xp + (oy * 36 + ox) * 3;
+                        const cg_v d0 = VLOAD(dn + (oy * 16 + ox) * 16 + 0);
+                        a0_0 += xr[off[0]] * d0;
+                        a1_0 += xr[off[1]] * d0;
+                        a2_0 += xr[off[2]] * d0;
+                        a3_0 += xr[off[3]] * d0;
+                        a4_0 += xr[off[4]] * d0;
+                        a5_0 += xr[off[5]] * d0;
+                        a6_0 += xr[off[6]] * d0;
+                        a7_0 += xr[off[7]] * d0;
+                        a8_0 += xr[off[8]] * d0;
+                        a9_0 += xr[off[9]] * d0;
+                        a10_0 += xr[off[10]] * d0;
+                        a11_0 += xr[off[11]] * d0;
+                        a12_0 += xr[off[12]] * d0;
+                        a13_0 += xr[off[13]] * d0;
+                        a14_0 += xr[off[14]] * d0;
+                        a15_0 += xr[off[15]] * d0;
+                        a16_0 += xr[off[16]] * d0;
+                        a17_0 += xr[off[17]] * d0;
                     }
                 }
             }
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[0]] += a0_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[1]] += a1_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[2]] += a2_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[3]] += a3_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[4]] += a4_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[5]] += a5_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[6]] += a6_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[7]] += a7_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[8]] += a8_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[9]] += a9_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[10]] += a10_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[11]] += a11_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[12]] += a12_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[13]] += a13_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[14]] += a14_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[15]] += a15_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[16]] += a16_0[l];
+            for (int l = 0; l < 16 && (v0 + 0) * 16 + l < 6; l++) gw[((v0 + 0) * 16 + l) * 18 + gidx[17]] += a17_0[l];
         }
     }
 }
 
-static void l00_conv2d_backward(const float *restrict P, float *restrict G, const float *restrict x, const float *restrict dy, float *restrict dx, int nb)
+static void l00_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx, int nb)
 {
     /* x [N][3x20x18], y [N][6x10x16] */
     const float *restrict w = P;
-    float *restrict gw = G;
-    float *restrict gb = G + 108;
-    memset(dx, 0, sizeof(float) * (size_t)nb * 1080);
-    for (int col = 0; col < 6; col++) {
-        for (int ci = 0; ci < 3; ci++) {
-            const float *restrict wc = w + col*18 + ci*6;
-            float *restrict gwc = gw + col*18 + ci*6;
-            const float w0 = wc[0], w1 = wc[1];
-            const float w2 = wc[2], w3 = wc[3];
-            const float w4 = wc[4], w5 = wc[5];
-            float g0 = 0.0f, g1 = 0.0f;
-            float g2 = 0.0f, g3 = 0.0f;
-            float g4 = 0.0f, g5 = 0.0f;
-            for (int n = 0; n < nb; n++) {
-                const float *restrict xc = x + (size_t)n * 1080 + ci*360;
-                float *restrict dxc = dx + (size_t)n * 1080 + ci*360;
-                const float *restrict dyc = dy + (size_t)n * 960 + col*160;
-                /* rows 0..0, cols 0..15: 4 of 6 taps */
-                for (int ox = 0; ox < 16; ox++) {
-                    const float d = dyc[ox];
-                    g2 += d * xc[ox]; dxc[ox] += w2 * d;
-                    g3 += d * xc[ox + 2]; dxc[ox + 2] += w3 * d;
-                    g4 += d * xc[ox + 18]; dxc[ox + 18] += w4 * d;
-                    g5 += d * xc[ox + 20]; dxc[ox + 20] += w5 * d;
-                }
-                /* rows 1..9, cols 0..15: every tap */
-                for (int oy = 1; oy < 10; oy++) {
-                    for (int ox = 0; ox < 16; ox++) {
-                        const float d = dyc[oy*16 + ox];
-                        g0 += d * xc[oy*36 + ox - 18]; dxc[oy*36 + ox - 18] += w0 * d;
-                        g1 += d * xc[oy*36 + ox - 16]; dxc[oy*36 + ox - 16] += w1 * d;
-                        g2 += d * xc[oy*36 + ox]; dxc[oy*36 + ox] += w2 * d;
-                        g3 += d * xc[oy*36 + ox + 2]; dxc[oy*36 + ox + 2] += w3 * d;
-                        g4 += d * xc[oy*36 + ox + 18]; dxc[oy*36 + ox + 18] += w4 * d;
-                        g5 += d * xc[oy*36 + ox + 20]; dxc[oy*36 + ox + 20] += w5 * d;
+    float *restrict wf = T + 23344, *restrict dxp = T + 23920;
+    for (int i = 0; i < 576; i++) wf[i] = 0.0f;
+    for (int co = 0; co < 6; co++)
+        for (int ci = 0; ci < 3; ci++)
+            for (int k = 0; k < 6; k++) wf[(co * 6 + k) * 16 + ci] = w[(co * 3 + ci) * 6 + k];
+    for (int n = 0; n < nb; n++) {
+        const float *restrict dn = dy + (size_t)n * 960;
+        float *restrict dxn = dx + (size_t)n * 1080;
+        memset(dxp, 0, sizeof(float) * 6336);
+        /* rows 0 + 2 t: their taps' input rows do not meet */
+        for (int t = 0; t < 5; t++) {
+            for (int v0 = 0; v0 < 1; v0 += 1) {
+                const int oy = 0 + t * 2;
+                for (int x0 = 0; x0 < 16; x0 += 16) {
+                    for (int ky = 0; ky < 3; ky++) {
+                        for (int kx = 0; kx < 2; kx++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int co = 0; co < 6; co++) {
+                                const float *restrict dr = dn + co * 160 + oy * 16 + x0;
+                                const float *restrict wr = wf + (co * 6 + ky * 2 + kx) * 16 + v0 * 16;
+                                const cg_v w0 = VLOAD(wr + 0);
+                                a0_0 += dr[0] * w0;
+                                a1_0 += dr[1] * w0;
+                                a2_0 += dr[2] * w0;
+                                a3_0 += dr[3] * w0;
+                                a4_0 += dr[4] * w0;
+                                a5_0 += dr[5] * w0;
+                                a6_0 += dr[6] * w0;
+                                a7_0 += dr[7] * w0;
+                                a8_0 += dr[8] * w0;
+                                a9_0 += dr[9] * w0;
+                                a10_0 += dr[10] * w0;
+                                a11_0 += dr[11] * w0;
+                                a12_0 += dr[12] * w0;
+                                a13_0 += dr[13] * w0;
+                                a14_0 += dr[14] * w0;
+                                a15_0 += dr[15] * w0;
+                            }
+                            float *restrict xq = dxp + ((oy * 2 + ky) * 18 + x0 + kx * 2) * 16 + v0 * 16;
+                            VSTORE(xq + 0, VLOAD(xq + 0) + a0_0);
+                            VSTORE(xq + 16, VLOAD(xq + 16) + a1_0);
+                            VSTORE(xq + 32, VLOAD(xq + 32) + a2_0);
+                            VSTORE(xq + 48, VLOAD(xq + 48) + a3_0);
+                            VSTORE(xq + 64, VLOAD(xq + 64) + a4_0);
+                            VSTORE(xq + 80, VLOAD(xq + 80) + a5_0);
+                            VSTORE(xq + 96, VLOAD(xq + 96) + a6_0);
+                            VSTORE(xq + 112, VLOAD(xq + 112) + a7_0);
+                            VSTORE(xq + 128, VLOAD(xq + 128) + a8_0);
+                            VSTORE(xq + 144, VLOAD(xq + 144) + a9_0);
+                            VSTORE(xq + 160, VLOAD(xq + 160) + a10_0);
+                            VSTORE(xq + 176, VLOAD(xq + 176) + a11_0);
+                            VSTORE(xq + 192, VLOAD(xq + 192) + a12_0);
+                            VSTORE(xq + 208, VLOAD(xq + 208) + a13_0);
+                            VSTORE(xq + 224, VLOAD(xq + 224) + a14_0);
+                            VSTORE(xq + 240, VLOAD(xq + 240) + a15_0);
+                        }
                     }
                 }
             }
-            gwc[0] += g0;
-            gwc[1] += g1;
-            gwc[2] += g2;
-            gwc[3] += g3;
-            gwc[4] += g4;
-            gwc[5] += g5;
         }
-        {
-            float s = 0.0f;
-            for (int n = 0; n < nb; n++)
-                for (int i = 0; i < 160; i++) s += dy[(size_t)n * 960 + col*160 + i];
-            gb[col] += s;
+        /* rows 1 + 2 t: their taps' input rows do not meet */
+        for (int t = 0; t < 5; t++) {
+            for (int v0 = 0; v0 < 1; v0 += 1) {
+                const int oy = 1 + t * 2;
+                for (int x0 = 0; x0 < 16; x0 += 16) {
+                    for (int ky = 0; ky < 3; ky++) {
+                        for (int kx = 0; kx < 2; kx++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            for (int co = 0; co < 6; co++) {
+                                const float *restrict dr = dn + co * 160 + oy * 16 + x0;
+                                const float *restrict wr = wf + (co * 6 + ky * 2 + kx) * 16 + v0 * 16;
+                                const cg_v w0 = VLOAD(wr + 0);
+                                a0_0 += dr[0] * w0;
+                                a1_0 += dr[1] * w0;
+                                a2_0 += dr[2] * w0;
+                                a3_0 += dr[3] * w0;
+                                a4_0 += dr[4] * w0;
+                                a5_0 += dr[5] * w0;
+                                a6_0 += dr[6] * w0;
+                                a7_0 += dr[7] * w0;
+                                a8_0 += dr[8] * w0;
+                                a9_0 += dr[9] * w0;
+                                a10_0 += dr[10] * w0;
+                                a11_0 += dr[11] * w0;
+                                a12_0 += dr[12] * w0;
+                                a13_0 += dr[13] * w0;
+                                a14_0 += dr[14] * w0;
+                                a15_0 += dr[15] * w0;
+                            }
+                            float *restrict xq = dxp + ((oy * 2 + ky) * 18 + x0 + kx * 2) * 16 + v0 * 16;
+                            VSTORE(xq + 0, VLOAD(xq + 0) + a0_0);
+                            VSTORE(xq + 16, VLOAD(xq + 16) + a1_0);
+                            VSTORE(xq + 32, VLOAD(xq + 32) + a2_0);
+                            VSTORE(xq + 48, VLOAD(xq + 48) + a3_0);
+                            VSTORE(xq + 64, VLOAD(xq + 64) + a4_0);
+                            VSTORE(xq + 80, VLOAD(xq + 80) + a5_0);
+                            VSTORE(xq + 96, VLOAD(xq + 96) + a6_0);
+                            VSTORE(xq + 112, VLOAD(xq + 112) + a7_0);
+                            VSTORE(xq + 128, VLOAD(xq + 128) + a8_0);
+                            VSTORE(xq + 144, VLOAD(xq + 144) + a9_0);
+                            VSTORE(xq + 160, VLOAD(xq + 160) + a10_0);
+                            VSTORE(xq + 176, VLOAD(xq + 176) + a11_0);
+                            VSTORE(xq + 192, VLOAD(xq + 192) + a12_0);
+                            VSTORE(xq + 208, VLOAD(xq + 208) + a13_0);
+                            VSTORE(xq + 224, VLOAD(xq + 224) + a14_0);
+                            VSTORE(xq + 240, VLOAD(xq + 240) + a15_0);
+                        }
+                    }
+                }
+            }
         }
+        /* the padding cropped, channels-last -> the sample's planes */
+        for (int ci = 0; ci < 3; ci++)
+            for (int iy = 0; iy < 20; iy++)
+                for (int ix = 0; ix < 18; ix++) dxn[(ci * 20 + iy) * 18 + ix] = dxp[((iy + 1) * 18 + ix + 0) * 16 + ci];
     }
 }
 
@@ -2441,36 +2777,37 @@ static void l12_dense_backward(const float *restrict P, float *restrict G, const
 
 /* Workspace regions, in floats (NAME.h gives the total). */
 #define A00     0 /* output of layer 0 (conv2d), [N][6x10x16] */
+#define S00     41456 /* scratch of layer 0 (conv2d) */
 #define A01     7680 /* output of layer 1 (batchnorm), [N][6x10x16] */
-#define S01     41456 /* scratch of layer 1 (batchnorm) */
+#define S01     50960 /* scratch of layer 1 (batchnorm) */
 #define A03     15360 /* output of layer 3 (conv2d), [N][6x10x16] */
 #define A05     23040 /* output of layer 5 (maxpool2d), [N][6x10x16] */
 #define A06     30720 /* output of layer 6 (conv2d), [N][4x12x18] */
-#define S06     41472 /* scratch of layer 6 (conv2d) */
+#define S06     50976 /* scratch of layer 6 (conv2d) */
 #define A08     37632 /* output of layer 8 (avgpool2d), [N][4x6x9] */
 #define A09     39360 /* output of layer 9 (leaky_relu), [N][4x6x9] */
 #define A10     41088 /* output of layer 10 (maxpool2d), [N][4x3x3] */
 #define A12     41376 /* output of layer 12 (dense), [N][10] */
-#define TMP     54928 /* the layers' temporary region, 6928 floats (the largest a pass uses) */
-#define DOUT    61856 /* dLoss/dOutput, [N][10] */
-#define D11     63664 /* gradient arena: dLoss/d(layer 11 output) */
-#define D09     61936 /* gradient arena: dLoss/d(layer 9 output) */
-#define D08     68848 /* gradient arena: dLoss/d(layer 8 output) */
-#define D07     61936 /* gradient arena: dLoss/d(layer 7 output) */
-#define D06     69616 /* gradient arena: dLoss/d(layer 6 output) */
-#define D05     61936 /* gradient arena: dLoss/d(layer 5 output) */
-#define D04     69616 /* gradient arena: dLoss/d(layer 4 output) */
-#define D03     61936 /* gradient arena: dLoss/d(layer 3 output) */
-#define D02     69616 /* gradient arena: dLoss/d(layer 2 output) */
-#define D01     61936 /* gradient arena: dLoss/d(layer 1 output) */
-#define D00     70576 /* gradient arena: dLoss/d(layer 0 output) */
-#define DIN     61936 /* gradient arena: dLoss/dInput */
+#define TMP     64432 /* the layers' temporary region, 30256 floats (the largest a pass uses) */
+#define DOUT    94688 /* dLoss/dOutput, [N][10] */
+#define D11     96496 /* gradient arena: dLoss/d(layer 11 output) */
+#define D09     94768 /* gradient arena: dLoss/d(layer 9 output) */
+#define D08     101680 /* gradient arena: dLoss/d(layer 8 output) */
+#define D07     94768 /* gradient arena: dLoss/d(layer 7 output) */
+#define D06     102448 /* gradient arena: dLoss/d(layer 6 output) */
+#define D05     94768 /* gradient arena: dLoss/d(layer 5 output) */
+#define D04     102448 /* gradient arena: dLoss/d(layer 4 output) */
+#define D03     94768 /* gradient arena: dLoss/d(layer 3 output) */
+#define D02     102448 /* gradient arena: dLoss/d(layer 2 output) */
+#define D01     94768 /* gradient arena: dLoss/d(layer 1 output) */
+#define D00     103408 /* gradient arena: dLoss/d(layer 0 output) */
+#define DIN     94768 /* gradient arena: dLoss/dInput */
 
 /* Forward over nb <= 8 samples; activations stay in ws for backward. */
 void mixed2d_forward(const float *params, float *buffers, const float *x, float *ws, int nb, int training)
 {
     if (nb <= 0) return;
-    l00_conv2d_forward(params, x, ws + A00, nb);
+    l00_conv2d_forward(params, ws + S00, ws + TMP, x, ws + A00, nb);
     l01_batchnorm_forward(params + 114, buffers, ws + S01, ws + A00, ws + A01, nb, training);
     /* (in place: layer 2's tanh writes over its input) */
     l02_tanh_forward(ws + A01, nb);
@@ -2487,10 +2824,11 @@ void mixed2d_forward(const float *params, float *buffers, const float *x, float 
     l12_dense_forward(params + 492, ws + A10, ws + A12, nb);
 }
 
-/* Backward after a training forward: dLoss/dOutput at ws + DOUT (61856); grads accumulate. */
+/* Backward after a training forward: dLoss/dOutput at ws + DOUT (94688); grads accumulate. */
 void mixed2d_backward(const float *params, float *grads, const float *x, float *dx, float *ws, int nb)
 {
     if (nb <= 0) return; /* as the forward */
+    (void)x;
     l12_dense_backward(params + 492, grads + 492, ws + A10, ws + DOUT, ws + D11, nb);
     /* layer 11: flatten passes the gradient through */
     l10_maxpool2d_backward(ws + A09, ws + D11, ws + D09, nb);
@@ -2504,7 +2842,8 @@ void mixed2d_backward(const float *params, float *grads, const float *x, float *
     l03_conv2d_backward(params + 126, grads + 126, ws + A01, ws + D03, ws + D02, nb);
     l02_tanh_backward(ws + A01, ws + D02, ws + D01, nb);
     l01_batchnorm_backward(params + 114, grads + 114, ws + S01, ws + A00, ws + D01, ws + D00, nb);
-    l00_conv2d_backward(params, grads, x, ws + D00, dx ? dx : ws + DIN, nb);
+    l00_conv2d_backward(grads, ws + S00, ws + TMP, ws + D00, nb);
+    if (dx) l00_conv2d_backward_dx(params, ws + TMP, ws + D00, dx ? dx : ws + DIN, nb);
 }
 
 static const cg_tensor mixed2d_tensors[] = {
@@ -2542,7 +2881,7 @@ static const int mixed2d_inputs[] = {
 static const cg_layer mixed2d_layers[] = {
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {3, 20, 18}, .ndim_out = 3, .out_shape = {6, 10, 16},
      .in_size = 1080, .out_size = 960, .act_offset = 0, .lanes = 0, .line = 10, .col = 5,
-     .schedule = "loop: fwd loop dw loop dx with dw", .n_inputs = 1, .inputs = mixed2d_inputs + 0, .name = NULL, .inplace = 0,
+     .schedule = "cv: fwd cv[TP=16,TV=1] dw cv[TPR=24,TV=1] dx cv[TP=16,TV=1]", .n_inputs = 1, .inputs = mixed2d_inputs + 0, .name = NULL, .inplace = 0,
      .kernel = {3, 2}, .stride = {2, 1}, .pad_lo = {1, 0}, .pad_hi = {1, 0}, .dilation = {1, 2},
      .groups = 1, .has_bias = 1, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {6, 10, 16}, .ndim_out = 3, .out_shape = {6, 10, 16},
@@ -2635,7 +2974,7 @@ const cg_net mixed2d_net = {
               .aug_crop = 0, .aug_flip = 0},
     .forward = mixed2d_forward, .backward = mixed2d_backward, .parallel_for = mixed2d_parallel_for,
     .threads = mixed2d_threads,
-    .temp_offset = TMP, .temp_size = 6928,
+    .temp_offset = TMP, .temp_size = 30256,
 };
 
 /* the trainer; -DCNNGEN_NO_MAIN leaves it out (docs/embedding.md) */

@@ -14,9 +14,9 @@
 #define MIXED2D_N_PARAMS_ALLOC ((size_t)862) /* N_PARAMS, at least 1 */
 #define MIXED2D_N_BUFFERS ((size_t)13) /* batch-norm running statistics and counters */
 #define MIXED2D_N_BUFFERS_ALLOC ((size_t)13) /* N_BUFFERS, at least 1 */
-#define MIXED2D_WORKSPACE ((size_t)78256) /* floats: activations, gradients, scratch */
+#define MIXED2D_WORKSPACE ((size_t)111088) /* floats: activations, gradients, scratch */
 #define MIXED2D_OUT_OFFSET ((size_t)41376) /* network output in the workspace */
-#define MIXED2D_DOUT_OFFSET ((size_t)61856) /* dLoss/dOutput goes here before backward */
+#define MIXED2D_DOUT_OFFSET ((size_t)94688) /* dLoss/dOutput goes here before backward */
 
 /* mixed2d.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

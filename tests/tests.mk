@@ -198,7 +198,7 @@ SCHED_SPECS := specs/lecture_conv1d.yaml specs/lecture_full.yaml specs/lecture_k
   tests/nets/t_fuse_dense_kb_ln.yaml tests/nets/t_c2_wvband_loop.yaml tests/nets/t_fuse_bwd.yaml tests/nets/t_fuse_bwd_loop.yaml \
   tests/nets/t_fuse_bwd_ln.yaml tests/nets/t_fuse_bwd_kb_ln.yaml \
   tests/nets/t_fuse_bwd_conv_ln.yaml tests/nets/t_wino_ln.yaml tests/nets/t_wino_rs1_ln.yaml tests/nets/t_cbi_ln.yaml \
-  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml tests/torchnets/t_cvw_big.yaml tests/nets/t_dense_rows_loop.yaml
+  tests/nets/t_wino_g_ln.yaml tests/nets/t_cvw_loop.yaml tests/torchnets/t_cvw_big.yaml tests/nets/t_dense_rows_loop.yaml tests/nets/t_cvs_loop.yaml
 .PHONY: schedules-check
 schedules-check: $(B)/cnngen $(B)/libcnngen.a
 	$(PYTHON) tests/schedules_check.py $(B) $(CC) $(SCHED_SPECS)
@@ -217,7 +217,7 @@ include tests/golden/golden.mk
 # reduction (dW tiles, batch-norm statistics, the loss) runs in a fixed order whatever
 # the thread count. One training-mode forward/backward at the full batch, per spec.
 THREAD_SPECS := specs/lenet5.yaml specs/bnnet.yaml specs/vgg16_cifar.yaml bench/specs/conv64.yaml bench/specs/conv3_224.yaml \
-  tests/nets/t_g_res_ln.yaml bench/specs/resnet20_b64.yaml tests/nets/t_pool_par_loop.yaml
+  tests/nets/t_g_res_ln.yaml bench/specs/resnet20_b64.yaml tests/nets/t_pool_par_loop.yaml tests/nets/t_cvs_loop.yaml
 .PHONY: check-threads
 check-threads: $(B)/cnngen $(B)/libcnngen.a
 	@for s in $(THREAD_SPECS); do n=$$(basename $$s .yaml); d=$(B)/threads/$$n; mkdir -p $$d; \

@@ -161,6 +161,9 @@ function M.compose_ok(L, S)
   return S.layout == "lanes" and not (S.fwd.pad or S.dw.pad or S.dx.pad)
 end
 
+-- "v * k", or v when k is 1 (a stride or dilation in an emitted index)
+local function times(v, k) return k == 1 and v or string.format("%s * %d", v, k) end
+
 local function cv_tiles(L, T, nch, width)
   local TV = util.largest_divisor((nch + L.vec - 1) // L.vec, 4)
   return {TV = TV, TP = math.max(1, math.min(width, T.acc // TV))}
@@ -346,6 +349,16 @@ function M.candidates(L, T)
         end
       end
     end
+  end
+  -- strided: the channel-vector form's forward and dW on the padded copy read at the
+  -- stride, its dx scattered (backward_dx_cv_strided). Before it the strided layers of
+  -- a batch below the batch-innermost layout's had the loop forms alone (ResNet-18's
+  -- stem, its 3x3 stride-2 convolutions and projections at batch 8)
+  if not wv.tileable(L) and L.groups == 1 and M.strided(L) then
+    local dw = {TV = util.largest_divisor((L.cout + L.vec - 1) // L.vec, 4)}
+    dw.TPR = math.max(1, T.acc // dw.TV)
+    c[#c + 1] = {name = "cv", layout = "nchw", fwd = {form = "cv", tile = cv_tiles(L, T, L.cout, L.geom.w.O)},
+      dw = {form = "cv", tile = dw}, dx = {form = "cv", tile = cv_tiles(L, T, L.cin, L.geom.w.O), apart = true}}
   end
   -- 64 or more channels in and out: Winograd on channels-last copies, dW too, first.
   -- F(2x2, 3x3) takes 16 multiply-adds for 36, and its products run as GEMMs. VGG-16 at
@@ -1234,11 +1247,21 @@ function M.cv_scratch(L)
   take("BP", CP)                          -- bias padded to whole vectors
   take("DYH", L.batch * OHW * CP)         -- dy of every sample, channels-last
   take("WF", L.cout * KK * CIP)           -- weights as [co][k][ci]
-  take("DYP", Hq * Wq * L.cout)           -- one sample's dy, zero-padded for the gather
-  take("DXH", IHW * CIP)                  -- one sample's dx, channels-last
+  if M.strided(L) then
+    -- dx scattered (backward_dx_cv_strided): one sample's dx on the padded grid
+    r.DYP = at
+    take("DXH", Hp * Wp * CIP)
+  else
+    take("DYP", Hq * Wq * L.cout)         -- one sample's dy, zero-padded for the gather
+    take("DXH", IHW * CIP)                -- one sample's dx, channels-last
+  end
   r.total = at
   return r
 end
+
+-- a stride above 1 on either axis (the channel-vector form's forward and dW read the
+-- padded copy at oy * S + ky * D; its dx scatters instead of gathering)
+function M.strided(L) return L.geom.h.S > 1 or L.geom.w.S > 1 end
 
 -- row of output tiles: emits loops over x0 (full tiles) and a tail tile
 local function cv_row_tiles(C, width, TP, tile)
@@ -1304,9 +1327,9 @@ function M.forward_cv(L, C, ctx)
       C:line("cg_v %s;", table.concat(init, ", "))
     end
     C:open("for (int ci = 0; ci < %d; ci++) {", Cin)
-    C:line("const float *restrict xr = xp + (oy * %d + %s) * %d + ci;", sc.Wp, x0, Cin)
+    C:line("const float *restrict xr = xp + (oy * %d + %s) * %d + ci;", g.h.S * sc.Wp, times(x0, g.w.S), Cin)
     C:line("const float *restrict wr = wt + ci * %d + v0 * %d;", KK * CP, V)
-    cv_taps(C, g, V, CP, TV, tp, "xr", function(ky, kx, p) return (ky * g.h.D * sc.Wp + kx * g.w.D + p) * Cin end)
+    cv_taps(C, g, V, CP, TV, tp, "xr", function(ky, kx, p) return (ky * g.h.D * sc.Wp + kx * g.w.D + p * g.w.S) * Cin end)
     C:close()
     for p = 0, tp - 1 do
       local st = {}
@@ -1366,7 +1389,7 @@ function M.backward_cv(L, C, ctx)
       C:line("const float *restrict dn = dyh + (size_t)n * %d + v0 * %d;", d.OHW * CP, V)
       C:open("for (int oy = 0; oy < %d; oy++) {", g.h.O)
       C:open("for (int ox = 0; ox < %d; ox++) {", g.w.O)
-      C:line("const float *restrict xr = xp + (oy * %d + ox) * %d;", sc.Wp, Cin)
+      C:line("const float *restrict xr = xp + (oy * %d + %s) * %d;", g.h.S * sc.Wp, times("ox", g.w.S), Cin)
       local dl = {}
       for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * V) end
       C:line("const cg_v %s;", table.concat(dl, ", "))
@@ -1403,6 +1426,83 @@ function M.backward_cv(L, C, ctx)
 end
 
 
+-- dx of a strided layer, scattered: for each tile of TP outputs along a row x TV vectors
+-- of input channels and each tap, the sum over the output channels of dy times the
+-- tap's weights (as [co][k][ci]) is added to the padded channels-last dx at the tap's
+-- input, oy * S + ky * D (every tap lands inside the padded grid: no bounds tests).
+-- Outputs m rows apart, m = (K - 1) * D / S + 1, touch disjoint input rows: the rows go
+-- in m phases, each phase's rows and vector blocks shared by the threads. Then the
+-- padding is cropped and the sample's planes written.
+local function backward_dx_cv_strided(L, C)
+  local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
+  local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
+  local V = L.vec
+  local NV = CIP // V
+  local TV, TP = L.sched.dx.tile.TV, L.sched.dx.tile.TP
+  local m = (g.h.K - 1) * g.h.D // g.h.S + 1
+  C:line("const float *restrict w = %s;", L.t.weight)
+  C:line("float *restrict wf = T + %d, *restrict dxp = T + %d;", sc.WF, sc.DXH)
+  C:line("for (int i = 0; i < %d; i++) wf[i] = 0.0f;", Cout * KK * CIP)
+  C:line("for (int co = 0; co < %d; co++)", Cout)
+  C:line("    for (int ci = 0; ci < %d; ci++)", Cin)
+  C:line("        for (int k = 0; k < %d; k++) wf[(co * %d + k) * %d + ci] = w[(co * %d + ci) * %d + k];", KK, KK, CIP, Cin, KK)
+  C:open("for (int n = 0; n < nb; n++) {")
+  C:line("const float *restrict dn = dy + (size_t)n * %d;", d.OUT)
+  C:line("float *restrict dxn = dx + (size_t)n * %d;", d.IN)
+  C:line("memset(dxp, 0, sizeof(float) * %d);", sc.Hp * sc.Wp * CIP)
+  for r = 0, m - 1 do
+    local rows = (g.h.O - r + m - 1) // m
+    if rows > 0 then
+      if m > 1 then C:line("/* rows %d + %d t: their taps' input rows do not meet */", r, m) end
+      if L.parallel then C:line("CG_PARALLEL_FOR2") end
+      C:open("for (int t = 0; t < %d; t++) {", rows)
+      C:open("for (int v0 = 0; v0 < %d; v0 += %d) {", NV, TV)
+      C:line("const int oy = %d + t * %d;", r, m)
+      cv_row_tiles(C, g.w.O, TP, function(x0, tp)
+        -- the taps a loop (the sum over the output channels is each one's work): the
+        -- code does not grow with the kernel
+        C:open("for (int ky = 0; ky < %d; ky++) {", g.h.K)
+        C:open("for (int kx = 0; kx < %d; kx++) {", g.w.K)
+        for p = 0, tp - 1 do C:line("cg_v %s;", vec_list("a" .. p .. "_%d = vsplat(0.0f)", TV)) end
+        C:open("for (int co = 0; co < %d; co++) {", Cout)
+        C:line("const float *restrict dr = dn + co * %d + oy * %d + %s;", d.OHW, g.w.O, x0)
+        C:line("const float *restrict wr = wf + (co * %d + ky * %d + kx) * %d + v0 * %d;", KK, g.w.K, CIP, V)
+        local loads = {}
+        for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, v * V) end
+        C:line("const cg_v %s;", table.concat(loads, ", "))
+        for p = 0, tp - 1 do
+          local f = {}
+          for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += dr[%d] * w%d;", p, v, p, v) end
+          C:line(table.concat(f, " "))
+        end
+        C:close()
+        C:line("float *restrict xq = dxp + ((%s + %s) * %d + %s + %s) * %d + v0 * %d;",
+          times("oy", g.h.S), times("ky", g.h.D), sc.Wp, times(x0, g.w.S), times("kx", g.w.D), CIP, V)
+        for p = 0, tp - 1 do
+          local st = {}
+          for v = 0, TV - 1 do
+            local at = string.format("xq + %d", p * g.w.S * CIP + v * V)
+            st[#st + 1] = string.format("VSTORE(%s, VLOAD(%s) + a%d_%d);", at, at, p, v)
+          end
+          C:line(table.concat(st, " "))
+        end
+        C:close()
+        C:close()
+      end)
+      C:close()
+      C:close()
+    end
+  end
+  C:line("/* the padding cropped, channels-last -> the sample's planes */")
+  util.par(C, L)
+  C:line("for (int ci = 0; ci < %d; ci++)", Cin)
+  C:line("    for (int iy = 0; iy < %d; iy++)", g.h.I)
+  C:line("        for (int ix = 0; ix < %d; ix++) dxn[(ci * %d + iy) * %d + ix] = dxp[((iy + %d) * %d + ix + %d) * %d + ci];",
+    g.w.I, g.h.I, g.w.I, g.h.lo, sc.Wp, g.w.lo, CIP)
+  C:close()
+  return {"P", "T", "dy", "dx", "nb"}
+end
+
 -- dx gathered with the same tiles: positions of an input row x vectors of 16 input
 -- channels; dy is zero-padded so every tap reads memory, and the weights are
 -- re-laid as [co][k][ci].
@@ -1412,6 +1512,7 @@ function M.backward_dx(L, C, ctx)
     -- after the cv form's scratch when the forward is channel-vector
     return wv.backward_dx(L, C, L.sched.fwd.form == "cv" and M.cv_scratch(L).total or nil)
   end
+  if M.strided(L) then return backward_dx_cv_strided(L, C) end
   local g, d, sc = L.geom, dims(L), M.cv_scratch(L)
   local CIP, Cin, Cout, KK = sc.CIP, L.cin, L.cout, d.KHW
   local V = L.vec
