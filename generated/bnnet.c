@@ -1916,11 +1916,11 @@ static void l03_maxpool2d_backward(const float *restrict x, const float *restric
 }
 
 /* layer 4: conv2d 64x14x14 -> 128x14x14 (specs/bnnet.yaml:17:5)
- * schedule lanes+wino4: fwd wino4[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino4[TB=1,TC=16] threaded */
+ * schedule lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded */
 static void l04_conv2d_forward(const float *restrict P, float *restrict T, const float *restrict x, float *restrict y)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
-    float *restrict U = T; /* [36][64][128]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][64][128]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 128; co += 16) {
         for (int ci = 0; ci < 64; ci++) {
@@ -1934,18 +1934,13 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
             const cg_v g7 = {P[(co + 0) * 576 + ci * 9 + 7], P[(co + 1) * 576 + ci * 9 + 7], P[(co + 2) * 576 + ci * 9 + 7], P[(co + 3) * 576 + ci * 9 + 7], P[(co + 4) * 576 + ci * 9 + 7], P[(co + 5) * 576 + ci * 9 + 7], P[(co + 6) * 576 + ci * 9 + 7], P[(co + 7) * 576 + ci * 9 + 7], P[(co + 8) * 576 + ci * 9 + 7], P[(co + 9) * 576 + ci * 9 + 7], P[(co + 10) * 576 + ci * 9 + 7], P[(co + 11) * 576 + ci * 9 + 7], P[(co + 12) * 576 + ci * 9 + 7], P[(co + 13) * 576 + ci * 9 + 7], P[(co + 14) * 576 + ci * 9 + 7], P[(co + 15) * 576 + ci * 9 + 7]};
             const cg_v g8 = {P[(co + 0) * 576 + ci * 9 + 8], P[(co + 1) * 576 + ci * 9 + 8], P[(co + 2) * 576 + ci * 9 + 8], P[(co + 3) * 576 + ci * 9 + 8], P[(co + 4) * 576 + ci * 9 + 8], P[(co + 5) * 576 + ci * 9 + 8], P[(co + 6) * 576 + ci * 9 + 8], P[(co + 7) * 576 + ci * 9 + 8], P[(co + 8) * 576 + ci * 9 + 8], P[(co + 9) * 576 + ci * 9 + 8], P[(co + 10) * 576 + ci * 9 + 8], P[(co + 11) * 576 + ci * 9 + 8], P[(co + 12) * 576 + ci * 9 + 8], P[(co + 13) * 576 + ci * 9 + 8], P[(co + 14) * 576 + ci * 9 + 8], P[(co + 15) * 576 + ci * 9 + 8]};
             float *restrict u = U + ci * 128 + co;
-            const cg_v t00 = g0, t01 = g1, t02 = g2;
-            const cg_v t10 = 0.123076923f * g0 + 0.184615385f * g3 + 0.276923077f * g6, t11 = 0.123076923f * g1 + 0.184615385f * g4 + 0.276923077f * g7, t12 = 0.123076923f * g2 + 0.184615385f * g5 + 0.276923077f * g8;
-            const cg_v t20 = 0.123076923f * g0 - 0.184615385f * g3 + 0.276923077f * g6, t21 = 0.123076923f * g1 - 0.184615385f * g4 + 0.276923077f * g7, t22 = 0.123076923f * g2 - 0.184615385f * g5 + 0.276923077f * g8;
-            const cg_v t30 = -0.623076923f * g0 - 0.415384615f * g3 - 0.276923077f * g6, t31 = -0.623076923f * g1 - 0.415384615f * g4 - 0.276923077f * g7, t32 = -0.623076923f * g2 - 0.415384615f * g5 - 0.276923077f * g8;
-            const cg_v t40 = -0.623076923f * g0 + 0.415384615f * g3 - 0.276923077f * g6, t41 = -0.623076923f * g1 + 0.415384615f * g4 - 0.276923077f * g7, t42 = -0.623076923f * g2 + 0.415384615f * g5 - 0.276923077f * g8;
-            const cg_v t50 = g6, t51 = g7, t52 = g8;
-            VSTORE(u + 0, t00); VSTORE(u + 8192, 0.123076923f * t00 + 0.184615385f * t01 + 0.276923077f * t02); VSTORE(u + 16384, 0.123076923f * t00 - 0.184615385f * t01 + 0.276923077f * t02); VSTORE(u + 24576, -0.623076923f * t00 - 0.415384615f * t01 - 0.276923077f * t02); VSTORE(u + 32768, -0.623076923f * t00 + 0.415384615f * t01 - 0.276923077f * t02); VSTORE(u + 40960, t02);
-            VSTORE(u + 49152, t10); VSTORE(u + 57344, 0.123076923f * t10 + 0.184615385f * t11 + 0.276923077f * t12); VSTORE(u + 65536, 0.123076923f * t10 - 0.184615385f * t11 + 0.276923077f * t12); VSTORE(u + 73728, -0.623076923f * t10 - 0.415384615f * t11 - 0.276923077f * t12); VSTORE(u + 81920, -0.623076923f * t10 + 0.415384615f * t11 - 0.276923077f * t12); VSTORE(u + 90112, t12);
-            VSTORE(u + 98304, t20); VSTORE(u + 106496, 0.123076923f * t20 + 0.184615385f * t21 + 0.276923077f * t22); VSTORE(u + 114688, 0.123076923f * t20 - 0.184615385f * t21 + 0.276923077f * t22); VSTORE(u + 122880, -0.623076923f * t20 - 0.415384615f * t21 - 0.276923077f * t22); VSTORE(u + 131072, -0.623076923f * t20 + 0.415384615f * t21 - 0.276923077f * t22); VSTORE(u + 139264, t22);
-            VSTORE(u + 147456, t30); VSTORE(u + 155648, 0.123076923f * t30 + 0.184615385f * t31 + 0.276923077f * t32); VSTORE(u + 163840, 0.123076923f * t30 - 0.184615385f * t31 + 0.276923077f * t32); VSTORE(u + 172032, -0.623076923f * t30 - 0.415384615f * t31 - 0.276923077f * t32); VSTORE(u + 180224, -0.623076923f * t30 + 0.415384615f * t31 - 0.276923077f * t32); VSTORE(u + 188416, t32);
-            VSTORE(u + 196608, t40); VSTORE(u + 204800, 0.123076923f * t40 + 0.184615385f * t41 + 0.276923077f * t42); VSTORE(u + 212992, 0.123076923f * t40 - 0.184615385f * t41 + 0.276923077f * t42); VSTORE(u + 221184, -0.623076923f * t40 - 0.415384615f * t41 - 0.276923077f * t42); VSTORE(u + 229376, -0.623076923f * t40 + 0.415384615f * t41 - 0.276923077f * t42); VSTORE(u + 237568, t42);
-            VSTORE(u + 245760, t50); VSTORE(u + 253952, 0.123076923f * t50 + 0.184615385f * t51 + 0.276923077f * t52); VSTORE(u + 262144, 0.123076923f * t50 - 0.184615385f * t51 + 0.276923077f * t52); VSTORE(u + 270336, -0.623076923f * t50 - 0.415384615f * t51 - 0.276923077f * t52); VSTORE(u + 278528, -0.623076923f * t50 + 0.415384615f * t51 - 0.276923077f * t52); VSTORE(u + 286720, t52);
+            const cg_v t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const cg_v t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const cg_v t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            VSTORE(u + 0, t00); VSTORE(u + 8192, 0.5f * (t00 + t01 + t02)); VSTORE(u + 16384, 0.5f * (t00 - t01 + t02)); VSTORE(u + 24576, t02);
+            VSTORE(u + 32768, t10); VSTORE(u + 40960, 0.5f * (t10 + t11 + t12)); VSTORE(u + 49152, 0.5f * (t10 - t11 + t12)); VSTORE(u + 57344, t12);
+            VSTORE(u + 65536, t20); VSTORE(u + 73728, 0.5f * (t20 + t21 + t22)); VSTORE(u + 81920, 0.5f * (t20 - t21 + t22)); VSTORE(u + 90112, t22);
+            VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
     CG_PARALLEL
@@ -1954,98 +1949,32 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
         CG_FOR2_NOWAIT
         for (int v0 = 0; v0 < 4; v0 += 1) {
             for (int ty = 0; ty < 1; ty++) {
-                cg_v vb[2304]; /* [36][64][TB]: B^T d B of each input channel */
-                cg_v mb[4608]; /* [36][128][TB]: the products summed over the input channels */
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = -2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = -2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = -2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = -2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = -2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = -2.69444444f * s02 + s04;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 64 + ci) * 1 + bb] = -2.69444444f * s12 + s14;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 64 + ci) * 1 + bb] = -2.69444444f * s22 + s24;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 64 + ci) * 1 + bb] = -2.69444444f * s32 + s34;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 64 + ci) * 1 + bb] = -2.69444444f * s42 + s44;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 64 + ci) * 1 + bb] = -2.69444444f * s52 + s54;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
+                            const cg_v d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                            const cg_v d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2062,8 +1991,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2081,150 +2016,145 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b], r05 = mb[(5 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b] + mb[(17 * 128 + co) * 1 + b] + mb[(23 * 128 + co) * 1 + b] + mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b], r15 = 1.5f * mb[(11 * 128 + co) * 1 + b] - 1.5f * mb[(17 * 128 + co) * 1 + b] + 0.666666667f * mb[(23 * 128 + co) * 1 + b] - 0.666666667f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 128 + co) * 1 + b] + 2.25f * mb[(12 * 128 + co) * 1 + b] + 0.444444444f * mb[(18 * 128 + co) * 1 + b] + 0.444444444f * mb[(24 * 128 + co) * 1 + b], r21 = 2.25f * mb[(7 * 128 + co) * 1 + b] + 2.25f * mb[(13 * 128 + co) * 1 + b] + 0.444444444f * mb[(19 * 128 + co) * 1 + b] + 0.444444444f * mb[(25 * 128 + co) * 1 + b], r22 = 2.25f * mb[(8 * 128 + co) * 1 + b] + 2.25f * mb[(14 * 128 + co) * 1 + b] + 0.444444444f * mb[(20 * 128 + co) * 1 + b] + 0.444444444f * mb[(26 * 128 + co) * 1 + b], r23 = 2.25f * mb[(9 * 128 + co) * 1 + b] + 2.25f * mb[(15 * 128 + co) * 1 + b] + 0.444444444f * mb[(21 * 128 + co) * 1 + b] + 0.444444444f * mb[(27 * 128 + co) * 1 + b], r24 = 2.25f * mb[(10 * 128 + co) * 1 + b] + 2.25f * mb[(16 * 128 + co) * 1 + b] + 0.444444444f * mb[(22 * 128 + co) * 1 + b] + 0.444444444f * mb[(28 * 128 + co) * 1 + b], r25 = 2.25f * mb[(11 * 128 + co) * 1 + b] + 2.25f * mb[(17 * 128 + co) * 1 + b] + 0.444444444f * mb[(23 * 128 + co) * 1 + b] + 0.444444444f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 128 + co) * 1 + b] - 3.375f * mb[(12 * 128 + co) * 1 + b] + 0.296296296f * mb[(18 * 128 + co) * 1 + b] - 0.296296296f * mb[(24 * 128 + co) * 1 + b] + mb[(30 * 128 + co) * 1 + b], r31 = 3.375f * mb[(7 * 128 + co) * 1 + b] - 3.375f * mb[(13 * 128 + co) * 1 + b] + 0.296296296f * mb[(19 * 128 + co) * 1 + b] - 0.296296296f * mb[(25 * 128 + co) * 1 + b] + mb[(31 * 128 + co) * 1 + b], r32 = 3.375f * mb[(8 * 128 + co) * 1 + b] - 3.375f * mb[(14 * 128 + co) * 1 + b] + 0.296296296f * mb[(20 * 128 + co) * 1 + b] - 0.296296296f * mb[(26 * 128 + co) * 1 + b] + mb[(32 * 128 + co) * 1 + b], r33 = 3.375f * mb[(9 * 128 + co) * 1 + b] - 3.375f * mb[(15 * 128 + co) * 1 + b] + 0.296296296f * mb[(21 * 128 + co) * 1 + b] - 0.296296296f * mb[(27 * 128 + co) * 1 + b] + mb[(33 * 128 + co) * 1 + b], r34 = 3.375f * mb[(10 * 128 + co) * 1 + b] - 3.375f * mb[(16 * 128 + co) * 1 + b] + 0.296296296f * mb[(22 * 128 + co) * 1 + b] - 0.296296296f * mb[(28 * 128 + co) * 1 + b] + mb[(34 * 128 + co) * 1 + b], r35 = 3.375f * mb[(11 * 128 + co) * 1 + b] - 3.375f * mb[(17 * 128 + co) * 1 + b] + 0.296296296f * mb[(23 * 128 + co) * 1 + b] - 0.296296296f * mb[(29 * 128 + co) * 1 + b] + mb[(35 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(y + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(y + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(y + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(y + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(y + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(y + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(y + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(y + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(y + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(y + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(y + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(y + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = -2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = -2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = -2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = -2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = -2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = -2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = s00 - 2.69444444f * s02 + s04;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 64 + ci) * 1 + bb] = s10 - 2.69444444f * s12 + s14;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 64 + ci) * 1 + bb] = s20 - 2.69444444f * s22 + s24;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 64 + ci) * 1 + bb] = s30 - 2.69444444f * s32 + s34;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 64 + ci) * 1 + bb] = s40 - 2.69444444f * s42 + s44;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 64 + ci) * 1 + bb] = s50 - 2.69444444f * s52 + s54;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                            const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2241,8 +2171,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2260,123 +2196,145 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b], r05 = mb[(5 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b] + mb[(17 * 128 + co) * 1 + b] + mb[(23 * 128 + co) * 1 + b] + mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b], r15 = 1.5f * mb[(11 * 128 + co) * 1 + b] - 1.5f * mb[(17 * 128 + co) * 1 + b] + 0.666666667f * mb[(23 * 128 + co) * 1 + b] - 0.666666667f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 128 + co) * 1 + b] + 2.25f * mb[(12 * 128 + co) * 1 + b] + 0.444444444f * mb[(18 * 128 + co) * 1 + b] + 0.444444444f * mb[(24 * 128 + co) * 1 + b], r21 = 2.25f * mb[(7 * 128 + co) * 1 + b] + 2.25f * mb[(13 * 128 + co) * 1 + b] + 0.444444444f * mb[(19 * 128 + co) * 1 + b] + 0.444444444f * mb[(25 * 128 + co) * 1 + b], r22 = 2.25f * mb[(8 * 128 + co) * 1 + b] + 2.25f * mb[(14 * 128 + co) * 1 + b] + 0.444444444f * mb[(20 * 128 + co) * 1 + b] + 0.444444444f * mb[(26 * 128 + co) * 1 + b], r23 = 2.25f * mb[(9 * 128 + co) * 1 + b] + 2.25f * mb[(15 * 128 + co) * 1 + b] + 0.444444444f * mb[(21 * 128 + co) * 1 + b] + 0.444444444f * mb[(27 * 128 + co) * 1 + b], r24 = 2.25f * mb[(10 * 128 + co) * 1 + b] + 2.25f * mb[(16 * 128 + co) * 1 + b] + 0.444444444f * mb[(22 * 128 + co) * 1 + b] + 0.444444444f * mb[(28 * 128 + co) * 1 + b], r25 = 2.25f * mb[(11 * 128 + co) * 1 + b] + 2.25f * mb[(17 * 128 + co) * 1 + b] + 0.444444444f * mb[(23 * 128 + co) * 1 + b] + 0.444444444f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 128 + co) * 1 + b] - 3.375f * mb[(12 * 128 + co) * 1 + b] + 0.296296296f * mb[(18 * 128 + co) * 1 + b] - 0.296296296f * mb[(24 * 128 + co) * 1 + b] + mb[(30 * 128 + co) * 1 + b], r31 = 3.375f * mb[(7 * 128 + co) * 1 + b] - 3.375f * mb[(13 * 128 + co) * 1 + b] + 0.296296296f * mb[(19 * 128 + co) * 1 + b] - 0.296296296f * mb[(25 * 128 + co) * 1 + b] + mb[(31 * 128 + co) * 1 + b], r32 = 3.375f * mb[(8 * 128 + co) * 1 + b] - 3.375f * mb[(14 * 128 + co) * 1 + b] + 0.296296296f * mb[(20 * 128 + co) * 1 + b] - 0.296296296f * mb[(26 * 128 + co) * 1 + b] + mb[(32 * 128 + co) * 1 + b], r33 = 3.375f * mb[(9 * 128 + co) * 1 + b] - 3.375f * mb[(15 * 128 + co) * 1 + b] + 0.296296296f * mb[(21 * 128 + co) * 1 + b] - 0.296296296f * mb[(27 * 128 + co) * 1 + b] + mb[(33 * 128 + co) * 1 + b], r34 = 3.375f * mb[(10 * 128 + co) * 1 + b] - 3.375f * mb[(16 * 128 + co) * 1 + b] + 0.296296296f * mb[(22 * 128 + co) * 1 + b] - 0.296296296f * mb[(28 * 128 + co) * 1 + b] + mb[(34 * 128 + co) * 1 + b], r35 = 3.375f * mb[(11 * 128 + co) * 1 + b] - 3.375f * mb[(17 * 128 + co) * 1 + b] + 0.296296296f * mb[(23 * 128 + co) * 1 + b] - 0.296296296f * mb[(29 * 128 + co) * 1 + b] + mb[(35 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(y + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(y + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(y + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(y + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(y + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(y + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(y + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(y + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(y + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(y + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(y + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(y + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3, 4, 5, 2 outputs */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = -2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = -2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = -2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = s00 - 2.69444444f * s02;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01;
-                            vb[(6 * 64 + ci) * 1 + bb] = s10 - 2.69444444f * s12;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11;
-                            vb[(12 * 64 + ci) * 1 + bb] = s20 - 2.69444444f * s22;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21;
-                            vb[(18 * 64 + ci) * 1 + bb] = s30 - 2.69444444f * s32;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31;
-                            vb[(24 * 64 + ci) * 1 + bb] = s40 - 2.69444444f * s42;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41;
-                            vb[(30 * 64 + ci) * 1 + bb] = s50 - 2.69444444f * s52;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51;
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
+                            const cg_v d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752));
+                            const cg_v d32 = VLOAD(xc + (xo + 2816));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2393,8 +2351,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2412,141 +2376,153 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 128 + co) * 1 + b] + 2.25f * mb[(12 * 128 + co) * 1 + b] + 0.444444444f * mb[(18 * 128 + co) * 1 + b] + 0.444444444f * mb[(24 * 128 + co) * 1 + b], r21 = 2.25f * mb[(7 * 128 + co) * 1 + b] + 2.25f * mb[(13 * 128 + co) * 1 + b] + 0.444444444f * mb[(19 * 128 + co) * 1 + b] + 0.444444444f * mb[(25 * 128 + co) * 1 + b], r22 = 2.25f * mb[(8 * 128 + co) * 1 + b] + 2.25f * mb[(14 * 128 + co) * 1 + b] + 0.444444444f * mb[(20 * 128 + co) * 1 + b] + 0.444444444f * mb[(26 * 128 + co) * 1 + b], r23 = 2.25f * mb[(9 * 128 + co) * 1 + b] + 2.25f * mb[(15 * 128 + co) * 1 + b] + 0.444444444f * mb[(21 * 128 + co) * 1 + b] + 0.444444444f * mb[(27 * 128 + co) * 1 + b], r24 = 2.25f * mb[(10 * 128 + co) * 1 + b] + 2.25f * mb[(16 * 128 + co) * 1 + b] + 0.444444444f * mb[(22 * 128 + co) * 1 + b] + 0.444444444f * mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 128 + co) * 1 + b] - 3.375f * mb[(12 * 128 + co) * 1 + b] + 0.296296296f * mb[(18 * 128 + co) * 1 + b] - 0.296296296f * mb[(24 * 128 + co) * 1 + b] + mb[(30 * 128 + co) * 1 + b], r31 = 3.375f * mb[(7 * 128 + co) * 1 + b] - 3.375f * mb[(13 * 128 + co) * 1 + b] + 0.296296296f * mb[(19 * 128 + co) * 1 + b] - 0.296296296f * mb[(25 * 128 + co) * 1 + b] + mb[(31 * 128 + co) * 1 + b], r32 = 3.375f * mb[(8 * 128 + co) * 1 + b] - 3.375f * mb[(14 * 128 + co) * 1 + b] + 0.296296296f * mb[(20 * 128 + co) * 1 + b] - 0.296296296f * mb[(26 * 128 + co) * 1 + b] + mb[(32 * 128 + co) * 1 + b], r33 = 3.375f * mb[(9 * 128 + co) * 1 + b] - 3.375f * mb[(15 * 128 + co) * 1 + b] + 0.296296296f * mb[(21 * 128 + co) * 1 + b] - 0.296296296f * mb[(27 * 128 + co) * 1 + b] + mb[(33 * 128 + co) * 1 + b], r34 = 3.375f * mb[(10 * 128 + co) * 1 + b] - 3.375f * mb[(16 * 128 + co) * 1 + b] + 0.296296296f * mb[(22 * 128 + co) * 1 + b] - 0.296296296f * mb[(28 * 128 + co) * 1 + b] + mb[(34 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(y + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(y + o + 1856, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(y + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(y + o + 2752, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
             }
         }
-        /* tile rows 1..2: input rows all inside */
+        /* tile rows 1..5: input rows all inside */
         CG_FOR2_NOWAIT
         for (int v0 = 0; v0 < 4; v0 += 1) {
-            for (int ty = 1; ty < 3; ty++) {
-                cg_v vb[2304]; /* [36][64][TB]: B^T d B of each input channel */
-                cg_v mb[4608]; /* [36][128][TB]: the products summed over the input channels */
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = d0 - 2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = d0 - 2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = d0 - 2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = d0 - 2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = d0 - 2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = -2.69444444f * s02 + s04;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 64 + ci) * 1 + bb] = -2.69444444f * s12 + s14;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 64 + ci) * 1 + bb] = -2.69444444f * s22 + s24;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 64 + ci) * 1 + bb] = -2.69444444f * s32 + s34;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 64 + ci) * 1 + bb] = -2.69444444f * s42 + s44;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 64 + ci) * 1 + bb] = -2.69444444f * s52 + s54;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                            const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                            const cg_v d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2563,8 +2539,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2582,150 +2564,145 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b], r05 = mb[(5 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b] + mb[(17 * 128 + co) * 1 + b] + mb[(23 * 128 + co) * 1 + b] + mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b], r15 = 1.5f * mb[(11 * 128 + co) * 1 + b] - 1.5f * mb[(17 * 128 + co) * 1 + b] + 0.666666667f * mb[(23 * 128 + co) * 1 + b] - 0.666666667f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 128 + co) * 1 + b] + 2.25f * mb[(12 * 128 + co) * 1 + b] + 0.444444444f * mb[(18 * 128 + co) * 1 + b] + 0.444444444f * mb[(24 * 128 + co) * 1 + b], r21 = 2.25f * mb[(7 * 128 + co) * 1 + b] + 2.25f * mb[(13 * 128 + co) * 1 + b] + 0.444444444f * mb[(19 * 128 + co) * 1 + b] + 0.444444444f * mb[(25 * 128 + co) * 1 + b], r22 = 2.25f * mb[(8 * 128 + co) * 1 + b] + 2.25f * mb[(14 * 128 + co) * 1 + b] + 0.444444444f * mb[(20 * 128 + co) * 1 + b] + 0.444444444f * mb[(26 * 128 + co) * 1 + b], r23 = 2.25f * mb[(9 * 128 + co) * 1 + b] + 2.25f * mb[(15 * 128 + co) * 1 + b] + 0.444444444f * mb[(21 * 128 + co) * 1 + b] + 0.444444444f * mb[(27 * 128 + co) * 1 + b], r24 = 2.25f * mb[(10 * 128 + co) * 1 + b] + 2.25f * mb[(16 * 128 + co) * 1 + b] + 0.444444444f * mb[(22 * 128 + co) * 1 + b] + 0.444444444f * mb[(28 * 128 + co) * 1 + b], r25 = 2.25f * mb[(11 * 128 + co) * 1 + b] + 2.25f * mb[(17 * 128 + co) * 1 + b] + 0.444444444f * mb[(23 * 128 + co) * 1 + b] + 0.444444444f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 128 + co) * 1 + b] - 3.375f * mb[(12 * 128 + co) * 1 + b] + 0.296296296f * mb[(18 * 128 + co) * 1 + b] - 0.296296296f * mb[(24 * 128 + co) * 1 + b] + mb[(30 * 128 + co) * 1 + b], r31 = 3.375f * mb[(7 * 128 + co) * 1 + b] - 3.375f * mb[(13 * 128 + co) * 1 + b] + 0.296296296f * mb[(19 * 128 + co) * 1 + b] - 0.296296296f * mb[(25 * 128 + co) * 1 + b] + mb[(31 * 128 + co) * 1 + b], r32 = 3.375f * mb[(8 * 128 + co) * 1 + b] - 3.375f * mb[(14 * 128 + co) * 1 + b] + 0.296296296f * mb[(20 * 128 + co) * 1 + b] - 0.296296296f * mb[(26 * 128 + co) * 1 + b] + mb[(32 * 128 + co) * 1 + b], r33 = 3.375f * mb[(9 * 128 + co) * 1 + b] - 3.375f * mb[(15 * 128 + co) * 1 + b] + 0.296296296f * mb[(21 * 128 + co) * 1 + b] - 0.296296296f * mb[(27 * 128 + co) * 1 + b] + mb[(33 * 128 + co) * 1 + b], r34 = 3.375f * mb[(10 * 128 + co) * 1 + b] - 3.375f * mb[(16 * 128 + co) * 1 + b] + 0.296296296f * mb[(22 * 128 + co) * 1 + b] - 0.296296296f * mb[(28 * 128 + co) * 1 + b] + mb[(34 * 128 + co) * 1 + b], r35 = 3.375f * mb[(11 * 128 + co) * 1 + b] - 3.375f * mb[(17 * 128 + co) * 1 + b] + 0.296296296f * mb[(23 * 128 + co) * 1 + b] - 0.296296296f * mb[(29 * 128 + co) * 1 + b] + mb[(35 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(y + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(y + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(y + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(y + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(y + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(y + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(y + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(y + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(y + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(y + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(y + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(y + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = d0 - 2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = d0 - 2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = d0 - 2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = d0 - 2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = d0 - 2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = d0 - 2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = s00 - 2.69444444f * s02 + s04;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 64 + ci) * 1 + bb] = s10 - 2.69444444f * s12 + s14;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 64 + ci) * 1 + bb] = s20 - 2.69444444f * s22 + s24;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 64 + ci) * 1 + bb] = s30 - 2.69444444f * s32 + s34;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 64 + ci) * 1 + bb] = s40 - 2.69444444f * s42 + s44;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 64 + ci) * 1 + bb] = s50 - 2.69444444f * s52 + s54;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                            const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2742,8 +2719,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2761,123 +2744,145 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b], r05 = mb[(5 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b] + mb[(17 * 128 + co) * 1 + b] + mb[(23 * 128 + co) * 1 + b] + mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b], r15 = 1.5f * mb[(11 * 128 + co) * 1 + b] - 1.5f * mb[(17 * 128 + co) * 1 + b] + 0.666666667f * mb[(23 * 128 + co) * 1 + b] - 0.666666667f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 128 + co) * 1 + b] + 2.25f * mb[(12 * 128 + co) * 1 + b] + 0.444444444f * mb[(18 * 128 + co) * 1 + b] + 0.444444444f * mb[(24 * 128 + co) * 1 + b], r21 = 2.25f * mb[(7 * 128 + co) * 1 + b] + 2.25f * mb[(13 * 128 + co) * 1 + b] + 0.444444444f * mb[(19 * 128 + co) * 1 + b] + 0.444444444f * mb[(25 * 128 + co) * 1 + b], r22 = 2.25f * mb[(8 * 128 + co) * 1 + b] + 2.25f * mb[(14 * 128 + co) * 1 + b] + 0.444444444f * mb[(20 * 128 + co) * 1 + b] + 0.444444444f * mb[(26 * 128 + co) * 1 + b], r23 = 2.25f * mb[(9 * 128 + co) * 1 + b] + 2.25f * mb[(15 * 128 + co) * 1 + b] + 0.444444444f * mb[(21 * 128 + co) * 1 + b] + 0.444444444f * mb[(27 * 128 + co) * 1 + b], r24 = 2.25f * mb[(10 * 128 + co) * 1 + b] + 2.25f * mb[(16 * 128 + co) * 1 + b] + 0.444444444f * mb[(22 * 128 + co) * 1 + b] + 0.444444444f * mb[(28 * 128 + co) * 1 + b], r25 = 2.25f * mb[(11 * 128 + co) * 1 + b] + 2.25f * mb[(17 * 128 + co) * 1 + b] + 0.444444444f * mb[(23 * 128 + co) * 1 + b] + 0.444444444f * mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 128 + co) * 1 + b] - 3.375f * mb[(12 * 128 + co) * 1 + b] + 0.296296296f * mb[(18 * 128 + co) * 1 + b] - 0.296296296f * mb[(24 * 128 + co) * 1 + b] + mb[(30 * 128 + co) * 1 + b], r31 = 3.375f * mb[(7 * 128 + co) * 1 + b] - 3.375f * mb[(13 * 128 + co) * 1 + b] + 0.296296296f * mb[(19 * 128 + co) * 1 + b] - 0.296296296f * mb[(25 * 128 + co) * 1 + b] + mb[(31 * 128 + co) * 1 + b], r32 = 3.375f * mb[(8 * 128 + co) * 1 + b] - 3.375f * mb[(14 * 128 + co) * 1 + b] + 0.296296296f * mb[(20 * 128 + co) * 1 + b] - 0.296296296f * mb[(26 * 128 + co) * 1 + b] + mb[(32 * 128 + co) * 1 + b], r33 = 3.375f * mb[(9 * 128 + co) * 1 + b] - 3.375f * mb[(15 * 128 + co) * 1 + b] + 0.296296296f * mb[(21 * 128 + co) * 1 + b] - 0.296296296f * mb[(27 * 128 + co) * 1 + b] + mb[(33 * 128 + co) * 1 + b], r34 = 3.375f * mb[(10 * 128 + co) * 1 + b] - 3.375f * mb[(16 * 128 + co) * 1 + b] + 0.296296296f * mb[(22 * 128 + co) * 1 + b] - 0.296296296f * mb[(28 * 128 + co) * 1 + b] + mb[(34 * 128 + co) * 1 + b], r35 = 3.375f * mb[(11 * 128 + co) * 1 + b] - 3.375f * mb[(17 * 128 + co) * 1 + b] + 0.296296296f * mb[(23 * 128 + co) * 1 + b] - 0.296296296f * mb[(29 * 128 + co) * 1 + b] + mb[(35 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(y + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(y + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(y + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(y + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(y + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(y + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(y + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(y + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(y + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(y + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(y + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(y + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3, 4, 5, 2 outputs */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = d0 - 2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = d0 - 2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = d0 - 2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = s00 - 2.69444444f * s02;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01;
-                            vb[(6 * 64 + ci) * 1 + bb] = s10 - 2.69444444f * s12;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11;
-                            vb[(12 * 64 + ci) * 1 + bb] = s20 - 2.69444444f * s22;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21;
-                            vb[(18 * 64 + ci) * 1 + bb] = s30 - 2.69444444f * s32;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31;
-                            vb[(24 * 64 + ci) * 1 + bb] = s40 - 2.69444444f * s42;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41;
-                            vb[(30 * 64 + ci) * 1 + bb] = s50 - 2.69444444f * s52;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                            const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                            const cg_v d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -2894,8 +2899,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -2913,141 +2924,153 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 128 + co) * 1 + b] + 2.25f * mb[(12 * 128 + co) * 1 + b] + 0.444444444f * mb[(18 * 128 + co) * 1 + b] + 0.444444444f * mb[(24 * 128 + co) * 1 + b], r21 = 2.25f * mb[(7 * 128 + co) * 1 + b] + 2.25f * mb[(13 * 128 + co) * 1 + b] + 0.444444444f * mb[(19 * 128 + co) * 1 + b] + 0.444444444f * mb[(25 * 128 + co) * 1 + b], r22 = 2.25f * mb[(8 * 128 + co) * 1 + b] + 2.25f * mb[(14 * 128 + co) * 1 + b] + 0.444444444f * mb[(20 * 128 + co) * 1 + b] + 0.444444444f * mb[(26 * 128 + co) * 1 + b], r23 = 2.25f * mb[(9 * 128 + co) * 1 + b] + 2.25f * mb[(15 * 128 + co) * 1 + b] + 0.444444444f * mb[(21 * 128 + co) * 1 + b] + 0.444444444f * mb[(27 * 128 + co) * 1 + b], r24 = 2.25f * mb[(10 * 128 + co) * 1 + b] + 2.25f * mb[(16 * 128 + co) * 1 + b] + 0.444444444f * mb[(22 * 128 + co) * 1 + b] + 0.444444444f * mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 128 + co) * 1 + b] - 3.375f * mb[(12 * 128 + co) * 1 + b] + 0.296296296f * mb[(18 * 128 + co) * 1 + b] - 0.296296296f * mb[(24 * 128 + co) * 1 + b] + mb[(30 * 128 + co) * 1 + b], r31 = 3.375f * mb[(7 * 128 + co) * 1 + b] - 3.375f * mb[(13 * 128 + co) * 1 + b] + 0.296296296f * mb[(19 * 128 + co) * 1 + b] - 0.296296296f * mb[(25 * 128 + co) * 1 + b] + mb[(31 * 128 + co) * 1 + b], r32 = 3.375f * mb[(8 * 128 + co) * 1 + b] - 3.375f * mb[(14 * 128 + co) * 1 + b] + 0.296296296f * mb[(20 * 128 + co) * 1 + b] - 0.296296296f * mb[(26 * 128 + co) * 1 + b] + mb[(32 * 128 + co) * 1 + b], r33 = 3.375f * mb[(9 * 128 + co) * 1 + b] - 3.375f * mb[(15 * 128 + co) * 1 + b] + 0.296296296f * mb[(21 * 128 + co) * 1 + b] - 0.296296296f * mb[(27 * 128 + co) * 1 + b] + mb[(33 * 128 + co) * 1 + b], r34 = 3.375f * mb[(10 * 128 + co) * 1 + b] - 3.375f * mb[(16 * 128 + co) * 1 + b] + 0.296296296f * mb[(22 * 128 + co) * 1 + b] - 0.296296296f * mb[(28 * 128 + co) * 1 + b] + mb[(34 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(y + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(y + o + 1856, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(y + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(y + o + 2752, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
             }
         }
-        /* tile rows 3..3: input rows zeros at 3, 4, 5, 2 outputs */
+        /* tile rows 6..6: input rows zeros at 3 */
         CG_FOR2_NOWAIT
         for (int v0 = 0; v0 < 4; v0 += 1) {
-            for (int ty = 3; ty < 4; ty++) {
-                cg_v vb[2304]; /* [36][64][TB]: B^T d B of each input channel */
-                cg_v mb[4608]; /* [36][128][TB]: the products summed over the input channels */
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[1024]; /* [16][64][TB]: B^T d B of each input channel */
+                cg_v mb[2048]; /* [16][128][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856));
-                                s01 = d0 - 2.69444444f * d2;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s31 = -1.5f * d1 - 2.25f * d2;
-                                s41 = 1.5f * d1 - 2.25f * d2;
-                                s51 = d1;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920));
-                                s02 = d0 - 2.69444444f * d2;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s32 = -1.5f * d1 - 2.25f * d2;
-                                s42 = 1.5f * d1 - 2.25f * d2;
-                                s52 = d1;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984));
-                                s03 = d0 - 2.69444444f * d2;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s33 = -1.5f * d1 - 2.25f * d2;
-                                s43 = 1.5f * d1 - 2.25f * d2;
-                                s53 = d1;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048));
-                                s04 = d0 - 2.69444444f * d2;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s34 = -1.5f * d1 - 2.25f * d2;
-                                s44 = 1.5f * d1 - 2.25f * d2;
-                                s54 = d1;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112));
-                                s05 = d0 - 2.69444444f * d2;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s35 = -1.5f * d1 - 2.25f * d2;
-                                s45 = 1.5f * d1 - 2.25f * d2;
-                                s55 = d1;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = -2.69444444f * s02 + s04;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 64 + ci) * 1 + bb] = -2.69444444f * s12 + s14;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 64 + ci) * 1 + bb] = -2.69444444f * s22 + s24;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 64 + ci) * 1 + bb] = -2.69444444f * s32 + s34;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 64 + ci) * 1 + bb] = -2.69444444f * s42 + s44;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 64 + ci) * 1 + bb] = -2.69444444f * s52 + s54;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                            const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                            const cg_v d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3064,8 +3087,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3083,140 +3112,145 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b], r05 = mb[(5 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b] + mb[(17 * 128 + co) * 1 + b] + mb[(23 * 128 + co) * 1 + b] + mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b], r15 = 1.5f * mb[(11 * 128 + co) * 1 + b] - 1.5f * mb[(17 * 128 + co) * 1 + b] + 0.666666667f * mb[(23 * 128 + co) * 1 + b] - 0.666666667f * mb[(29 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(y + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(y + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(y + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(y + o + 1088, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792));
-                                s00 = d0 - 2.69444444f * d2;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s30 = -1.5f * d1 - 2.25f * d2;
-                                s40 = 1.5f * d1 - 2.25f * d2;
-                                s50 = d1;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856));
-                                s01 = d0 - 2.69444444f * d2;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s31 = -1.5f * d1 - 2.25f * d2;
-                                s41 = 1.5f * d1 - 2.25f * d2;
-                                s51 = d1;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920));
-                                s02 = d0 - 2.69444444f * d2;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s32 = -1.5f * d1 - 2.25f * d2;
-                                s42 = 1.5f * d1 - 2.25f * d2;
-                                s52 = d1;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984));
-                                s03 = d0 - 2.69444444f * d2;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s33 = -1.5f * d1 - 2.25f * d2;
-                                s43 = 1.5f * d1 - 2.25f * d2;
-                                s53 = d1;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048));
-                                s04 = d0 - 2.69444444f * d2;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s34 = -1.5f * d1 - 2.25f * d2;
-                                s44 = 1.5f * d1 - 2.25f * d2;
-                                s54 = d1;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112));
-                                s05 = d0 - 2.69444444f * d2;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s35 = -1.5f * d1 - 2.25f * d2;
-                                s45 = 1.5f * d1 - 2.25f * d2;
-                                s55 = d1;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = s00 - 2.69444444f * s02 + s04;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 64 + ci) * 1 + bb] = s10 - 2.69444444f * s12 + s14;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 64 + ci) * 1 + bb] = s20 - 2.69444444f * s22 + s24;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 64 + ci) * 1 + bb] = s30 - 2.69444444f * s32 + s34;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 64 + ci) * 1 + bb] = s40 - 2.69444444f * s42 + s44;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 64 + ci) * 1 + bb] = s50 - 2.69444444f * s52 + s54;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                            const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3233,8 +3267,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3252,113 +3292,144 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b], r05 = mb[(5 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b] + mb[(17 * 128 + co) * 1 + b] + mb[(23 * 128 + co) * 1 + b] + mb[(29 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b], r15 = 1.5f * mb[(11 * 128 + co) * 1 + b] - 1.5f * mb[(17 * 128 + co) * 1 + b] + 0.666666667f * mb[(23 * 128 + co) * 1 + b] - 0.666666667f * mb[(29 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(y + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(y + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(y + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(y + o + 1088, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3, 4, 5, 2 outputs */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 64; ci++) {
+                        const float *restrict xq = x + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = x + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792));
-                                s00 = d0 - 2.69444444f * d2;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s30 = -1.5f * d1 - 2.25f * d2;
-                                s40 = 1.5f * d1 - 2.25f * d2;
-                                s50 = d1;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856));
-                                s01 = d0 - 2.69444444f * d2;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s31 = -1.5f * d1 - 2.25f * d2;
-                                s41 = 1.5f * d1 - 2.25f * d2;
-                                s51 = d1;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920));
-                                s02 = d0 - 2.69444444f * d2;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s32 = -1.5f * d1 - 2.25f * d2;
-                                s42 = 1.5f * d1 - 2.25f * d2;
-                                s52 = d1;
-                            }
-                            vb[(0 * 64 + ci) * 1 + bb] = s00 - 2.69444444f * s02;
-                            vb[(1 * 64 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(2 * 64 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(3 * 64 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02;
-                            vb[(4 * 64 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02;
-                            vb[(5 * 64 + ci) * 1 + bb] = s01;
-                            vb[(6 * 64 + ci) * 1 + bb] = s10 - 2.69444444f * s12;
-                            vb[(7 * 64 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(8 * 64 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(9 * 64 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12;
-                            vb[(10 * 64 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12;
-                            vb[(11 * 64 + ci) * 1 + bb] = s11;
-                            vb[(12 * 64 + ci) * 1 + bb] = s20 - 2.69444444f * s22;
-                            vb[(13 * 64 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(14 * 64 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(15 * 64 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22;
-                            vb[(16 * 64 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22;
-                            vb[(17 * 64 + ci) * 1 + bb] = s21;
-                            vb[(18 * 64 + ci) * 1 + bb] = s30 - 2.69444444f * s32;
-                            vb[(19 * 64 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(20 * 64 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(21 * 64 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32;
-                            vb[(22 * 64 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32;
-                            vb[(23 * 64 + ci) * 1 + bb] = s31;
-                            vb[(24 * 64 + ci) * 1 + bb] = s40 - 2.69444444f * s42;
-                            vb[(25 * 64 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(26 * 64 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(27 * 64 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42;
-                            vb[(28 * 64 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42;
-                            vb[(29 * 64 + ci) * 1 + bb] = s41;
-                            vb[(30 * 64 + ci) * 1 + bb] = s50 - 2.69444444f * s52;
-                            vb[(31 * 64 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(32 * 64 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(33 * 64 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52;
-                            vb[(34 * 64 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52;
-                            vb[(35 * 64 + ci) * 1 + bb] = s51;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                            const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                            const cg_v d22 = VLOAD(xc + (xo + 1920));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 64 + ci) * 1 + bb] = s00 - s02; vb[(1 * 64 + ci) * 1 + bb] = s01 + s02; vb[(2 * 64 + ci) * 1 + bb] = s02 - s01; vb[(3 * 64 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 64 + ci) * 1 + bb] = s10 - s12; vb[(5 * 64 + ci) * 1 + bb] = s11 + s12; vb[(6 * 64 + ci) * 1 + bb] = s12 - s11; vb[(7 * 64 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 64 + ci) * 1 + bb] = s20 - s22; vb[(9 * 64 + ci) * 1 + bb] = s21 + s22; vb[(10 * 64 + ci) * 1 + bb] = s22 - s21; vb[(11 * 64 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 64 + ci) * 1 + bb] = s30 - s32; vb[(13 * 64 + ci) * 1 + bb] = s31 + s32; vb[(14 * 64 + ci) * 1 + bb] = s32 - s31; vb[(15 * 64 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 8; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        for (int cb = 0; cb < 2; cb++) {
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3375,8 +3446,14 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 64; ci++) {
-                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*22;
                                 cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3394,34 +3471,118 @@ static void l04_conv2d_forward(const float *restrict P, float *restrict T, const
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 128 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 128 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 128 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 128 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 128 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 128 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 128 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 128 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 128 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 128 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 128 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 128 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 128 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 128 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 128 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 128 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*22 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*22 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*22 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*22 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*22 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*22 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*22 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*22 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*22 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*22 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*22 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*22 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*22 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*22 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*22 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*22 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*22 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*22 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*22 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*22 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 128 + cb*22 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 4; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 64; ci++) {
+                                const float *restrict u = U + (size_t)(p * 64 + ci) * 128 + cb*21 + 44;
+                                cg_v e0 = vb[(p * 64 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 128 + cb*21 + 44) * 1 + 0] = a0_0;
+                            mb[(p * 128 + cb*21 + 45) * 1 + 0] = a1_0;
+                            mb[(p * 128 + cb*21 + 46) * 1 + 0] = a2_0;
+                            mb[(p * 128 + cb*21 + 47) * 1 + 0] = a3_0;
+                            mb[(p * 128 + cb*21 + 48) * 1 + 0] = a4_0;
+                            mb[(p * 128 + cb*21 + 49) * 1 + 0] = a5_0;
+                            mb[(p * 128 + cb*21 + 50) * 1 + 0] = a6_0;
+                            mb[(p * 128 + cb*21 + 51) * 1 + 0] = a7_0;
+                            mb[(p * 128 + cb*21 + 52) * 1 + 0] = a8_0;
+                            mb[(p * 128 + cb*21 + 53) * 1 + 0] = a9_0;
+                            mb[(p * 128 + cb*21 + 54) * 1 + 0] = a10_0;
+                            mb[(p * 128 + cb*21 + 55) * 1 + 0] = a11_0;
+                            mb[(p * 128 + cb*21 + 56) * 1 + 0] = a12_0;
+                            mb[(p * 128 + cb*21 + 57) * 1 + 0] = a13_0;
+                            mb[(p * 128 + cb*21 + 58) * 1 + 0] = a14_0;
+                            mb[(p * 128 + cb*21 + 59) * 1 + 0] = a15_0;
+                            mb[(p * 128 + cb*21 + 60) * 1 + 0] = a16_0;
+                            mb[(p * 128 + cb*21 + 61) * 1 + 0] = a17_0;
+                            mb[(p * 128 + cb*21 + 62) * 1 + 0] = a18_0;
+                            mb[(p * 128 + cb*21 + 63) * 1 + 0] = a19_0;
+                            mb[(p * 128 + cb*21 + 64) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 128; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(12 * 128 + co) * 1 + b] + mb[(18 * 128 + co) * 1 + b] + mb[(24 * 128 + co) * 1 + b], r01 = mb[(1 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(13 * 128 + co) * 1 + b] + mb[(19 * 128 + co) * 1 + b] + mb[(25 * 128 + co) * 1 + b], r02 = mb[(2 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b] + mb[(14 * 128 + co) * 1 + b] + mb[(20 * 128 + co) * 1 + b] + mb[(26 * 128 + co) * 1 + b], r03 = mb[(3 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b] + mb[(15 * 128 + co) * 1 + b] + mb[(21 * 128 + co) * 1 + b] + mb[(27 * 128 + co) * 1 + b], r04 = mb[(4 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b] + mb[(16 * 128 + co) * 1 + b] + mb[(22 * 128 + co) * 1 + b] + mb[(28 * 128 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 128 + co) * 1 + b] - 1.5f * mb[(12 * 128 + co) * 1 + b] + 0.666666667f * mb[(18 * 128 + co) * 1 + b] - 0.666666667f * mb[(24 * 128 + co) * 1 + b], r11 = 1.5f * mb[(7 * 128 + co) * 1 + b] - 1.5f * mb[(13 * 128 + co) * 1 + b] + 0.666666667f * mb[(19 * 128 + co) * 1 + b] - 0.666666667f * mb[(25 * 128 + co) * 1 + b], r12 = 1.5f * mb[(8 * 128 + co) * 1 + b] - 1.5f * mb[(14 * 128 + co) * 1 + b] + 0.666666667f * mb[(20 * 128 + co) * 1 + b] - 0.666666667f * mb[(26 * 128 + co) * 1 + b], r13 = 1.5f * mb[(9 * 128 + co) * 1 + b] - 1.5f * mb[(15 * 128 + co) * 1 + b] + 0.666666667f * mb[(21 * 128 + co) * 1 + b] - 0.666666667f * mb[(27 * 128 + co) * 1 + b], r14 = 1.5f * mb[(10 * 128 + co) * 1 + b] - 1.5f * mb[(16 * 128 + co) * 1 + b] + 0.666666667f * mb[(22 * 128 + co) * 1 + b] - 0.666666667f * mb[(28 * 128 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(y + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(y + o + 64, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(y + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(y + o + 960, yv); }
+                            const cg_v r00 = mb[(0 * 128 + co) * 1 + b] + mb[(4 * 128 + co) * 1 + b] + mb[(8 * 128 + co) * 1 + b], r10 = mb[(4 * 128 + co) * 1 + b] - mb[(8 * 128 + co) * 1 + b] - mb[(12 * 128 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 128 + co) * 1 + b] + mb[(5 * 128 + co) * 1 + b] + mb[(9 * 128 + co) * 1 + b], r11 = mb[(5 * 128 + co) * 1 + b] - mb[(9 * 128 + co) * 1 + b] - mb[(13 * 128 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 128 + co) * 1 + b] + mb[(6 * 128 + co) * 1 + b] + mb[(10 * 128 + co) * 1 + b], r12 = mb[(6 * 128 + co) * 1 + b] - mb[(10 * 128 + co) * 1 + b] - mb[(14 * 128 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 128 + co) * 1 + b] + mb[(7 * 128 + co) * 1 + b] + mb[(11 * 128 + co) * 1 + b], r13 = mb[(7 * 128 + co) * 1 + b] - mb[(11 * 128 + co) * 1 + b] - mb[(15 * 128 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(y + o + 0, y00);
+                            VSTORE(y + o + 64, y01);
+                            VSTORE(y + o + 896, y10);
+                            VSTORE(y + o + 960, y11);
                         }
                     }
                 }
@@ -3546,7 +3707,7 @@ static void l04_conv2d_backward(float *restrict G, const float *restrict x, cons
 static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, const float *restrict dy, float *restrict dx)
 {
     /* x [64x14x14][lanes], y [128x14x14][lanes] */
-    float *restrict U = T; /* [36][128][64]: G g G^T per channel pair */
+    float *restrict U = T; /* [16][128][64]: G g G^T per channel pair */
     CG_PARALLEL_FOR
     for (int co = 0; co < 64; co += 16) {
         for (int ci = 0; ci < 128; ci++) {
@@ -3560,18 +3721,13 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
             const cg_v g7 = {P[ci * 576 + (co + 0) * 9 + 1], P[ci * 576 + (co + 1) * 9 + 1], P[ci * 576 + (co + 2) * 9 + 1], P[ci * 576 + (co + 3) * 9 + 1], P[ci * 576 + (co + 4) * 9 + 1], P[ci * 576 + (co + 5) * 9 + 1], P[ci * 576 + (co + 6) * 9 + 1], P[ci * 576 + (co + 7) * 9 + 1], P[ci * 576 + (co + 8) * 9 + 1], P[ci * 576 + (co + 9) * 9 + 1], P[ci * 576 + (co + 10) * 9 + 1], P[ci * 576 + (co + 11) * 9 + 1], P[ci * 576 + (co + 12) * 9 + 1], P[ci * 576 + (co + 13) * 9 + 1], P[ci * 576 + (co + 14) * 9 + 1], P[ci * 576 + (co + 15) * 9 + 1]};
             const cg_v g8 = {P[ci * 576 + (co + 0) * 9 + 0], P[ci * 576 + (co + 1) * 9 + 0], P[ci * 576 + (co + 2) * 9 + 0], P[ci * 576 + (co + 3) * 9 + 0], P[ci * 576 + (co + 4) * 9 + 0], P[ci * 576 + (co + 5) * 9 + 0], P[ci * 576 + (co + 6) * 9 + 0], P[ci * 576 + (co + 7) * 9 + 0], P[ci * 576 + (co + 8) * 9 + 0], P[ci * 576 + (co + 9) * 9 + 0], P[ci * 576 + (co + 10) * 9 + 0], P[ci * 576 + (co + 11) * 9 + 0], P[ci * 576 + (co + 12) * 9 + 0], P[ci * 576 + (co + 13) * 9 + 0], P[ci * 576 + (co + 14) * 9 + 0], P[ci * 576 + (co + 15) * 9 + 0]};
             float *restrict u = U + ci * 64 + co;
-            const cg_v t00 = g0, t01 = g1, t02 = g2;
-            const cg_v t10 = 0.123076923f * g0 + 0.184615385f * g3 + 0.276923077f * g6, t11 = 0.123076923f * g1 + 0.184615385f * g4 + 0.276923077f * g7, t12 = 0.123076923f * g2 + 0.184615385f * g5 + 0.276923077f * g8;
-            const cg_v t20 = 0.123076923f * g0 - 0.184615385f * g3 + 0.276923077f * g6, t21 = 0.123076923f * g1 - 0.184615385f * g4 + 0.276923077f * g7, t22 = 0.123076923f * g2 - 0.184615385f * g5 + 0.276923077f * g8;
-            const cg_v t30 = -0.623076923f * g0 - 0.415384615f * g3 - 0.276923077f * g6, t31 = -0.623076923f * g1 - 0.415384615f * g4 - 0.276923077f * g7, t32 = -0.623076923f * g2 - 0.415384615f * g5 - 0.276923077f * g8;
-            const cg_v t40 = -0.623076923f * g0 + 0.415384615f * g3 - 0.276923077f * g6, t41 = -0.623076923f * g1 + 0.415384615f * g4 - 0.276923077f * g7, t42 = -0.623076923f * g2 + 0.415384615f * g5 - 0.276923077f * g8;
-            const cg_v t50 = g6, t51 = g7, t52 = g8;
-            VSTORE(u + 0, t00); VSTORE(u + 8192, 0.123076923f * t00 + 0.184615385f * t01 + 0.276923077f * t02); VSTORE(u + 16384, 0.123076923f * t00 - 0.184615385f * t01 + 0.276923077f * t02); VSTORE(u + 24576, -0.623076923f * t00 - 0.415384615f * t01 - 0.276923077f * t02); VSTORE(u + 32768, -0.623076923f * t00 + 0.415384615f * t01 - 0.276923077f * t02); VSTORE(u + 40960, t02);
-            VSTORE(u + 49152, t10); VSTORE(u + 57344, 0.123076923f * t10 + 0.184615385f * t11 + 0.276923077f * t12); VSTORE(u + 65536, 0.123076923f * t10 - 0.184615385f * t11 + 0.276923077f * t12); VSTORE(u + 73728, -0.623076923f * t10 - 0.415384615f * t11 - 0.276923077f * t12); VSTORE(u + 81920, -0.623076923f * t10 + 0.415384615f * t11 - 0.276923077f * t12); VSTORE(u + 90112, t12);
-            VSTORE(u + 98304, t20); VSTORE(u + 106496, 0.123076923f * t20 + 0.184615385f * t21 + 0.276923077f * t22); VSTORE(u + 114688, 0.123076923f * t20 - 0.184615385f * t21 + 0.276923077f * t22); VSTORE(u + 122880, -0.623076923f * t20 - 0.415384615f * t21 - 0.276923077f * t22); VSTORE(u + 131072, -0.623076923f * t20 + 0.415384615f * t21 - 0.276923077f * t22); VSTORE(u + 139264, t22);
-            VSTORE(u + 147456, t30); VSTORE(u + 155648, 0.123076923f * t30 + 0.184615385f * t31 + 0.276923077f * t32); VSTORE(u + 163840, 0.123076923f * t30 - 0.184615385f * t31 + 0.276923077f * t32); VSTORE(u + 172032, -0.623076923f * t30 - 0.415384615f * t31 - 0.276923077f * t32); VSTORE(u + 180224, -0.623076923f * t30 + 0.415384615f * t31 - 0.276923077f * t32); VSTORE(u + 188416, t32);
-            VSTORE(u + 196608, t40); VSTORE(u + 204800, 0.123076923f * t40 + 0.184615385f * t41 + 0.276923077f * t42); VSTORE(u + 212992, 0.123076923f * t40 - 0.184615385f * t41 + 0.276923077f * t42); VSTORE(u + 221184, -0.623076923f * t40 - 0.415384615f * t41 - 0.276923077f * t42); VSTORE(u + 229376, -0.623076923f * t40 + 0.415384615f * t41 - 0.276923077f * t42); VSTORE(u + 237568, t42);
-            VSTORE(u + 245760, t50); VSTORE(u + 253952, 0.123076923f * t50 + 0.184615385f * t51 + 0.276923077f * t52); VSTORE(u + 262144, 0.123076923f * t50 - 0.184615385f * t51 + 0.276923077f * t52); VSTORE(u + 270336, -0.623076923f * t50 - 0.415384615f * t51 - 0.276923077f * t52); VSTORE(u + 278528, -0.623076923f * t50 + 0.415384615f * t51 - 0.276923077f * t52); VSTORE(u + 286720, t52);
+            const cg_v t00 = g0, t10 = 0.5f * (g0 + g3 + g6), t20 = 0.5f * (g0 - g3 + g6), t30 = g6;
+            const cg_v t01 = g1, t11 = 0.5f * (g1 + g4 + g7), t21 = 0.5f * (g1 - g4 + g7), t31 = g7;
+            const cg_v t02 = g2, t12 = 0.5f * (g2 + g5 + g8), t22 = 0.5f * (g2 - g5 + g8), t32 = g8;
+            VSTORE(u + 0, t00); VSTORE(u + 8192, 0.5f * (t00 + t01 + t02)); VSTORE(u + 16384, 0.5f * (t00 - t01 + t02)); VSTORE(u + 24576, t02);
+            VSTORE(u + 32768, t10); VSTORE(u + 40960, 0.5f * (t10 + t11 + t12)); VSTORE(u + 49152, 0.5f * (t10 - t11 + t12)); VSTORE(u + 57344, t12);
+            VSTORE(u + 65536, t20); VSTORE(u + 73728, 0.5f * (t20 + t21 + t22)); VSTORE(u + 81920, 0.5f * (t20 - t21 + t22)); VSTORE(u + 90112, t22);
+            VSTORE(u + 98304, t30); VSTORE(u + 106496, 0.5f * (t30 + t31 + t32)); VSTORE(u + 114688, 0.5f * (t30 - t31 + t32)); VSTORE(u + 122880, t32);
         }
     }
     CG_PARALLEL
@@ -3580,98 +3736,32 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
         CG_FOR2_NOWAIT
         for (int v0 = 0; v0 < 4; v0 += 1) {
             for (int ty = 0; ty < 1; ty++) {
-                cg_v vb[4608]; /* [36][128][TB]: B^T d B of each input channel */
-                cg_v mb[2304]; /* [36][64][TB]: the products summed over the input channels */
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = -2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = -2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = -2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = -2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = -2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = -2.69444444f * s02 + s04;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 128 + ci) * 1 + bb] = -2.69444444f * s12 + s14;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 128 + ci) * 1 + bb] = -2.69444444f * s22 + s24;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 128 + ci) * 1 + bb] = -2.69444444f * s32 + s34;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 128 + ci) * 1 + bb] = -2.69444444f * s42 + s44;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 128 + ci) * 1 + bb] = -2.69444444f * s52 + s54;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856));
+                            const cg_v d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                            const cg_v d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3688,8 +3778,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3707,150 +3803,145 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b], r05 = mb[(5 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b] + mb[(17 * 64 + co) * 1 + b] + mb[(23 * 64 + co) * 1 + b] + mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b], r15 = 1.5f * mb[(11 * 64 + co) * 1 + b] - 1.5f * mb[(17 * 64 + co) * 1 + b] + 0.666666667f * mb[(23 * 64 + co) * 1 + b] - 0.666666667f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 64 + co) * 1 + b] + 2.25f * mb[(12 * 64 + co) * 1 + b] + 0.444444444f * mb[(18 * 64 + co) * 1 + b] + 0.444444444f * mb[(24 * 64 + co) * 1 + b], r21 = 2.25f * mb[(7 * 64 + co) * 1 + b] + 2.25f * mb[(13 * 64 + co) * 1 + b] + 0.444444444f * mb[(19 * 64 + co) * 1 + b] + 0.444444444f * mb[(25 * 64 + co) * 1 + b], r22 = 2.25f * mb[(8 * 64 + co) * 1 + b] + 2.25f * mb[(14 * 64 + co) * 1 + b] + 0.444444444f * mb[(20 * 64 + co) * 1 + b] + 0.444444444f * mb[(26 * 64 + co) * 1 + b], r23 = 2.25f * mb[(9 * 64 + co) * 1 + b] + 2.25f * mb[(15 * 64 + co) * 1 + b] + 0.444444444f * mb[(21 * 64 + co) * 1 + b] + 0.444444444f * mb[(27 * 64 + co) * 1 + b], r24 = 2.25f * mb[(10 * 64 + co) * 1 + b] + 2.25f * mb[(16 * 64 + co) * 1 + b] + 0.444444444f * mb[(22 * 64 + co) * 1 + b] + 0.444444444f * mb[(28 * 64 + co) * 1 + b], r25 = 2.25f * mb[(11 * 64 + co) * 1 + b] + 2.25f * mb[(17 * 64 + co) * 1 + b] + 0.444444444f * mb[(23 * 64 + co) * 1 + b] + 0.444444444f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 64 + co) * 1 + b] - 3.375f * mb[(12 * 64 + co) * 1 + b] + 0.296296296f * mb[(18 * 64 + co) * 1 + b] - 0.296296296f * mb[(24 * 64 + co) * 1 + b] + mb[(30 * 64 + co) * 1 + b], r31 = 3.375f * mb[(7 * 64 + co) * 1 + b] - 3.375f * mb[(13 * 64 + co) * 1 + b] + 0.296296296f * mb[(19 * 64 + co) * 1 + b] - 0.296296296f * mb[(25 * 64 + co) * 1 + b] + mb[(31 * 64 + co) * 1 + b], r32 = 3.375f * mb[(8 * 64 + co) * 1 + b] - 3.375f * mb[(14 * 64 + co) * 1 + b] + 0.296296296f * mb[(20 * 64 + co) * 1 + b] - 0.296296296f * mb[(26 * 64 + co) * 1 + b] + mb[(32 * 64 + co) * 1 + b], r33 = 3.375f * mb[(9 * 64 + co) * 1 + b] - 3.375f * mb[(15 * 64 + co) * 1 + b] + 0.296296296f * mb[(21 * 64 + co) * 1 + b] - 0.296296296f * mb[(27 * 64 + co) * 1 + b] + mb[(33 * 64 + co) * 1 + b], r34 = 3.375f * mb[(10 * 64 + co) * 1 + b] - 3.375f * mb[(16 * 64 + co) * 1 + b] + 0.296296296f * mb[(22 * 64 + co) * 1 + b] - 0.296296296f * mb[(28 * 64 + co) * 1 + b] + mb[(34 * 64 + co) * 1 + b], r35 = 3.375f * mb[(11 * 64 + co) * 1 + b] - 3.375f * mb[(17 * 64 + co) * 1 + b] + 0.296296296f * mb[(23 * 64 + co) * 1 + b] - 0.296296296f * mb[(29 * 64 + co) * 1 + b] + mb[(35 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(dx + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(dx + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(dx + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(dx + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(dx + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(dx + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(dx + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(dx + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(dx + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(dx + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(dx + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(dx + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = -2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = -2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = -2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = -2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = -2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = -2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = s00 - 2.69444444f * s02 + s04;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 128 + ci) * 1 + bb] = s10 - 2.69444444f * s12 + s14;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 128 + ci) * 1 + bb] = s20 - 2.69444444f * s22 + s24;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 128 + ci) * 1 + bb] = s30 - 2.69444444f * s32 + s34;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 128 + ci) * 1 + bb] = s40 - 2.69444444f * s42 + s44;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 128 + ci) * 1 + bb] = s50 - 2.69444444f * s52 + s54;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                            const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -3867,8 +3958,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -3886,123 +3983,145 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b], r05 = mb[(5 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b] + mb[(17 * 64 + co) * 1 + b] + mb[(23 * 64 + co) * 1 + b] + mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b], r15 = 1.5f * mb[(11 * 64 + co) * 1 + b] - 1.5f * mb[(17 * 64 + co) * 1 + b] + 0.666666667f * mb[(23 * 64 + co) * 1 + b] - 0.666666667f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 64 + co) * 1 + b] + 2.25f * mb[(12 * 64 + co) * 1 + b] + 0.444444444f * mb[(18 * 64 + co) * 1 + b] + 0.444444444f * mb[(24 * 64 + co) * 1 + b], r21 = 2.25f * mb[(7 * 64 + co) * 1 + b] + 2.25f * mb[(13 * 64 + co) * 1 + b] + 0.444444444f * mb[(19 * 64 + co) * 1 + b] + 0.444444444f * mb[(25 * 64 + co) * 1 + b], r22 = 2.25f * mb[(8 * 64 + co) * 1 + b] + 2.25f * mb[(14 * 64 + co) * 1 + b] + 0.444444444f * mb[(20 * 64 + co) * 1 + b] + 0.444444444f * mb[(26 * 64 + co) * 1 + b], r23 = 2.25f * mb[(9 * 64 + co) * 1 + b] + 2.25f * mb[(15 * 64 + co) * 1 + b] + 0.444444444f * mb[(21 * 64 + co) * 1 + b] + 0.444444444f * mb[(27 * 64 + co) * 1 + b], r24 = 2.25f * mb[(10 * 64 + co) * 1 + b] + 2.25f * mb[(16 * 64 + co) * 1 + b] + 0.444444444f * mb[(22 * 64 + co) * 1 + b] + 0.444444444f * mb[(28 * 64 + co) * 1 + b], r25 = 2.25f * mb[(11 * 64 + co) * 1 + b] + 2.25f * mb[(17 * 64 + co) * 1 + b] + 0.444444444f * mb[(23 * 64 + co) * 1 + b] + 0.444444444f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 64 + co) * 1 + b] - 3.375f * mb[(12 * 64 + co) * 1 + b] + 0.296296296f * mb[(18 * 64 + co) * 1 + b] - 0.296296296f * mb[(24 * 64 + co) * 1 + b] + mb[(30 * 64 + co) * 1 + b], r31 = 3.375f * mb[(7 * 64 + co) * 1 + b] - 3.375f * mb[(13 * 64 + co) * 1 + b] + 0.296296296f * mb[(19 * 64 + co) * 1 + b] - 0.296296296f * mb[(25 * 64 + co) * 1 + b] + mb[(31 * 64 + co) * 1 + b], r32 = 3.375f * mb[(8 * 64 + co) * 1 + b] - 3.375f * mb[(14 * 64 + co) * 1 + b] + 0.296296296f * mb[(20 * 64 + co) * 1 + b] - 0.296296296f * mb[(26 * 64 + co) * 1 + b] + mb[(32 * 64 + co) * 1 + b], r33 = 3.375f * mb[(9 * 64 + co) * 1 + b] - 3.375f * mb[(15 * 64 + co) * 1 + b] + 0.296296296f * mb[(21 * 64 + co) * 1 + b] - 0.296296296f * mb[(27 * 64 + co) * 1 + b] + mb[(33 * 64 + co) * 1 + b], r34 = 3.375f * mb[(10 * 64 + co) * 1 + b] - 3.375f * mb[(16 * 64 + co) * 1 + b] + 0.296296296f * mb[(22 * 64 + co) * 1 + b] - 0.296296296f * mb[(28 * 64 + co) * 1 + b] + mb[(34 * 64 + co) * 1 + b], r35 = 3.375f * mb[(11 * 64 + co) * 1 + b] - 3.375f * mb[(17 * 64 + co) * 1 + b] + 0.296296296f * mb[(23 * 64 + co) * 1 + b] - 0.296296296f * mb[(29 * 64 + co) * 1 + b] + mb[(35 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(dx + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(dx + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(dx + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(dx + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(dx + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(dx + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(dx + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(dx + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(dx + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(dx + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(dx + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(dx + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3, 4, 5, 2 outputs */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2); __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = -2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = -2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = -2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = s00 - 2.69444444f * s02;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01;
-                            vb[(6 * 128 + ci) * 1 + bb] = s10 - 2.69444444f * s12;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11;
-                            vb[(12 * 128 + ci) * 1 + bb] = s20 - 2.69444444f * s22;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21;
-                            vb[(18 * 128 + ci) * 1 + bb] = s30 - 2.69444444f * s32;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31;
-                            vb[(24 * 128 + ci) * 1 + bb] = s40 - 2.69444444f * s42;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41;
-                            vb[(30 * 128 + ci) * 1 + bb] = s50 - 2.69444444f * s52;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51;
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792));
+                            const cg_v d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752));
+                            const cg_v d32 = VLOAD(xc + (xo + 2816));
+                            const cg_v d00 = vsplat(0.0f), d01 = vsplat(0.0f), d02 = vsplat(0.0f), d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4019,8 +4138,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4038,141 +4163,153 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 64 + co) * 1 + b] + 2.25f * mb[(12 * 64 + co) * 1 + b] + 0.444444444f * mb[(18 * 64 + co) * 1 + b] + 0.444444444f * mb[(24 * 64 + co) * 1 + b], r21 = 2.25f * mb[(7 * 64 + co) * 1 + b] + 2.25f * mb[(13 * 64 + co) * 1 + b] + 0.444444444f * mb[(19 * 64 + co) * 1 + b] + 0.444444444f * mb[(25 * 64 + co) * 1 + b], r22 = 2.25f * mb[(8 * 64 + co) * 1 + b] + 2.25f * mb[(14 * 64 + co) * 1 + b] + 0.444444444f * mb[(20 * 64 + co) * 1 + b] + 0.444444444f * mb[(26 * 64 + co) * 1 + b], r23 = 2.25f * mb[(9 * 64 + co) * 1 + b] + 2.25f * mb[(15 * 64 + co) * 1 + b] + 0.444444444f * mb[(21 * 64 + co) * 1 + b] + 0.444444444f * mb[(27 * 64 + co) * 1 + b], r24 = 2.25f * mb[(10 * 64 + co) * 1 + b] + 2.25f * mb[(16 * 64 + co) * 1 + b] + 0.444444444f * mb[(22 * 64 + co) * 1 + b] + 0.444444444f * mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 64 + co) * 1 + b] - 3.375f * mb[(12 * 64 + co) * 1 + b] + 0.296296296f * mb[(18 * 64 + co) * 1 + b] - 0.296296296f * mb[(24 * 64 + co) * 1 + b] + mb[(30 * 64 + co) * 1 + b], r31 = 3.375f * mb[(7 * 64 + co) * 1 + b] - 3.375f * mb[(13 * 64 + co) * 1 + b] + 0.296296296f * mb[(19 * 64 + co) * 1 + b] - 0.296296296f * mb[(25 * 64 + co) * 1 + b] + mb[(31 * 64 + co) * 1 + b], r32 = 3.375f * mb[(8 * 64 + co) * 1 + b] - 3.375f * mb[(14 * 64 + co) * 1 + b] + 0.296296296f * mb[(20 * 64 + co) * 1 + b] - 0.296296296f * mb[(26 * 64 + co) * 1 + b] + mb[(32 * 64 + co) * 1 + b], r33 = 3.375f * mb[(9 * 64 + co) * 1 + b] - 3.375f * mb[(15 * 64 + co) * 1 + b] + 0.296296296f * mb[(21 * 64 + co) * 1 + b] - 0.296296296f * mb[(27 * 64 + co) * 1 + b] + mb[(33 * 64 + co) * 1 + b], r34 = 3.375f * mb[(10 * 64 + co) * 1 + b] - 3.375f * mb[(16 * 64 + co) * 1 + b] + 0.296296296f * mb[(22 * 64 + co) * 1 + b] - 0.296296296f * mb[(28 * 64 + co) * 1 + b] + mb[(34 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(dx + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(dx + o + 1856, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(dx + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(dx + o + 2752, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
             }
         }
-        /* tile rows 1..2: input rows all inside */
+        /* tile rows 1..5: input rows all inside */
         CG_FOR2_NOWAIT
         for (int v0 = 0; v0 < 4; v0 += 1) {
-            for (int ty = 1; ty < 3; ty++) {
-                cg_v vb[4608]; /* [36][128][TB]: B^T d B of each input channel */
-                cg_v mb[2304]; /* [36][64][TB]: the products summed over the input channels */
+            for (int ty = 1; ty < 6; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = d0 - 2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = d0 - 2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = d0 - 2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = d0 - 2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = d0 - 2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = -2.69444444f * s02 + s04;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 128 + ci) * 1 + bb] = -2.69444444f * s12 + s14;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 128 + ci) * 1 + bb] = -2.69444444f * s22 + s24;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 128 + ci) * 1 + bb] = -2.69444444f * s32 + s34;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 128 + ci) * 1 + bb] = -2.69444444f * s42 + s44;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 128 + ci) * 1 + bb] = -2.69444444f * s52 + s54;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                            const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                            const cg_v d23 = VLOAD(xc + (xo + 1984)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4189,8 +4326,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4208,150 +4351,145 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b], r05 = mb[(5 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b] + mb[(17 * 64 + co) * 1 + b] + mb[(23 * 64 + co) * 1 + b] + mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b], r15 = 1.5f * mb[(11 * 64 + co) * 1 + b] - 1.5f * mb[(17 * 64 + co) * 1 + b] + 0.666666667f * mb[(23 * 64 + co) * 1 + b] - 0.666666667f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 64 + co) * 1 + b] + 2.25f * mb[(12 * 64 + co) * 1 + b] + 0.444444444f * mb[(18 * 64 + co) * 1 + b] + 0.444444444f * mb[(24 * 64 + co) * 1 + b], r21 = 2.25f * mb[(7 * 64 + co) * 1 + b] + 2.25f * mb[(13 * 64 + co) * 1 + b] + 0.444444444f * mb[(19 * 64 + co) * 1 + b] + 0.444444444f * mb[(25 * 64 + co) * 1 + b], r22 = 2.25f * mb[(8 * 64 + co) * 1 + b] + 2.25f * mb[(14 * 64 + co) * 1 + b] + 0.444444444f * mb[(20 * 64 + co) * 1 + b] + 0.444444444f * mb[(26 * 64 + co) * 1 + b], r23 = 2.25f * mb[(9 * 64 + co) * 1 + b] + 2.25f * mb[(15 * 64 + co) * 1 + b] + 0.444444444f * mb[(21 * 64 + co) * 1 + b] + 0.444444444f * mb[(27 * 64 + co) * 1 + b], r24 = 2.25f * mb[(10 * 64 + co) * 1 + b] + 2.25f * mb[(16 * 64 + co) * 1 + b] + 0.444444444f * mb[(22 * 64 + co) * 1 + b] + 0.444444444f * mb[(28 * 64 + co) * 1 + b], r25 = 2.25f * mb[(11 * 64 + co) * 1 + b] + 2.25f * mb[(17 * 64 + co) * 1 + b] + 0.444444444f * mb[(23 * 64 + co) * 1 + b] + 0.444444444f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 64 + co) * 1 + b] - 3.375f * mb[(12 * 64 + co) * 1 + b] + 0.296296296f * mb[(18 * 64 + co) * 1 + b] - 0.296296296f * mb[(24 * 64 + co) * 1 + b] + mb[(30 * 64 + co) * 1 + b], r31 = 3.375f * mb[(7 * 64 + co) * 1 + b] - 3.375f * mb[(13 * 64 + co) * 1 + b] + 0.296296296f * mb[(19 * 64 + co) * 1 + b] - 0.296296296f * mb[(25 * 64 + co) * 1 + b] + mb[(31 * 64 + co) * 1 + b], r32 = 3.375f * mb[(8 * 64 + co) * 1 + b] - 3.375f * mb[(14 * 64 + co) * 1 + b] + 0.296296296f * mb[(20 * 64 + co) * 1 + b] - 0.296296296f * mb[(26 * 64 + co) * 1 + b] + mb[(32 * 64 + co) * 1 + b], r33 = 3.375f * mb[(9 * 64 + co) * 1 + b] - 3.375f * mb[(15 * 64 + co) * 1 + b] + 0.296296296f * mb[(21 * 64 + co) * 1 + b] - 0.296296296f * mb[(27 * 64 + co) * 1 + b] + mb[(33 * 64 + co) * 1 + b], r34 = 3.375f * mb[(10 * 64 + co) * 1 + b] - 3.375f * mb[(16 * 64 + co) * 1 + b] + 0.296296296f * mb[(22 * 64 + co) * 1 + b] - 0.296296296f * mb[(28 * 64 + co) * 1 + b] + mb[(34 * 64 + co) * 1 + b], r35 = 3.375f * mb[(11 * 64 + co) * 1 + b] - 3.375f * mb[(17 * 64 + co) * 1 + b] + 0.296296296f * mb[(23 * 64 + co) * 1 + b] - 0.296296296f * mb[(29 * 64 + co) * 1 + b] + mb[(35 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(dx + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(dx + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(dx + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(dx + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(dx + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(dx + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(dx + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(dx + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(dx + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(dx + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(dx + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(dx + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = d0 - 2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = d0 - 2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = d0 - 2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984)), d3 = VLOAD(xc + (xo + 2880)), d4 = VLOAD(xc + (xo + 3776)), d5 = VLOAD(xc + (xo + 4672));
-                                s03 = d0 - 2.69444444f * d2 + d4;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s33 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s43 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s53 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048)), d3 = VLOAD(xc + (xo + 2944)), d4 = VLOAD(xc + (xo + 3840)), d5 = VLOAD(xc + (xo + 4736));
-                                s04 = d0 - 2.69444444f * d2 + d4;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s34 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s44 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s54 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112)), d3 = VLOAD(xc + (xo + 3008)), d4 = VLOAD(xc + (xo + 3904)), d5 = VLOAD(xc + (xo + 4800));
-                                s05 = d0 - 2.69444444f * d2 + d4;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s35 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s45 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s55 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = s00 - 2.69444444f * s02 + s04;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 128 + ci) * 1 + bb] = s10 - 2.69444444f * s12 + s14;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 128 + ci) * 1 + bb] = s20 - 2.69444444f * s22 + s24;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 128 + ci) * 1 + bb] = s30 - 2.69444444f * s32 + s34;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 128 + ci) * 1 + bb] = s40 - 2.69444444f * s42 + s44;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 128 + ci) * 1 + bb] = s50 - 2.69444444f * s52 + s54;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                            const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816)), d33 = VLOAD(xc + (xo + 2880));
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4368,8 +4506,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4387,123 +4531,145 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b], r05 = mb[(5 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b] + mb[(17 * 64 + co) * 1 + b] + mb[(23 * 64 + co) * 1 + b] + mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b], r15 = 1.5f * mb[(11 * 64 + co) * 1 + b] - 1.5f * mb[(17 * 64 + co) * 1 + b] + 0.666666667f * mb[(23 * 64 + co) * 1 + b] - 0.666666667f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 64 + co) * 1 + b] + 2.25f * mb[(12 * 64 + co) * 1 + b] + 0.444444444f * mb[(18 * 64 + co) * 1 + b] + 0.444444444f * mb[(24 * 64 + co) * 1 + b], r21 = 2.25f * mb[(7 * 64 + co) * 1 + b] + 2.25f * mb[(13 * 64 + co) * 1 + b] + 0.444444444f * mb[(19 * 64 + co) * 1 + b] + 0.444444444f * mb[(25 * 64 + co) * 1 + b], r22 = 2.25f * mb[(8 * 64 + co) * 1 + b] + 2.25f * mb[(14 * 64 + co) * 1 + b] + 0.444444444f * mb[(20 * 64 + co) * 1 + b] + 0.444444444f * mb[(26 * 64 + co) * 1 + b], r23 = 2.25f * mb[(9 * 64 + co) * 1 + b] + 2.25f * mb[(15 * 64 + co) * 1 + b] + 0.444444444f * mb[(21 * 64 + co) * 1 + b] + 0.444444444f * mb[(27 * 64 + co) * 1 + b], r24 = 2.25f * mb[(10 * 64 + co) * 1 + b] + 2.25f * mb[(16 * 64 + co) * 1 + b] + 0.444444444f * mb[(22 * 64 + co) * 1 + b] + 0.444444444f * mb[(28 * 64 + co) * 1 + b], r25 = 2.25f * mb[(11 * 64 + co) * 1 + b] + 2.25f * mb[(17 * 64 + co) * 1 + b] + 0.444444444f * mb[(23 * 64 + co) * 1 + b] + 0.444444444f * mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 64 + co) * 1 + b] - 3.375f * mb[(12 * 64 + co) * 1 + b] + 0.296296296f * mb[(18 * 64 + co) * 1 + b] - 0.296296296f * mb[(24 * 64 + co) * 1 + b] + mb[(30 * 64 + co) * 1 + b], r31 = 3.375f * mb[(7 * 64 + co) * 1 + b] - 3.375f * mb[(13 * 64 + co) * 1 + b] + 0.296296296f * mb[(19 * 64 + co) * 1 + b] - 0.296296296f * mb[(25 * 64 + co) * 1 + b] + mb[(31 * 64 + co) * 1 + b], r32 = 3.375f * mb[(8 * 64 + co) * 1 + b] - 3.375f * mb[(14 * 64 + co) * 1 + b] + 0.296296296f * mb[(20 * 64 + co) * 1 + b] - 0.296296296f * mb[(26 * 64 + co) * 1 + b] + mb[(32 * 64 + co) * 1 + b], r33 = 3.375f * mb[(9 * 64 + co) * 1 + b] - 3.375f * mb[(15 * 64 + co) * 1 + b] + 0.296296296f * mb[(21 * 64 + co) * 1 + b] - 0.296296296f * mb[(27 * 64 + co) * 1 + b] + mb[(33 * 64 + co) * 1 + b], r34 = 3.375f * mb[(10 * 64 + co) * 1 + b] - 3.375f * mb[(16 * 64 + co) * 1 + b] + 0.296296296f * mb[(22 * 64 + co) * 1 + b] - 0.296296296f * mb[(28 * 64 + co) * 1 + b] + mb[(34 * 64 + co) * 1 + b], r35 = 3.375f * mb[(11 * 64 + co) * 1 + b] - 3.375f * mb[(17 * 64 + co) * 1 + b] + 0.296296296f * mb[(23 * 64 + co) * 1 + b] - 0.296296296f * mb[(29 * 64 + co) * 1 + b] + mb[(35 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(dx + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(dx + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(dx + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(dx + o + 1088, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(dx + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(dx + o + 1856, yv); }
-                            { const cg_v yv = 2.25f * r21 + 2.25f * r22 + 0.444444444f * r23 + 0.444444444f * r24; VSTORE(dx + o + 1920, yv); }
-                            { const cg_v yv = 3.375f * r21 - 3.375f * r22 + 0.296296296f * r23 - 0.296296296f * r24 + r25; VSTORE(dx + o + 1984, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(dx + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(dx + o + 2752, yv); }
-                            { const cg_v yv = 2.25f * r31 + 2.25f * r32 + 0.444444444f * r33 + 0.444444444f * r34; VSTORE(dx + o + 2816, yv); }
-                            { const cg_v yv = 3.375f * r31 - 3.375f * r32 + 0.296296296f * r33 - 0.296296296f * r34 + r35; VSTORE(dx + o + 2880, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3, 4, 5, 2 outputs */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2); __builtin_prefetch(xq + (xo + 2944), 0, 2); __builtin_prefetch(xq + (xo + 3008), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792)), d3 = VLOAD(xc + (xo + 2688)), d4 = VLOAD(xc + (xo + 3584)), d5 = VLOAD(xc + (xo + 4480));
-                                s00 = d0 - 2.69444444f * d2 + d4;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s30 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s40 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s50 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856)), d3 = VLOAD(xc + (xo + 2752)), d4 = VLOAD(xc + (xo + 3648)), d5 = VLOAD(xc + (xo + 4544));
-                                s01 = d0 - 2.69444444f * d2 + d4;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s31 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s41 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s51 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920)), d3 = VLOAD(xc + (xo + 2816)), d4 = VLOAD(xc + (xo + 3712)), d5 = VLOAD(xc + (xo + 4608));
-                                s02 = d0 - 2.69444444f * d2 + d4;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2 + 1.5f * d3 + d4;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2 - 1.5f * d3 + d4;
-                                s32 = -1.5f * d1 - 2.25f * d2 + 0.666666667f * d3 + d4;
-                                s42 = 1.5f * d1 - 2.25f * d2 - 0.666666667f * d3 + d4;
-                                s52 = d1 - 2.69444444f * d3 + d5;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = s00 - 2.69444444f * s02;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01;
-                            vb[(6 * 128 + ci) * 1 + bb] = s10 - 2.69444444f * s12;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11;
-                            vb[(12 * 128 + ci) * 1 + bb] = s20 - 2.69444444f * s22;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21;
-                            vb[(18 * 128 + ci) * 1 + bb] = s30 - 2.69444444f * s32;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31;
-                            vb[(24 * 128 + ci) * 1 + bb] = s40 - 2.69444444f * s42;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41;
-                            vb[(30 * 128 + ci) * 1 + bb] = s50 - 2.69444444f * s52;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                            const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                            const cg_v d22 = VLOAD(xc + (xo + 1920)), d30 = VLOAD(xc + (xo + 2688)), d31 = VLOAD(xc + (xo + 2752)), d32 = VLOAD(xc + (xo + 2816));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4520,8 +4686,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4539,141 +4711,153 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r20 = 2.25f * mb[(6 * 64 + co) * 1 + b] + 2.25f * mb[(12 * 64 + co) * 1 + b] + 0.444444444f * mb[(18 * 64 + co) * 1 + b] + 0.444444444f * mb[(24 * 64 + co) * 1 + b], r21 = 2.25f * mb[(7 * 64 + co) * 1 + b] + 2.25f * mb[(13 * 64 + co) * 1 + b] + 0.444444444f * mb[(19 * 64 + co) * 1 + b] + 0.444444444f * mb[(25 * 64 + co) * 1 + b], r22 = 2.25f * mb[(8 * 64 + co) * 1 + b] + 2.25f * mb[(14 * 64 + co) * 1 + b] + 0.444444444f * mb[(20 * 64 + co) * 1 + b] + 0.444444444f * mb[(26 * 64 + co) * 1 + b], r23 = 2.25f * mb[(9 * 64 + co) * 1 + b] + 2.25f * mb[(15 * 64 + co) * 1 + b] + 0.444444444f * mb[(21 * 64 + co) * 1 + b] + 0.444444444f * mb[(27 * 64 + co) * 1 + b], r24 = 2.25f * mb[(10 * 64 + co) * 1 + b] + 2.25f * mb[(16 * 64 + co) * 1 + b] + 0.444444444f * mb[(22 * 64 + co) * 1 + b] + 0.444444444f * mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r30 = 3.375f * mb[(6 * 64 + co) * 1 + b] - 3.375f * mb[(12 * 64 + co) * 1 + b] + 0.296296296f * mb[(18 * 64 + co) * 1 + b] - 0.296296296f * mb[(24 * 64 + co) * 1 + b] + mb[(30 * 64 + co) * 1 + b], r31 = 3.375f * mb[(7 * 64 + co) * 1 + b] - 3.375f * mb[(13 * 64 + co) * 1 + b] + 0.296296296f * mb[(19 * 64 + co) * 1 + b] - 0.296296296f * mb[(25 * 64 + co) * 1 + b] + mb[(31 * 64 + co) * 1 + b], r32 = 3.375f * mb[(8 * 64 + co) * 1 + b] - 3.375f * mb[(14 * 64 + co) * 1 + b] + 0.296296296f * mb[(20 * 64 + co) * 1 + b] - 0.296296296f * mb[(26 * 64 + co) * 1 + b] + mb[(32 * 64 + co) * 1 + b], r33 = 3.375f * mb[(9 * 64 + co) * 1 + b] - 3.375f * mb[(15 * 64 + co) * 1 + b] + 0.296296296f * mb[(21 * 64 + co) * 1 + b] - 0.296296296f * mb[(27 * 64 + co) * 1 + b] + mb[(33 * 64 + co) * 1 + b], r34 = 3.375f * mb[(10 * 64 + co) * 1 + b] - 3.375f * mb[(16 * 64 + co) * 1 + b] + 0.296296296f * mb[(22 * 64 + co) * 1 + b] - 0.296296296f * mb[(28 * 64 + co) * 1 + b] + mb[(34 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = r20 + r21 + r22 + r23 + r24; VSTORE(dx + o + 1792, yv); }
-                            { const cg_v yv = 1.5f * r21 - 1.5f * r22 + 0.666666667f * r23 - 0.666666667f * r24; VSTORE(dx + o + 1856, yv); }
-                            { const cg_v yv = r30 + r31 + r32 + r33 + r34; VSTORE(dx + o + 2688, yv); }
-                            { const cg_v yv = 1.5f * r31 - 1.5f * r32 + 0.666666667f * r33 - 0.666666667f * r34; VSTORE(dx + o + 2752, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
             }
         }
-        /* tile rows 3..3: input rows zeros at 3, 4, 5, 2 outputs */
+        /* tile rows 6..6: input rows zeros at 3 */
         CG_FOR2_NOWAIT
         for (int v0 = 0; v0 < 4; v0 += 1) {
-            for (int ty = 3; ty < 4; ty++) {
-                cg_v vb[4608]; /* [36][128][TB]: B^T d B of each input channel */
-                cg_v mb[2304]; /* [36][64][TB]: the products summed over the input channels */
+            for (int ty = 6; ty < 7; ty++) {
+                cg_v vb[2048]; /* [16][128][TB]: B^T d B of each input channel */
+                cg_v mb[1024]; /* [16][64][TB]: the products summed over the input channels */
                 for (int tx = 0; tx < 1; tx++) { /* input columns zeros at 0 */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2); __builtin_prefetch(xq + (xo + 2112), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856));
-                                s01 = d0 - 2.69444444f * d2;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s31 = -1.5f * d1 - 2.25f * d2;
-                                s41 = 1.5f * d1 - 2.25f * d2;
-                                s51 = d1;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920));
-                                s02 = d0 - 2.69444444f * d2;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s32 = -1.5f * d1 - 2.25f * d2;
-                                s42 = 1.5f * d1 - 2.25f * d2;
-                                s52 = d1;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984));
-                                s03 = d0 - 2.69444444f * d2;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s33 = -1.5f * d1 - 2.25f * d2;
-                                s43 = 1.5f * d1 - 2.25f * d2;
-                                s53 = d1;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048));
-                                s04 = d0 - 2.69444444f * d2;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s34 = -1.5f * d1 - 2.25f * d2;
-                                s44 = 1.5f * d1 - 2.25f * d2;
-                                s54 = d1;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112));
-                                s05 = d0 - 2.69444444f * d2;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s35 = -1.5f * d1 - 2.25f * d2;
-                                s45 = 1.5f * d1 - 2.25f * d2;
-                                s55 = d1;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = -2.69444444f * s02 + s04;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 128 + ci) * 1 + bb] = -2.69444444f * s12 + s14;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 128 + ci) * 1 + bb] = -2.69444444f * s22 + s24;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 128 + ci) * 1 + bb] = -2.69444444f * s32 + s34;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 128 + ci) * 1 + bb] = -2.69444444f * s42 + s44;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 128 + ci) * 1 + bb] = -2.69444444f * s52 + s54;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192)), d11 = VLOAD(xc + (xo + 960));
+                            const cg_v d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920));
+                            const cg_v d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d00 = vsplat(0.0f), d10 = vsplat(0.0f), d20 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4690,8 +4874,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4709,140 +4899,145 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b], r05 = mb[(5 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b] + mb[(17 * 64 + co) * 1 + b] + mb[(23 * 64 + co) * 1 + b] + mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b], r15 = 1.5f * mb[(11 * 64 + co) * 1 + b] - 1.5f * mb[(17 * 64 + co) * 1 + b] + 0.666666667f * mb[(23 * 64 + co) * 1 + b] - 0.666666667f * mb[(29 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(dx + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(dx + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(dx + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(dx + o + 1088, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 1; tx < 3; tx++) { /* input columns all inside */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 1; tx < 6; tx++) { /* input columns all inside */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
+                        __builtin_prefetch(xq + (xo + 2048), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792));
-                                s00 = d0 - 2.69444444f * d2;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s30 = -1.5f * d1 - 2.25f * d2;
-                                s40 = 1.5f * d1 - 2.25f * d2;
-                                s50 = d1;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856));
-                                s01 = d0 - 2.69444444f * d2;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s31 = -1.5f * d1 - 2.25f * d2;
-                                s41 = 1.5f * d1 - 2.25f * d2;
-                                s51 = d1;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920));
-                                s02 = d0 - 2.69444444f * d2;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s32 = -1.5f * d1 - 2.25f * d2;
-                                s42 = 1.5f * d1 - 2.25f * d2;
-                                s52 = d1;
-                            }
-                            cg_v s03, s13, s23, s33, s43, s53; {
-                                const cg_v d0 = VLOAD(xc + (xo + 192)), d1 = VLOAD(xc + (xo + 1088)), d2 = VLOAD(xc + (xo + 1984));
-                                s03 = d0 - 2.69444444f * d2;
-                                s13 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s23 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s33 = -1.5f * d1 - 2.25f * d2;
-                                s43 = 1.5f * d1 - 2.25f * d2;
-                                s53 = d1;
-                            }
-                            cg_v s04, s14, s24, s34, s44, s54; {
-                                const cg_v d0 = VLOAD(xc + (xo + 256)), d1 = VLOAD(xc + (xo + 1152)), d2 = VLOAD(xc + (xo + 2048));
-                                s04 = d0 - 2.69444444f * d2;
-                                s14 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s24 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s34 = -1.5f * d1 - 2.25f * d2;
-                                s44 = 1.5f * d1 - 2.25f * d2;
-                                s54 = d1;
-                            }
-                            cg_v s05, s15, s25, s35, s45, s55; {
-                                const cg_v d0 = VLOAD(xc + (xo + 320)), d1 = VLOAD(xc + (xo + 1216)), d2 = VLOAD(xc + (xo + 2112));
-                                s05 = d0 - 2.69444444f * d2;
-                                s15 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s25 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s35 = -1.5f * d1 - 2.25f * d2;
-                                s45 = 1.5f * d1 - 2.25f * d2;
-                                s55 = d1;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = s00 - 2.69444444f * s02 + s04;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02 + 1.5f * s03 + s04;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02 - 1.5f * s03 + s04;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02 + 0.666666667f * s03 + s04;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02 - 0.666666667f * s03 + s04;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01 - 2.69444444f * s03 + s05;
-                            vb[(6 * 128 + ci) * 1 + bb] = s10 - 2.69444444f * s12 + s14;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12 + 1.5f * s13 + s14;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12 - 1.5f * s13 + s14;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12 + 0.666666667f * s13 + s14;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12 - 0.666666667f * s13 + s14;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11 - 2.69444444f * s13 + s15;
-                            vb[(12 * 128 + ci) * 1 + bb] = s20 - 2.69444444f * s22 + s24;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22 + 1.5f * s23 + s24;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22 - 1.5f * s23 + s24;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22 + 0.666666667f * s23 + s24;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22 - 0.666666667f * s23 + s24;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21 - 2.69444444f * s23 + s25;
-                            vb[(18 * 128 + ci) * 1 + bb] = s30 - 2.69444444f * s32 + s34;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32 + 1.5f * s33 + s34;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32 - 1.5f * s33 + s34;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32 + 0.666666667f * s33 + s34;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32 - 0.666666667f * s33 + s34;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31 - 2.69444444f * s33 + s35;
-                            vb[(24 * 128 + ci) * 1 + bb] = s40 - 2.69444444f * s42 + s44;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42 + 1.5f * s43 + s44;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42 - 1.5f * s43 + s44;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42 + 0.666666667f * s43 + s44;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42 - 0.666666667f * s43 + s44;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41 - 2.69444444f * s43 + s45;
-                            vb[(30 * 128 + ci) * 1 + bb] = s50 - 2.69444444f * s52 + s54;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52 + 1.5f * s53 + s54;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52 - 1.5f * s53 + s54;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52 + 0.666666667f * s53 + s54;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52 - 0.666666667f * s53 + s54;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51 - 2.69444444f * s53 + s55;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d03 = VLOAD(xc + (xo + 192));
+                            const cg_v d10 = VLOAD(xc + (xo + 896)), d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d13 = VLOAD(xc + (xo + 1088));
+                            const cg_v d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856)), d22 = VLOAD(xc + (xo + 1920)), d23 = VLOAD(xc + (xo + 1984));
+                            const cg_v d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -4859,8 +5054,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -4878,113 +5079,144 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b], r05 = mb[(5 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b] + mb[(17 * 64 + co) * 1 + b] + mb[(23 * 64 + co) * 1 + b] + mb[(29 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b], r15 = 1.5f * mb[(11 * 64 + co) * 1 + b] - 1.5f * mb[(17 * 64 + co) * 1 + b] + 0.666666667f * mb[(23 * 64 + co) * 1 + b] - 0.666666667f * mb[(29 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = 2.25f * r01 + 2.25f * r02 + 0.444444444f * r03 + 0.444444444f * r04; VSTORE(dx + o + 128, yv); }
-                            { const cg_v yv = 3.375f * r01 - 3.375f * r02 + 0.296296296f * r03 - 0.296296296f * r04 + r05; VSTORE(dx + o + 192, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
-                            { const cg_v yv = 2.25f * r11 + 2.25f * r12 + 0.444444444f * r13 + 0.444444444f * r14; VSTORE(dx + o + 1024, yv); }
-                            { const cg_v yv = 3.375f * r11 - 3.375f * r12 + 0.296296296f * r13 - 0.296296296f * r14 + r15; VSTORE(dx + o + 1088, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
-                for (int tx = 3; tx < 4; tx++) { /* input columns zeros at 3, 4, 5, 2 outputs */
-                    const long xo = ((long)(4 * ty - 1) * 14 + 4 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
+                for (int tx = 6; tx < 7; tx++) { /* input columns zeros at 3 */
+                    const long xo = ((long)(2 * ty - 1) * 14 + 2 * tx - 1) * 64 + v0 * 16; /* the block's first input, maybe outside */
                     for (int ci = 0; ci < 128; ci++) {
+                        const float *restrict xq = dy + (size_t)ci * 12544; /* the next tile's new columns */
+                        __builtin_prefetch(xq + (xo + 256), 0, 2); __builtin_prefetch(xq + (xo + 320), 0, 2); __builtin_prefetch(xq + (xo + 1152), 0, 2); __builtin_prefetch(xq + (xo + 1216), 0, 2);
                         for (int bb = 0; bb < 1; bb++) {
                             const float *restrict xc = dy + (size_t)ci * 12544 + bb * 16;
-                            cg_v s00, s10, s20, s30, s40, s50; {
-                                const cg_v d0 = VLOAD(xc + (xo + 0)), d1 = VLOAD(xc + (xo + 896)), d2 = VLOAD(xc + (xo + 1792));
-                                s00 = d0 - 2.69444444f * d2;
-                                s10 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s20 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s30 = -1.5f * d1 - 2.25f * d2;
-                                s40 = 1.5f * d1 - 2.25f * d2;
-                                s50 = d1;
-                            }
-                            cg_v s01, s11, s21, s31, s41, s51; {
-                                const cg_v d0 = VLOAD(xc + (xo + 64)), d1 = VLOAD(xc + (xo + 960)), d2 = VLOAD(xc + (xo + 1856));
-                                s01 = d0 - 2.69444444f * d2;
-                                s11 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s21 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s31 = -1.5f * d1 - 2.25f * d2;
-                                s41 = 1.5f * d1 - 2.25f * d2;
-                                s51 = d1;
-                            }
-                            cg_v s02, s12, s22, s32, s42, s52; {
-                                const cg_v d0 = VLOAD(xc + (xo + 128)), d1 = VLOAD(xc + (xo + 1024)), d2 = VLOAD(xc + (xo + 1920));
-                                s02 = d0 - 2.69444444f * d2;
-                                s12 = -0.666666667f * d1 - 0.444444444f * d2;
-                                s22 = 0.666666667f * d1 - 0.444444444f * d2;
-                                s32 = -1.5f * d1 - 2.25f * d2;
-                                s42 = 1.5f * d1 - 2.25f * d2;
-                                s52 = d1;
-                            }
-                            vb[(0 * 128 + ci) * 1 + bb] = s00 - 2.69444444f * s02;
-                            vb[(1 * 128 + ci) * 1 + bb] = -0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(2 * 128 + ci) * 1 + bb] = 0.666666667f * s01 - 0.444444444f * s02;
-                            vb[(3 * 128 + ci) * 1 + bb] = -1.5f * s01 - 2.25f * s02;
-                            vb[(4 * 128 + ci) * 1 + bb] = 1.5f * s01 - 2.25f * s02;
-                            vb[(5 * 128 + ci) * 1 + bb] = s01;
-                            vb[(6 * 128 + ci) * 1 + bb] = s10 - 2.69444444f * s12;
-                            vb[(7 * 128 + ci) * 1 + bb] = -0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(8 * 128 + ci) * 1 + bb] = 0.666666667f * s11 - 0.444444444f * s12;
-                            vb[(9 * 128 + ci) * 1 + bb] = -1.5f * s11 - 2.25f * s12;
-                            vb[(10 * 128 + ci) * 1 + bb] = 1.5f * s11 - 2.25f * s12;
-                            vb[(11 * 128 + ci) * 1 + bb] = s11;
-                            vb[(12 * 128 + ci) * 1 + bb] = s20 - 2.69444444f * s22;
-                            vb[(13 * 128 + ci) * 1 + bb] = -0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(14 * 128 + ci) * 1 + bb] = 0.666666667f * s21 - 0.444444444f * s22;
-                            vb[(15 * 128 + ci) * 1 + bb] = -1.5f * s21 - 2.25f * s22;
-                            vb[(16 * 128 + ci) * 1 + bb] = 1.5f * s21 - 2.25f * s22;
-                            vb[(17 * 128 + ci) * 1 + bb] = s21;
-                            vb[(18 * 128 + ci) * 1 + bb] = s30 - 2.69444444f * s32;
-                            vb[(19 * 128 + ci) * 1 + bb] = -0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(20 * 128 + ci) * 1 + bb] = 0.666666667f * s31 - 0.444444444f * s32;
-                            vb[(21 * 128 + ci) * 1 + bb] = -1.5f * s31 - 2.25f * s32;
-                            vb[(22 * 128 + ci) * 1 + bb] = 1.5f * s31 - 2.25f * s32;
-                            vb[(23 * 128 + ci) * 1 + bb] = s31;
-                            vb[(24 * 128 + ci) * 1 + bb] = s40 - 2.69444444f * s42;
-                            vb[(25 * 128 + ci) * 1 + bb] = -0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(26 * 128 + ci) * 1 + bb] = 0.666666667f * s41 - 0.444444444f * s42;
-                            vb[(27 * 128 + ci) * 1 + bb] = -1.5f * s41 - 2.25f * s42;
-                            vb[(28 * 128 + ci) * 1 + bb] = 1.5f * s41 - 2.25f * s42;
-                            vb[(29 * 128 + ci) * 1 + bb] = s41;
-                            vb[(30 * 128 + ci) * 1 + bb] = s50 - 2.69444444f * s52;
-                            vb[(31 * 128 + ci) * 1 + bb] = -0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(32 * 128 + ci) * 1 + bb] = 0.666666667f * s51 - 0.444444444f * s52;
-                            vb[(33 * 128 + ci) * 1 + bb] = -1.5f * s51 - 2.25f * s52;
-                            vb[(34 * 128 + ci) * 1 + bb] = 1.5f * s51 - 2.25f * s52;
-                            vb[(35 * 128 + ci) * 1 + bb] = s51;
+                            const cg_v d00 = VLOAD(xc + (xo + 0)), d01 = VLOAD(xc + (xo + 64)), d02 = VLOAD(xc + (xo + 128)), d10 = VLOAD(xc + (xo + 896));
+                            const cg_v d11 = VLOAD(xc + (xo + 960)), d12 = VLOAD(xc + (xo + 1024)), d20 = VLOAD(xc + (xo + 1792)), d21 = VLOAD(xc + (xo + 1856));
+                            const cg_v d22 = VLOAD(xc + (xo + 1920));
+                            const cg_v d03 = vsplat(0.0f), d13 = vsplat(0.0f), d23 = vsplat(0.0f), d30 = vsplat(0.0f), d31 = vsplat(0.0f), d32 = vsplat(0.0f), d33 = vsplat(0.0f); /* outside the input */
+                            const cg_v s00 = d00 - d20, s10 = d10 + d20, s20 = d20 - d10, s30 = d10 - d30;
+                            const cg_v s01 = d01 - d21, s11 = d11 + d21, s21 = d21 - d11, s31 = d11 - d31;
+                            const cg_v s02 = d02 - d22, s12 = d12 + d22, s22 = d22 - d12, s32 = d12 - d32;
+                            const cg_v s03 = d03 - d23, s13 = d13 + d23, s23 = d23 - d13, s33 = d13 - d33;
+                            vb[(0 * 128 + ci) * 1 + bb] = s00 - s02; vb[(1 * 128 + ci) * 1 + bb] = s01 + s02; vb[(2 * 128 + ci) * 1 + bb] = s02 - s01; vb[(3 * 128 + ci) * 1 + bb] = s01 - s03;
+                            vb[(4 * 128 + ci) * 1 + bb] = s10 - s12; vb[(5 * 128 + ci) * 1 + bb] = s11 + s12; vb[(6 * 128 + ci) * 1 + bb] = s12 - s11; vb[(7 * 128 + ci) * 1 + bb] = s11 - s13;
+                            vb[(8 * 128 + ci) * 1 + bb] = s20 - s22; vb[(9 * 128 + ci) * 1 + bb] = s21 + s22; vb[(10 * 128 + ci) * 1 + bb] = s22 - s21; vb[(11 * 128 + ci) * 1 + bb] = s21 - s23;
+                            vb[(12 * 128 + ci) * 1 + bb] = s30 - s32; vb[(13 * 128 + ci) * 1 + bb] = s31 + s32; vb[(14 * 128 + ci) * 1 + bb] = s32 - s31; vb[(15 * 128 + ci) * 1 + bb] = s31 - s33;
                         }
                     }
-                    for (int p = 0; p < 36; p++) {
-                        for (int cb = 0; cb < 4; cb++) {
+                    for (int p = 0; p < 16; p++) {
+                        { /* output channels 0..21 */
                             cg_v a0_0 = vsplat(0.0f);
                             cg_v a1_0 = vsplat(0.0f);
                             cg_v a2_0 = vsplat(0.0f);
@@ -5001,8 +5233,14 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                             cg_v a13_0 = vsplat(0.0f);
                             cg_v a14_0 = vsplat(0.0f);
                             cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            cg_v a21_0 = vsplat(0.0f);
                             for (int ci = 0; ci < 128; ci++) {
-                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*16;
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + 0;
                                 cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
                                 a0_0 += u[0] * e0;
                                 a1_0 += u[1] * e0;
@@ -5020,34 +5258,118 @@ static void l04_conv2d_backward_dx(const float *restrict P, float *restrict T, c
                                 a13_0 += u[13] * e0;
                                 a14_0 += u[14] * e0;
                                 a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                                a21_0 += u[21] * e0;
                             }
-                            mb[(p * 64 + cb*16) * 1 + 0] = a0_0;
-                            mb[(p * 64 + cb*16 + 1) * 1 + 0] = a1_0;
-                            mb[(p * 64 + cb*16 + 2) * 1 + 0] = a2_0;
-                            mb[(p * 64 + cb*16 + 3) * 1 + 0] = a3_0;
-                            mb[(p * 64 + cb*16 + 4) * 1 + 0] = a4_0;
-                            mb[(p * 64 + cb*16 + 5) * 1 + 0] = a5_0;
-                            mb[(p * 64 + cb*16 + 6) * 1 + 0] = a6_0;
-                            mb[(p * 64 + cb*16 + 7) * 1 + 0] = a7_0;
-                            mb[(p * 64 + cb*16 + 8) * 1 + 0] = a8_0;
-                            mb[(p * 64 + cb*16 + 9) * 1 + 0] = a9_0;
-                            mb[(p * 64 + cb*16 + 10) * 1 + 0] = a10_0;
-                            mb[(p * 64 + cb*16 + 11) * 1 + 0] = a11_0;
-                            mb[(p * 64 + cb*16 + 12) * 1 + 0] = a12_0;
-                            mb[(p * 64 + cb*16 + 13) * 1 + 0] = a13_0;
-                            mb[(p * 64 + cb*16 + 14) * 1 + 0] = a14_0;
-                            mb[(p * 64 + cb*16 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 0) * 1 + 0] = a0_0;
+                            mb[(p * 64 + 1) * 1 + 0] = a1_0;
+                            mb[(p * 64 + 2) * 1 + 0] = a2_0;
+                            mb[(p * 64 + 3) * 1 + 0] = a3_0;
+                            mb[(p * 64 + 4) * 1 + 0] = a4_0;
+                            mb[(p * 64 + 5) * 1 + 0] = a5_0;
+                            mb[(p * 64 + 6) * 1 + 0] = a6_0;
+                            mb[(p * 64 + 7) * 1 + 0] = a7_0;
+                            mb[(p * 64 + 8) * 1 + 0] = a8_0;
+                            mb[(p * 64 + 9) * 1 + 0] = a9_0;
+                            mb[(p * 64 + 10) * 1 + 0] = a10_0;
+                            mb[(p * 64 + 11) * 1 + 0] = a11_0;
+                            mb[(p * 64 + 12) * 1 + 0] = a12_0;
+                            mb[(p * 64 + 13) * 1 + 0] = a13_0;
+                            mb[(p * 64 + 14) * 1 + 0] = a14_0;
+                            mb[(p * 64 + 15) * 1 + 0] = a15_0;
+                            mb[(p * 64 + 16) * 1 + 0] = a16_0;
+                            mb[(p * 64 + 17) * 1 + 0] = a17_0;
+                            mb[(p * 64 + 18) * 1 + 0] = a18_0;
+                            mb[(p * 64 + 19) * 1 + 0] = a19_0;
+                            mb[(p * 64 + 20) * 1 + 0] = a20_0;
+                            mb[(p * 64 + 21) * 1 + 0] = a21_0;
+                        }
+                        for (int cb = 0; cb < 2; cb++) {
+                            cg_v a0_0 = vsplat(0.0f);
+                            cg_v a1_0 = vsplat(0.0f);
+                            cg_v a2_0 = vsplat(0.0f);
+                            cg_v a3_0 = vsplat(0.0f);
+                            cg_v a4_0 = vsplat(0.0f);
+                            cg_v a5_0 = vsplat(0.0f);
+                            cg_v a6_0 = vsplat(0.0f);
+                            cg_v a7_0 = vsplat(0.0f);
+                            cg_v a8_0 = vsplat(0.0f);
+                            cg_v a9_0 = vsplat(0.0f);
+                            cg_v a10_0 = vsplat(0.0f);
+                            cg_v a11_0 = vsplat(0.0f);
+                            cg_v a12_0 = vsplat(0.0f);
+                            cg_v a13_0 = vsplat(0.0f);
+                            cg_v a14_0 = vsplat(0.0f);
+                            cg_v a15_0 = vsplat(0.0f);
+                            cg_v a16_0 = vsplat(0.0f);
+                            cg_v a17_0 = vsplat(0.0f);
+                            cg_v a18_0 = vsplat(0.0f);
+                            cg_v a19_0 = vsplat(0.0f);
+                            cg_v a20_0 = vsplat(0.0f);
+                            for (int ci = 0; ci < 128; ci++) {
+                                const float *restrict u = U + (size_t)(p * 128 + ci) * 64 + cb*21 + 22;
+                                cg_v e0 = vb[(p * 128 + ci) * 1 + 0]; VKEEP(e0);
+                                a0_0 += u[0] * e0;
+                                a1_0 += u[1] * e0;
+                                a2_0 += u[2] * e0;
+                                a3_0 += u[3] * e0;
+                                a4_0 += u[4] * e0;
+                                a5_0 += u[5] * e0;
+                                a6_0 += u[6] * e0;
+                                a7_0 += u[7] * e0;
+                                a8_0 += u[8] * e0;
+                                a9_0 += u[9] * e0;
+                                a10_0 += u[10] * e0;
+                                a11_0 += u[11] * e0;
+                                a12_0 += u[12] * e0;
+                                a13_0 += u[13] * e0;
+                                a14_0 += u[14] * e0;
+                                a15_0 += u[15] * e0;
+                                a16_0 += u[16] * e0;
+                                a17_0 += u[17] * e0;
+                                a18_0 += u[18] * e0;
+                                a19_0 += u[19] * e0;
+                                a20_0 += u[20] * e0;
+                            }
+                            mb[(p * 64 + cb*21 + 22) * 1 + 0] = a0_0;
+                            mb[(p * 64 + cb*21 + 23) * 1 + 0] = a1_0;
+                            mb[(p * 64 + cb*21 + 24) * 1 + 0] = a2_0;
+                            mb[(p * 64 + cb*21 + 25) * 1 + 0] = a3_0;
+                            mb[(p * 64 + cb*21 + 26) * 1 + 0] = a4_0;
+                            mb[(p * 64 + cb*21 + 27) * 1 + 0] = a5_0;
+                            mb[(p * 64 + cb*21 + 28) * 1 + 0] = a6_0;
+                            mb[(p * 64 + cb*21 + 29) * 1 + 0] = a7_0;
+                            mb[(p * 64 + cb*21 + 30) * 1 + 0] = a8_0;
+                            mb[(p * 64 + cb*21 + 31) * 1 + 0] = a9_0;
+                            mb[(p * 64 + cb*21 + 32) * 1 + 0] = a10_0;
+                            mb[(p * 64 + cb*21 + 33) * 1 + 0] = a11_0;
+                            mb[(p * 64 + cb*21 + 34) * 1 + 0] = a12_0;
+                            mb[(p * 64 + cb*21 + 35) * 1 + 0] = a13_0;
+                            mb[(p * 64 + cb*21 + 36) * 1 + 0] = a14_0;
+                            mb[(p * 64 + cb*21 + 37) * 1 + 0] = a15_0;
+                            mb[(p * 64 + cb*21 + 38) * 1 + 0] = a16_0;
+                            mb[(p * 64 + cb*21 + 39) * 1 + 0] = a17_0;
+                            mb[(p * 64 + cb*21 + 40) * 1 + 0] = a18_0;
+                            mb[(p * 64 + cb*21 + 41) * 1 + 0] = a19_0;
+                            mb[(p * 64 + cb*21 + 42) * 1 + 0] = a20_0;
                         }
                     }
                     for (int co = 0; co < 64; co++) {
                         for (int b = 0; b < 1; b++) {
-                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(12 * 64 + co) * 1 + b] + mb[(18 * 64 + co) * 1 + b] + mb[(24 * 64 + co) * 1 + b], r01 = mb[(1 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(13 * 64 + co) * 1 + b] + mb[(19 * 64 + co) * 1 + b] + mb[(25 * 64 + co) * 1 + b], r02 = mb[(2 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b] + mb[(14 * 64 + co) * 1 + b] + mb[(20 * 64 + co) * 1 + b] + mb[(26 * 64 + co) * 1 + b], r03 = mb[(3 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b] + mb[(15 * 64 + co) * 1 + b] + mb[(21 * 64 + co) * 1 + b] + mb[(27 * 64 + co) * 1 + b], r04 = mb[(4 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b] + mb[(16 * 64 + co) * 1 + b] + mb[(22 * 64 + co) * 1 + b] + mb[(28 * 64 + co) * 1 + b];
-                            const cg_v r10 = 1.5f * mb[(6 * 64 + co) * 1 + b] - 1.5f * mb[(12 * 64 + co) * 1 + b] + 0.666666667f * mb[(18 * 64 + co) * 1 + b] - 0.666666667f * mb[(24 * 64 + co) * 1 + b], r11 = 1.5f * mb[(7 * 64 + co) * 1 + b] - 1.5f * mb[(13 * 64 + co) * 1 + b] + 0.666666667f * mb[(19 * 64 + co) * 1 + b] - 0.666666667f * mb[(25 * 64 + co) * 1 + b], r12 = 1.5f * mb[(8 * 64 + co) * 1 + b] - 1.5f * mb[(14 * 64 + co) * 1 + b] + 0.666666667f * mb[(20 * 64 + co) * 1 + b] - 0.666666667f * mb[(26 * 64 + co) * 1 + b], r13 = 1.5f * mb[(9 * 64 + co) * 1 + b] - 1.5f * mb[(15 * 64 + co) * 1 + b] + 0.666666667f * mb[(21 * 64 + co) * 1 + b] - 0.666666667f * mb[(27 * 64 + co) * 1 + b], r14 = 1.5f * mb[(10 * 64 + co) * 1 + b] - 1.5f * mb[(16 * 64 + co) * 1 + b] + 0.666666667f * mb[(22 * 64 + co) * 1 + b] - 0.666666667f * mb[(28 * 64 + co) * 1 + b];
-                            const size_t o = ((size_t)(co * 14 + 4 * ty) * 14 + 4 * tx) * 64 + (v0 + b) * 16;
-                            { const cg_v yv = r00 + r01 + r02 + r03 + r04; VSTORE(dx + o + 0, yv); }
-                            { const cg_v yv = 1.5f * r01 - 1.5f * r02 + 0.666666667f * r03 - 0.666666667f * r04; VSTORE(dx + o + 64, yv); }
-                            { const cg_v yv = r10 + r11 + r12 + r13 + r14; VSTORE(dx + o + 896, yv); }
-                            { const cg_v yv = 1.5f * r11 - 1.5f * r12 + 0.666666667f * r13 - 0.666666667f * r14; VSTORE(dx + o + 960, yv); }
+                            const cg_v r00 = mb[(0 * 64 + co) * 1 + b] + mb[(4 * 64 + co) * 1 + b] + mb[(8 * 64 + co) * 1 + b], r10 = mb[(4 * 64 + co) * 1 + b] - mb[(8 * 64 + co) * 1 + b] - mb[(12 * 64 + co) * 1 + b];
+                            const cg_v r01 = mb[(1 * 64 + co) * 1 + b] + mb[(5 * 64 + co) * 1 + b] + mb[(9 * 64 + co) * 1 + b], r11 = mb[(5 * 64 + co) * 1 + b] - mb[(9 * 64 + co) * 1 + b] - mb[(13 * 64 + co) * 1 + b];
+                            const cg_v r02 = mb[(2 * 64 + co) * 1 + b] + mb[(6 * 64 + co) * 1 + b] + mb[(10 * 64 + co) * 1 + b], r12 = mb[(6 * 64 + co) * 1 + b] - mb[(10 * 64 + co) * 1 + b] - mb[(14 * 64 + co) * 1 + b];
+                            const cg_v r03 = mb[(3 * 64 + co) * 1 + b] + mb[(7 * 64 + co) * 1 + b] + mb[(11 * 64 + co) * 1 + b], r13 = mb[(7 * 64 + co) * 1 + b] - mb[(11 * 64 + co) * 1 + b] - mb[(15 * 64 + co) * 1 + b];
+                            cg_v y00 = r00 + r01 + r02, y01 = r01 - r02 - r03, y10 = r10 + r11 + r12, y11 = r11 - r12 - r13;
+                            const size_t o = ((size_t)(co * 14 + 2 * ty) * 14 + 2 * tx) * 64 + (v0 + b) * 16;
+                            VSTORE(dx + o + 0, y00);
+                            VSTORE(dx + o + 64, y01);
+                            VSTORE(dx + o + 896, y10);
+                            VSTORE(dx + o + 960, y11);
                         }
                     }
                 }
@@ -5743,7 +6065,7 @@ static const cg_layer bnnet_layers[] = {
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "conv2d", .ndim_in = 3, .in_shape = {64, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},
      .in_size = 12544, .out_size = 25088, .act_offset = 7275520, .lanes = 64, .line = 17, .col = 5,
-     .schedule = "lanes+wino4: fwd wino4[TB=1,TC=16] dw lanes[TCW=2,rows=3] dx wino4[TB=1,TC=16] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
+     .schedule = "lanes+wino: fwd wino[TB=1,TC=22] dw lanes[TCW=2,rows=3] dx wino[TB=1,TC=22] threaded", .n_inputs = 1, .inputs = bnnet_inputs + 4, .name = NULL, .inplace = 0,
      .kernel = {3, 3}, .stride = {1, 1}, .pad_lo = {1, 1}, .pad_hi = {1, 1}, .dilation = {1, 1},
      .groups = 1, .has_bias = 0, .count_include_pad = 0, .slope = 0.0f, .eps = 0.0f, .momentum = 0.0f},
     {.kind = "batchnorm", .ndim_in = 3, .in_shape = {128, 14, 14}, .ndim_out = 3, .out_shape = {128, 14, 14},

@@ -14,9 +14,9 @@
 #define RESNET20_N_PARAMS_ALLOC ((size_t)272186) /* N_PARAMS, at least 1 */
 #define RESNET20_N_BUFFERS ((size_t)1589) /* batch-norm running statistics and counters */
 #define RESNET20_N_BUFFERS_ALLOC ((size_t)1589) /* N_BUFFERS, at least 1 */
-#define RESNET20_WORKSPACE ((size_t)44532256) /* floats: activations, gradients, scratch */
-#define RESNET20_OUT_OFFSET ((size_t)39711520) /* network output in the workspace */
-#define RESNET20_DOUT_OFFSET ((size_t)39712800) /* dLoss/dOutput goes here before backward */
+#define RESNET20_WORKSPACE ((size_t)45318688) /* floats: activations, gradients, scratch */
+#define RESNET20_OUT_OFFSET ((size_t)40497952) /* network output in the workspace */
+#define RESNET20_DOUT_OFFSET ((size_t)40499232) /* dLoss/dOutput goes here before backward */
 
 /* resnet20.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

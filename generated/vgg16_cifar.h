@@ -14,9 +14,9 @@
 #define VGG16_CIFAR_N_PARAMS_ALLOC ((size_t)15245130) /* N_PARAMS, at least 1 */
 #define VGG16_CIFAR_N_BUFFERS ((size_t)0) /* batch-norm running statistics and counters */
 #define VGG16_CIFAR_N_BUFFERS_ALLOC ((size_t)1) /* N_BUFFERS, at least 1 */
-#define VGG16_CIFAR_WORKSPACE ((size_t)14763264) /* floats: activations, gradients, scratch */
-#define VGG16_CIFAR_OUT_OFFSET ((size_t)10568000) /* network output in the workspace */
-#define VGG16_CIFAR_DOUT_OFFSET ((size_t)10568320) /* dLoss/dOutput goes here before backward */
+#define VGG16_CIFAR_WORKSPACE ((size_t)14435584) /* floats: activations, gradients, scratch */
+#define VGG16_CIFAR_OUT_OFFSET ((size_t)10240320) /* network output in the workspace */
+#define VGG16_CIFAR_DOUT_OFFSET ((size_t)10240640) /* dLoss/dOutput goes here before backward */
 
 /* vgg16_cifar.c also defines main() (the trainer, cg_main) unless compiled with -DCNNGEN_NO_MAIN,
  * which links it into another program: docs/embedding.md. */

@@ -242,8 +242,8 @@ function M.candidates(L, T)
         dw = lanes.dw, dx = lanes.dx, variants = false}
     end
     -- Winograd F(2x2, 3x3) for the forward, dx and dW (conv_wino.lua; dW direct when
-    -- its buffers would not fit a thread's stack comfortably): first (after F(4x4)'s,
-    -- below) for layers of channels and outputs enough to amortize its transforms
+    -- its buffers would not fit a thread's stack comfortably): first
+    -- for layers of channels and outputs enough to amortize its transforms
     if wino.ok(L) then
       -- (M too large for lane vectors, VA nil: the lane form sums across the lanes at
       -- every chunk, as many operations as its multiply-adds at 7x7; the GEMM form
@@ -278,28 +278,14 @@ function M.candidates(L, T)
       -- the tuner, dW with F(4x4) too (36 multiply-adds per channel pair and 4x4 outputs
       -- instead of 64, for larger transforms), its products as lane vectors (dw4) or as
       -- a GEMM over vectors of input channels (dw4g, conv_wino.lua's G form)
-      -- The heuristic's first where Winograd is (wino.preferred): F(4x4) forward and
-      -- dx, dW F(4x4) in the GEMM form where the input channels come in whole vectors
-      -- (else F(2x2)'s): every tuning of ResNet-20 b64 on Zen 3, Zen 4 and the Intel
-      -- Xeon kept F(4x4) for most of its 3x3 layers; on the Xeon (session 52,
-      -- bench/ab.py) F(4x4) 1.14x F(2x2) over the network, dW4g 1.07x on top
       if wino4.ok(L) then
         local fwd4 = {form = "wino4", tile = wino4.tile(L, T, L.cout)}
         local dx4 = {form = "wino4", tile = wino4.tile(L, T, L.cin), apart = true}
-        local w4 = {name = "lanes+wino4", layout = "lanes", fwd = fwd4, dw = wdw, dx = dx4}
-        local dw4g = wino4.dw_tile(L, T, nil, true)
-        local g4 = dw4g and {name = "lanes+wino4+dw4g", layout = "lanes", fwd = fwd4, dw = {form = "wino4", tile = dw4g},
-          dx = dx4, variants = false}
-        if wino.preferred(L) then
-          table.insert(c, 1, w4)
-          if g4 then table.insert(c, 1, g4) end
-        else
-          c[#c + 1] = w4
-          if g4 then c[#c + 1] = g4 end
-        end
-        local dw4 = wino4.dw_tile(L, T)
-        if dw4 then
-          c[#c + 1] = {name = "lanes+wino4+dw4", layout = "lanes", fwd = fwd4, dw = {form = "wino4", tile = dw4}, dx = dx4, variants = false}
+        c[#c + 1] = {name = "lanes+wino4", layout = "lanes", fwd = fwd4, dw = wdw, dx = dx4}
+        for _, v in ipairs({{"lanes+wino4+dw4", wino4.dw_tile(L, T)}, {"lanes+wino4+dw4g", wino4.dw_tile(L, T, nil, true)}}) do
+          if v[2] then
+            c[#c + 1] = {name = v[1], layout = "lanes", fwd = fwd4, dw = {form = "wino4", tile = v[2]}, dx = dx4, variants = false}
+          end
         end
       end
       -- for the tuner: F(2x2)'s dW in the GEMM form
