@@ -346,6 +346,16 @@ function M.loop(C, var, lo, hi, unroll, body)
 end
 
 -- The largest divisor of n that is at most cap (tile sizes that divide an extent).
+-- A register tile's multiply-adds, one line per row p: a<p>_<v> += <x(p)> * <w><v> for
+-- v = 0 .. nv - 1 (x(p) the row's scalar operand, w the loaded vectors' name)
+function M.fma_rows(C, np, nv, x, w)
+  for p = 0, np - 1 do
+    local f = {}
+    for v = 0, nv - 1 do f[#f + 1] = string.format("a%d_%d += %s * %s%d;", p, v, x(p), w, v) end
+    C:line(table.concat(f, " "))
+  end
+end
+
 function M.largest_divisor(n, cap)
   for d = math.min(n, cap), 1, -1 do if n % d == 0 then return d end end
   return 1

@@ -1290,11 +1290,7 @@ local function cv_taps(C, g, V, CS, TV, tp, src, off)
       for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, k * CS + v * V) end
       C:open("{")
       C:line("const cg_v %s;", table.concat(loads, ", "))
-      for p = 0, tp - 1 do
-        local f = {}
-        for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += %s[%d] * w%d;", p, v, src, off(ky, kx, p), v) end
-        C:line(table.concat(f, " "))
-      end
+      util.fma_rows(C, tp, TV, function(p) return string.format("%s[%d]", src, off(ky, kx, p)) end, "w")
       C:close()
     end
   end
@@ -1393,11 +1389,7 @@ function M.backward_cv(L, C, ctx)
       local dl = {}
       for v = 0, tv - 1 do dl[#dl + 1] = string.format("d%d = VLOAD(dn + (oy * %d + ox) * %d + %d)", v, g.w.O, CP, v * V) end
       C:line("const cg_v %s;", table.concat(dl, ", "))
-      for j = 0, np - 1 do
-        local f = {}
-        for v = 0, tv - 1 do f[#f + 1] = string.format("a%d_%d += xr[off[%d]] * d%d;", j, v, j, v) end
-        C:line(table.concat(f, " "))
-      end
+      util.fma_rows(C, np, tv, function(j) return string.format("xr[off[%d]]", j) end, "d")
       C:close()
       C:close()
       C:close()
@@ -1470,11 +1462,7 @@ local function backward_dx_cv_strided(L, C)
         local loads = {}
         for v = 0, TV - 1 do loads[#loads + 1] = string.format("w%d = VLOAD(wr + %d)", v, v * V) end
         C:line("const cg_v %s;", table.concat(loads, ", "))
-        for p = 0, tp - 1 do
-          local f = {}
-          for v = 0, TV - 1 do f[#f + 1] = string.format("a%d_%d += dr[%d] * w%d;", p, v, p, v) end
-          C:line(table.concat(f, " "))
-        end
+        util.fma_rows(C, tp, TV, function(p) return string.format("dr[%d]", p) end, "w")
         C:close()
         C:line("float *restrict xq = dxp + ((%s + %s) * %d + %s + %s) * %d + v0 * %d;",
           times("oy", g.h.S), times("ky", g.h.D), sc.Wp, times(x0, g.w.S), times("kx", g.w.D), CIP, V)
